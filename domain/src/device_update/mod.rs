@@ -1,0 +1,14 @@
+//! The `DeviceUpdate` aggregate: one stream per device, the device's update lane.
+//!
+//! Keeping every update of a device in one stream makes "at most one active
+//! update per device" an invariant of the aggregate, and the stream itself is
+//! the device's audit trail.
+
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use model::{
+    DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, DeviceUpdateEvent, IgnoredReason, Lane,
+    UpdateFirmware, UpdateState,
+};

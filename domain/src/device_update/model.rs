@@ -1,0 +1,462 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::decide::Decide;
+use crate::ids::{CampaignId, FirmwareId};
+use crate::refusal::Refusal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Assigned,
+    Notified,
+    Downloading,
+    Downloaded,
+    Installing,
+    Succeeded,
+    Failed,
+    Rejected,
+    TimedOut,
+    Cancelled,
+    RolledBack,
+}
+
+impl UpdateState {
+    pub const ALL: [UpdateState; 11] = [
+        UpdateState::Assigned,
+        UpdateState::Notified,
+        UpdateState::Downloading,
+        UpdateState::Downloaded,
+        UpdateState::Installing,
+        UpdateState::Succeeded,
+        UpdateState::Failed,
+        UpdateState::Rejected,
+        UpdateState::TimedOut,
+        UpdateState::Cancelled,
+        UpdateState::RolledBack,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UpdateState::Assigned => "assigned",
+            UpdateState::Notified => "notified",
+            UpdateState::Downloading => "downloading",
+            UpdateState::Downloaded => "downloaded",
+            UpdateState::Installing => "installing",
+            UpdateState::Succeeded => "succeeded",
+            UpdateState::Failed => "failed",
+            UpdateState::Rejected => "rejected",
+            UpdateState::TimedOut => "timed_out",
+            UpdateState::Cancelled => "cancelled",
+            UpdateState::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.rank() == Self::TERMINAL_RANK
+    }
+
+    const TERMINAL_RANK: u8 = 5;
+
+    /// Progress order within one update; reports may only move it forward.
+    pub fn rank(&self) -> u8 {
+        match self {
+            UpdateState::Assigned => 0,
+            UpdateState::Notified => 1,
+            UpdateState::Downloading => 2,
+            UpdateState::Downloaded => 3,
+            UpdateState::Installing => 4,
+            _ => Self::TERMINAL_RANK,
+        }
+    }
+
+    /// States a device may report itself.
+    pub fn is_reportable(&self) -> bool {
+        matches!(
+            self,
+            UpdateState::Downloading
+                | UpdateState::Downloaded
+                | UpdateState::Installing
+                | UpdateState::Succeeded
+                | UpdateState::Failed
+                | UpdateState::Rejected
+        )
+    }
+}
+
+impl fmt::Display for UpdateState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for UpdateState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown update state {s:?}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateFirmware {
+    pub id: FirmwareId,
+    pub version: String,
+}
+
+/// One update of the device: from assignment to its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lane {
+    /// Numbered per device from 1; with the device id it is the hawkBit action id.
+    pub action: u32,
+    pub campaign: Option<CampaignId>,
+    pub firmware: UpdateFirmware,
+    pub from: Option<UpdateFirmware>,
+    pub state: UpdateState,
+    pub progress: Option<u8>,
+    pub assigned_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoredReason {
+    /// The update had already ended; a late report never reopens it.
+    Closed,
+    /// The report would move the update backwards.
+    OutOfOrder,
+    /// The report names another action than the current one.
+    StaleAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum DeviceUpdateCommand {
+    Assign {
+        campaign: Option<CampaignId>,
+        firmware: UpdateFirmware,
+        from: Option<UpdateFirmware>,
+        at: DateTime<Utc>,
+    },
+    MarkNotified {
+        at: DateTime<Utc>,
+    },
+    Report {
+        action: Option<u32>,
+        state: UpdateState,
+        progress: Option<u8>,
+        message: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Cancel {
+        at: DateTime<Utc>,
+    },
+    TimeOut {
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DeviceUpdateEvent {
+    UpdateAssigned {
+        action: u32,
+        campaign: Option<CampaignId>,
+        firmware: UpdateFirmware,
+        from: Option<UpdateFirmware>,
+        at: DateTime<Utc>,
+    },
+    DeviceNotified {
+        action: u32,
+        at: DateTime<Utc>,
+    },
+    ProgressReported {
+        action: u32,
+        state: UpdateState,
+        progress: Option<u8>,
+        message: Option<String>,
+        at: DateTime<Utc>,
+    },
+    ReportIgnored {
+        action: u32,
+        state: UpdateState,
+        reason: IgnoredReason,
+        at: DateTime<Utc>,
+    },
+    UpdateCancelled {
+        action: u32,
+        at: DateTime<Utc>,
+    },
+    UpdateTimedOut {
+        action: u32,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for DeviceUpdateEvent {
+    fn event_type(&self) -> String {
+        match self {
+            DeviceUpdateEvent::UpdateAssigned { .. } => "UpdateAssigned",
+            DeviceUpdateEvent::DeviceNotified { .. } => "DeviceNotified",
+            DeviceUpdateEvent::ProgressReported { .. } => "ProgressReported",
+            DeviceUpdateEvent::ReportIgnored { .. } => "ReportIgnored",
+            DeviceUpdateEvent::UpdateCancelled { .. } => "UpdateCancelled",
+            DeviceUpdateEvent::UpdateTimedOut { .. } => "UpdateTimedOut",
+        }
+        .to_owned()
+    }
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceUpdateError {
+    #[error("device already has an active update (action {action}, {state})")]
+    AlreadyActive { action: u32, state: UpdateState },
+    #[error("device has no update")]
+    NoUpdate,
+    #[error("device has no active update (last one is {state})")]
+    NotActive { state: UpdateState },
+    #[error("a device cannot report state {0}")]
+    NotReportable(UpdateState),
+    #[error("progress must be between 0 and 100, got {0}")]
+    BadProgress(u8),
+}
+
+impl DeviceUpdateError {
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            DeviceUpdateError::AlreadyActive { .. } | DeviceUpdateError::NotActive { .. } => {
+                Refusal::Conflict
+            }
+            DeviceUpdateError::NoUpdate => Refusal::NotFound,
+            DeviceUpdateError::NotReportable(_) | DeviceUpdateError::BadProgress(_) => {
+                Refusal::Invalid
+            }
+        }
+    }
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeviceUpdateError::AlreadyActive { .. } => "device_update.already_active",
+            DeviceUpdateError::NoUpdate => "device_update.none",
+            DeviceUpdateError::NotActive { .. } => "device_update.not_active",
+            DeviceUpdateError::NotReportable(_) => "device_update.state_not_reportable",
+            DeviceUpdateError::BadProgress(_) => "device_update.bad_progress",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceUpdate {
+    pub current: Option<Lane>,
+    /// Versions this device ran successfully, oldest first: the rollback ladder.
+    pub good_firmware: Vec<UpdateFirmware>,
+}
+
+impl DeviceUpdate {
+    pub fn active(&self) -> Option<&Lane> {
+        self.current
+            .as_ref()
+            .filter(|lane| !lane.state.is_terminal())
+    }
+
+    fn active_or_refuse(&self) -> Result<&Lane, DeviceUpdateError> {
+        match &self.current {
+            None => Err(DeviceUpdateError::NoUpdate),
+            Some(lane) if lane.state.is_terminal() => {
+                Err(DeviceUpdateError::NotActive { state: lane.state })
+            }
+            Some(lane) => Ok(lane),
+        }
+    }
+
+    fn decide_report(
+        &self,
+        action: Option<u32>,
+        state: UpdateState,
+        progress: Option<u8>,
+        message: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<DeviceUpdateEvent>, DeviceUpdateError> {
+        if !state.is_reportable() {
+            return Err(DeviceUpdateError::NotReportable(state));
+        }
+        if let Some(p) = progress.filter(|p| *p > 100) {
+            return Err(DeviceUpdateError::BadProgress(p));
+        }
+        let lane = self.current.as_ref().ok_or(DeviceUpdateError::NoUpdate)?;
+        let ignored = |reason| {
+            Ok(vec![DeviceUpdateEvent::ReportIgnored {
+                action: lane.action,
+                state,
+                reason,
+                at,
+            }])
+        };
+        if action.is_some_and(|a| a != lane.action) {
+            return ignored(IgnoredReason::StaleAction);
+        }
+        if lane.state.is_terminal() {
+            // The same final word twice is a duplicate, not news.
+            return if lane.state == state {
+                Ok(vec![])
+            } else {
+                ignored(IgnoredReason::Closed)
+            };
+        }
+        if state.rank() < lane.state.rank() {
+            return ignored(IgnoredReason::OutOfOrder);
+        }
+        if state == lane.state && progress.is_none_or(|p| Some(p) == lane.progress) {
+            return Ok(vec![]);
+        }
+        Ok(vec![DeviceUpdateEvent::ProgressReported {
+            action: lane.action,
+            state,
+            progress,
+            message,
+            at,
+        }])
+    }
+}
+
+impl Decide for DeviceUpdate {
+    fn decide(
+        &self,
+        command: DeviceUpdateCommand,
+    ) -> Result<Vec<DeviceUpdateEvent>, DeviceUpdateError> {
+        match command {
+            DeviceUpdateCommand::Assign {
+                campaign,
+                firmware,
+                from,
+                at,
+            } => {
+                if let Some(lane) = self.active() {
+                    return Err(DeviceUpdateError::AlreadyActive {
+                        action: lane.action,
+                        state: lane.state,
+                    });
+                }
+                let action = self.current.as_ref().map_or(1, |lane| lane.action + 1);
+                Ok(vec![DeviceUpdateEvent::UpdateAssigned {
+                    action,
+                    campaign,
+                    firmware,
+                    from,
+                    at,
+                }])
+            }
+            DeviceUpdateCommand::MarkNotified { at } => {
+                let lane = self.active_or_refuse()?;
+                match lane.state {
+                    UpdateState::Assigned => Ok(vec![DeviceUpdateEvent::DeviceNotified {
+                        action: lane.action,
+                        at,
+                    }]),
+                    _ => Ok(vec![]),
+                }
+            }
+            DeviceUpdateCommand::Report {
+                action,
+                state,
+                progress,
+                message,
+                at,
+            } => self.decide_report(action, state, progress, message, at),
+            DeviceUpdateCommand::Cancel { at } => {
+                let lane = self.active_or_refuse()?;
+                Ok(vec![DeviceUpdateEvent::UpdateCancelled {
+                    action: lane.action,
+                    at,
+                }])
+            }
+            DeviceUpdateCommand::TimeOut { at } => {
+                let lane = self.active_or_refuse()?;
+                Ok(vec![DeviceUpdateEvent::UpdateTimedOut {
+                    action: lane.action,
+                    at,
+                }])
+            }
+        }
+    }
+}
+
+impl Aggregate for DeviceUpdate {
+    const TYPE: &'static str = "DeviceUpdate";
+    type Command = DeviceUpdateCommand;
+    type Event = DeviceUpdateEvent;
+    type Error = DeviceUpdateError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: DeviceUpdateCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), DeviceUpdateError> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: DeviceUpdateEvent) {
+        let set_state = |lane: &mut Option<Lane>, state, at| {
+            if let Some(lane) = lane {
+                lane.state = state;
+                lane.updated_at = at;
+            }
+        };
+        match event {
+            DeviceUpdateEvent::UpdateAssigned {
+                action,
+                campaign,
+                firmware,
+                from,
+                at,
+            } => {
+                self.current = Some(Lane {
+                    action,
+                    campaign,
+                    firmware,
+                    from,
+                    state: UpdateState::Assigned,
+                    progress: None,
+                    assigned_at: at,
+                    updated_at: at,
+                });
+            }
+            DeviceUpdateEvent::DeviceNotified { at, .. } => {
+                set_state(&mut self.current, UpdateState::Notified, at)
+            }
+            DeviceUpdateEvent::ProgressReported {
+                state,
+                progress,
+                at,
+                ..
+            } => {
+                set_state(&mut self.current, state, at);
+                if let Some(lane) = &mut self.current {
+                    lane.progress = progress.or(lane.progress);
+                    if state == UpdateState::Succeeded {
+                        self.good_firmware.push(lane.firmware.clone());
+                    }
+                }
+            }
+            DeviceUpdateEvent::ReportIgnored { .. } => {}
+            DeviceUpdateEvent::UpdateCancelled { at, .. } => {
+                set_state(&mut self.current, UpdateState::Cancelled, at)
+            }
+            DeviceUpdateEvent::UpdateTimedOut { at, .. } => {
+                set_state(&mut self.current, UpdateState::TimedOut, at)
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
+use proptest::prelude::*;
+
+use super::*;
+use crate::decide::Decide;
+use crate::ids::FirmwareId;
+
+type Given = TestFramework<DeviceUpdate>;
+
+fn at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn fw(version: &str) -> UpdateFirmware {
+    UpdateFirmware {
+        id: FirmwareId::derive("os", version, "gw"),
+        version: version.into(),
+    }
+}
+
+fn assigned(action: u32) -> DeviceUpdateEvent {
+    DeviceUpdateEvent::UpdateAssigned {
+        action,
+        campaign: None,
+        firmware: fw("2"),
+        from: Some(fw("1")),
+        at: at(),
+    }
+}
+
+fn report(state: UpdateState) -> DeviceUpdateCommand {
+    DeviceUpdateCommand::Report {
+        action: None,
+        state,
+        progress: None,
+        message: None,
+        at: at(),
+    }
+}
+
+fn reported(state: UpdateState) -> DeviceUpdateEvent {
+    DeviceUpdateEvent::ProgressReported {
+        action: 1,
+        state,
+        progress: None,
+        message: None,
+        at: at(),
+    }
+}
+
+#[test]
+fn a_second_assignment_while_one_is_active_is_refused() {
+    Given::with(())
+        .given(vec![assigned(1)])
+        .when(DeviceUpdateCommand::Assign {
+            campaign: None,
+            firmware: fw("3"),
+            from: None,
+            at: at(),
+        })
+        .then_expect_error(DeviceUpdateError::AlreadyActive {
+            action: 1,
+            state: UpdateState::Assigned,
+        });
+}
+
+#[test]
+fn a_new_assignment_after_the_last_one_ended_gets_the_next_action_number() {
+    Given::with(())
+        .given(vec![assigned(1), reported(UpdateState::Failed)])
+        .when(DeviceUpdateCommand::Assign {
+            campaign: None,
+            firmware: fw("2"),
+            from: Some(fw("1")),
+            at: at(),
+        })
+        .then_expect_events(vec![assigned(2)]);
+}
+
+#[test]
+fn a_duplicate_report_is_a_no_op() {
+    Given::with(())
+        .given(vec![assigned(1), reported(UpdateState::Downloading)])
+        .when(report(UpdateState::Downloading))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_out_of_order_report_is_recorded_and_changes_nothing() {
+    Given::with(())
+        .given(vec![assigned(1), reported(UpdateState::Installing)])
+        .when(report(UpdateState::Downloading))
+        .then_expect_events(vec![DeviceUpdateEvent::ReportIgnored {
+            action: 1,
+            state: UpdateState::Downloading,
+            reason: IgnoredReason::OutOfOrder,
+            at: at(),
+        }]);
+}
+
+#[test]
+fn a_late_report_never_reopens_a_cancelled_update() {
+    Given::with(())
+        .given(vec![
+            assigned(1),
+            DeviceUpdateEvent::UpdateCancelled {
+                action: 1,
+                at: at(),
+            },
+        ])
+        .when(report(UpdateState::Succeeded))
+        .then_expect_events(vec![DeviceUpdateEvent::ReportIgnored {
+            action: 1,
+            state: UpdateState::Succeeded,
+            reason: IgnoredReason::Closed,
+            at: at(),
+        }]);
+}
+
+#[test]
+fn devices_cannot_report_server_side_states() {
+    Given::with(())
+        .given(vec![assigned(1)])
+        .when(report(UpdateState::TimedOut))
+        .then_expect_error(DeviceUpdateError::NotReportable(UpdateState::TimedOut));
+}
+
+fn any_command() -> impl Strategy<Value = DeviceUpdateCommand> {
+    let state = proptest::sample::select(UpdateState::ALL.to_vec());
+    prop_oneof![
+        Just(DeviceUpdateCommand::Assign {
+            campaign: None,
+            firmware: fw("2"),
+            from: None,
+            at: at()
+        }),
+        Just(DeviceUpdateCommand::MarkNotified { at: at() }),
+        (
+            state,
+            proptest::option::of(0u8..=120),
+            proptest::option::of(0u32..4)
+        )
+            .prop_map(|(state, progress, action)| {
+                DeviceUpdateCommand::Report {
+                    action,
+                    state,
+                    progress,
+                    message: None,
+                    at: at(),
+                }
+            }),
+        Just(DeviceUpdateCommand::Cancel { at: at() }),
+        Just(DeviceUpdateCommand::TimeOut { at: at() }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn no_command_sequence_reopens_or_rewinds_an_update(commands in proptest::collection::vec(any_command(), 0..60)) {
+        let mut device = DeviceUpdate::default();
+        for command in commands {
+            let before = device.current.clone();
+            if let Ok(events) = device.decide(command) {
+                for e in events { device.apply(e); }
+            }
+            match (&before, &device.current) {
+                (Some(old), Some(new)) if old.action == new.action => {
+                    if old.state.is_terminal() {
+                        prop_assert_eq!(old, new, "a closed update changed");
+                    }
+                    prop_assert!(new.state.rank() >= old.state.rank(), "update went backwards");
+                }
+                (Some(old), Some(new)) => {
+                    prop_assert!(old.state.is_terminal(), "a second update started while one was active");
+                    prop_assert_eq!(new.action, old.action + 1);
+                }
+                (Some(_), None) => prop_assert!(false, "an update vanished"),
+                _ => {}
+            }
+            if let Some(lane) = &device.current {
+                prop_assert!(lane.progress.is_none_or(|p| p <= 100));
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The `Firmware` aggregate: an uploaded, checksummed image, identified by
+//! `name:version:device_model`. Re-uploading the same bytes is a no-op; other
+//! bytes under the same id are a conflict, never a silent overwrite.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::decide::Decide;
+use crate::ids::FirmwareId;
+use crate::refusal::Refusal;
+
+/// What an operator says about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareSpec {
+    pub name: String,
+    pub version: String,
+    pub device_model: String,
+    #[serde(default)]
+    pub hardware_versions: Vec<String>,
+    #[serde(default)]
+    pub release_notes: Option<String>,
+}
+
+impl FirmwareSpec {
+    pub fn id(&self) -> FirmwareId {
+        FirmwareId::derive(&self.name, &self.version, &self.device_model)
+    }
+}
+
+/// What the server measured while storing the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareBinary {
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+    pub sha1: String,
+    pub md5: String,
+    /// Object-store key, relative to the configured store.
+    pub storage_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum FirmwareCommand {
+    Upload {
+        spec: FirmwareSpec,
+        binary: FirmwareBinary,
+        at: DateTime<Utc>,
+    },
+    Deprecate {
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FirmwareEvent {
+    FirmwareUploaded {
+        id: FirmwareId,
+        spec: FirmwareSpec,
+        binary: FirmwareBinary,
+        at: DateTime<Utc>,
+    },
+    FirmwareDeprecated {
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for FirmwareEvent {
+    fn event_type(&self) -> String {
+        match self {
+            FirmwareEvent::FirmwareUploaded { .. } => "FirmwareUploaded",
+            FirmwareEvent::FirmwareDeprecated { .. } => "FirmwareDeprecated",
+        }
+        .to_owned()
+    }
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FirmwareError {
+    #[error("firmware {id} already exists with different content (stored sha256 {stored_sha256}, uploaded {uploaded_sha256})")]
+    DifferentContent {
+        id: FirmwareId,
+        stored_sha256: String,
+        uploaded_sha256: String,
+    },
+    #[error("firmware does not exist")]
+    NotFound,
+    #[error("firmware is already deprecated")]
+    AlreadyDeprecated,
+}
+
+impl FirmwareError {
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            FirmwareError::DifferentContent { .. } | FirmwareError::AlreadyDeprecated => {
+                Refusal::Conflict
+            }
+            FirmwareError::NotFound => Refusal::NotFound,
+        }
+    }
+    pub fn code(&self) -> &'static str {
+        match self {
+            FirmwareError::DifferentContent { .. } => "firmware.content_conflict",
+            FirmwareError::NotFound => "firmware.not_found",
+            FirmwareError::AlreadyDeprecated => "firmware.already_deprecated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FirmwareStatus {
+    #[default]
+    Active,
+    Deprecated,
+}
+
+impl FirmwareStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FirmwareStatus::Active => "active",
+            FirmwareStatus::Deprecated => "deprecated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Firmware {
+    pub id: Option<FirmwareId>,
+    pub spec: Option<FirmwareSpec>,
+    pub binary: Option<FirmwareBinary>,
+    pub status: FirmwareStatus,
+    pub uploaded_at: Option<DateTime<Utc>>,
+}
+
+impl Firmware {
+    pub fn exists(&self) -> bool {
+        self.id.is_some()
+    }
+}
+
+impl Decide for Firmware {
+    fn decide(&self, command: FirmwareCommand) -> Result<Vec<FirmwareEvent>, FirmwareError> {
+        match command {
+            FirmwareCommand::Upload { spec, binary, at } => match (&self.id, &self.binary) {
+                (Some(_), Some(stored)) if stored.sha256 == binary.sha256 => Ok(vec![]),
+                (Some(id), Some(stored)) => Err(FirmwareError::DifferentContent {
+                    id: *id,
+                    stored_sha256: stored.sha256.clone(),
+                    uploaded_sha256: binary.sha256,
+                }),
+                _ => Ok(vec![FirmwareEvent::FirmwareUploaded {
+                    id: spec.id(),
+                    spec,
+                    binary,
+                    at,
+                }]),
+            },
+            FirmwareCommand::Deprecate { reason, at } => match self.status {
+                _ if !self.exists() => Err(FirmwareError::NotFound),
+                FirmwareStatus::Deprecated => Err(FirmwareError::AlreadyDeprecated),
+                FirmwareStatus::Active => {
+                    Ok(vec![FirmwareEvent::FirmwareDeprecated { reason, at }])
+                }
+            },
+        }
+    }
+}
+
+impl Aggregate for Firmware {
+    const TYPE: &'static str = "Firmware";
+    type Command = FirmwareCommand;
+    type Event = FirmwareEvent;
+    type Error = FirmwareError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: FirmwareCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), FirmwareError> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: FirmwareEvent) {
+        match event {
+            FirmwareEvent::FirmwareUploaded {
+                id,
+                spec,
+                binary,
+                at,
+            } => {
+                self.id = Some(id);
+                self.spec = Some(spec);
+                self.binary = Some(binary);
+                self.uploaded_at = Some(at);
+            }
+            FirmwareEvent::FirmwareDeprecated { .. } => self.status = FirmwareStatus::Deprecated,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,42 @@
+//! The wire form of a stored event, as the relay publishes it and projections read it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::meta::CommandMeta;
+
+/// One event as stored: identity, global position, payload and metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub global_seq: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: HashMap<String, String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl EventRecord {
+    /// The id used for deduplication and causation: `<type>:<id>:<sequence>`.
+    pub fn event_id(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.aggregate_type, self.aggregate_id, self.sequence
+        )
+    }
+
+    pub fn meta(&self) -> Option<CommandMeta> {
+        CommandMeta::from_map(&self.metadata)
+    }
+
+    /// Decodes the payload into an aggregate's event type.
+    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
+        serde_json::from_value(self.payload.clone())
+    }
+}
