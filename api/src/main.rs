@@ -1,1 +1,126 @@
-fn main() {}
+//! `ota`: the orchestrator's one binary. It parses a subcommand and calls the
+//! library; no logic lives here.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ota_api::auth::{Auth, Role};
+use ota_api::server::{self, Components};
+use ota_api::Settings;
+use ota_projections::ProjectionName;
+
+#[derive(Parser)]
+#[command(name = "ota", version, about = "Event-sourced OTA firmware campaign orchestrator")]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, the relay and the projection workers.
+    Serve,
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Rebuild read models from the event store ("all" or a projection name).
+    Replay {
+        #[arg(default_value = "all")]
+        projection: String,
+    },
+    /// Print a bearer token signed with OTA_JWT_SECRET.
+    Token {
+        #[arg(long, value_enum, default_value = "operator")]
+        role: Role,
+        #[arg(long, default_value = "cli")]
+        subject: String,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = number.parse().map_err(|_| format!("bad duration {raw:?}"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("bad duration unit in {raw:?}; use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,async_nats=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    match cli.command {
+        Command::Serve => {
+            let running = server::start(&settings, Components::default()).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.shutdown().await;
+        }
+        Command::Migrate => {
+            let pool = ota_migrations::connect(&settings.database_url, 2).await?;
+            ota_migrations::migrate(&pool).await?;
+            println!("migrations applied");
+        }
+        Command::Replay { projection } => {
+            let pool = ota_migrations::connect(&settings.database_url, 2).await?;
+            ota_migrations::migrate(&pool).await?;
+            let targets: Vec<ProjectionName> = if projection == "all" {
+                ProjectionName::ALL.to_vec()
+            } else {
+                vec![projection.parse().context("choose one of: all, firmware, campaigns, activity")?]
+            };
+            for name in targets {
+                let applied = ota_projections::rebuild(&pool, name).await?;
+                println!("{name}: rebuilt from {applied} events");
+            }
+        }
+        Command::Token { role, subject, ttl } => {
+            let auth = Auth::from_secret(settings.jwt_secret.as_deref())?;
+            println!("{}", auth.issue(&subject, role, ttl)?);
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -18,6 +18,9 @@ pub struct EventRecord {
     pub event_type: String,
     pub event_version: String,
     pub payload: serde_json::Value,
+    /// Set when the payload was too large to publish; read it from the event store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_omitted: bool,
     pub metadata: HashMap<String, String>,
     pub recorded_at: DateTime<Utc>,
 }

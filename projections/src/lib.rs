@@ -1,1 +1,46 @@
-//! placeholder
+//! Read models built from events: the firmware catalog, campaigns and the
+//! activity log. Each projection is a durable JetStream consumer that applies
+//! an event and advances its per-aggregate offset in one Postgres transaction,
+//! so redelivery is a no-op and a crash loses nothing. Any read model can be
+//! rebuilt from the event store alone (`replay`).
+//!
+//! This crate never writes events; it only reads them.
+
+pub mod activity;
+pub mod apply;
+pub mod campaigns;
+pub mod error;
+pub mod event_log;
+pub mod firmware;
+pub mod page;
+pub mod projection;
+pub mod replay;
+pub mod status;
+pub mod worker;
+
+pub use error::ProjectionError;
+pub use page::{Page, PageRequest};
+pub use projection::{Projection, ProjectionName};
+pub use worker::{spawn_worker, WorkerHandle};
+
+use async_nats::jetstream;
+use ota_domain::bus::BusNames;
+use sqlx::PgPool;
+
+/// Starts one worker per projection.
+pub fn spawn_all_workers(pool: &PgPool, js: &jetstream::Context, names: &BusNames) -> Vec<WorkerHandle> {
+    vec![
+        spawn_worker::<firmware::FirmwareProjection>(pool.clone(), js.clone(), names.clone()),
+        spawn_worker::<campaigns::CampaignsProjection>(pool.clone(), js.clone(), names.clone()),
+        spawn_worker::<activity::ActivityProjection>(pool.clone(), js.clone(), names.clone()),
+    ]
+}
+
+/// Rebuilds one read model from the event store; returns the events applied.
+pub async fn rebuild(pool: &PgPool, name: ProjectionName) -> Result<u64, ProjectionError> {
+    match name {
+        ProjectionName::Firmware => replay::rebuild::<firmware::FirmwareProjection>(pool).await,
+        ProjectionName::Campaigns => replay::rebuild::<campaigns::CampaignsProjection>(pool).await,
+        ProjectionName::Activity => replay::rebuild::<activity::ActivityProjection>(pool).await,
+    }
+}

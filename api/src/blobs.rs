@@ -1,0 +1,152 @@
+//! Firmware binaries in object storage: streamed in while hashing, stored by
+//! content (`sha256/<hex>`), read back by range.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use md5::Md5;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use url::Url;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("storage configuration: {0}")]
+    Config(String),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("upload exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("upload body: {0}")]
+    Body(String),
+}
+
+/// Hashes and size of a staged upload.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub path: Path,
+    pub size: u64,
+    pub sha256: String,
+    pub sha1: String,
+    pub md5: String,
+}
+
+#[derive(Clone)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Blobs {
+    /// A directory path (created if missing) or an object_store URL (`s3://bucket/prefix`, ...).
+    pub fn open(location: &str) -> Result<Self, BlobError> {
+        let store: Arc<dyn ObjectStore> = match Url::parse(location) {
+            Ok(url) if url.scheme() != "file" && url.scheme().len() > 1 => {
+                let (store, prefix) = object_store::parse_url_opts(&url, std::env::vars())
+                    .map_err(|e| BlobError::Config(format!("{location}: {e}")))?;
+                if prefix.as_ref().is_empty() {
+                    Arc::from(store)
+                } else {
+                    Arc::new(PrefixStore::new(store, prefix))
+                }
+            }
+            Ok(url) => Self::local(url.path())?,
+            Err(_) => Self::local(location)?,
+        };
+        Ok(Self { store })
+    }
+
+    fn local(dir: &str) -> Result<Arc<dyn ObjectStore>, BlobError> {
+        std::fs::create_dir_all(dir).map_err(|e| BlobError::Config(format!("{dir}: {e}")))?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| BlobError::Config(format!("{dir}: {e}")))?;
+        Ok(Arc::new(store))
+    }
+
+    pub fn in_memory() -> Self {
+        Self { store: Arc::new(object_store::memory::InMemory::new()) }
+    }
+
+    /// Streams chunks into a staging object while hashing; nothing is held whole in memory.
+    pub async fn stage<S, E>(&self, mut chunks: S, limit: u64) -> Result<Staged, BlobError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<BlobError>,
+    {
+        use futures::StreamExt;
+        let path = Path::from(format!("staging/{}", Uuid::new_v4()));
+        let upload = self.store.put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+        let (mut sha256, mut sha1, mut md5) = (Sha256::new(), Sha1::new(), Md5::new());
+        let mut size = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e.into());
+                }
+            };
+            size += chunk.len() as u64;
+            if size > limit {
+                let _ = writer.abort().await;
+                return Err(BlobError::TooLarge { limit });
+            }
+            sha256.update(&chunk);
+            sha1.update(&chunk);
+            md5.update(&chunk);
+            writer.wait_for_capacity(4).await?;
+            writer.put(chunk);
+        }
+        writer.finish().await?;
+        Ok(Staged {
+            path,
+            size,
+            sha256: hex::encode(sha256.finalize()),
+            sha1: hex::encode(sha1.finalize()),
+            md5: hex::encode(md5.finalize()),
+        })
+    }
+
+    /// Moves a staged upload to its content address and returns that key.
+    pub async fn promote(&self, staged: &Staged) -> Result<String, BlobError> {
+        let key = format!("sha256/{}", staged.sha256);
+        let target = Path::from(key.as_str());
+        match self.store.head(&target).await {
+            // Same bytes are already stored (another firmware or a retried upload).
+            Ok(_) => self.discard(staged).await,
+            Err(object_store::Error::NotFound { .. }) => self.store.rename(&staged.path, &target).await?,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(key)
+    }
+
+    pub async fn discard(&self, staged: &Staged) {
+        if let Err(e) = self.store.delete(&staged.path).await {
+            tracing::warn!(path = %staged.path, error = %e, "could not delete staged upload");
+        }
+    }
+
+    /// Reads `range` (or everything) of a stored object as a stream.
+    pub async fn read(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, BlobError> {
+        let options = GetOptions { range: range.map(GetRange::from), ..Default::default() };
+        let result = self.store.get_opts(&Path::from(key), options).await?;
+        Ok(result.into_stream())
+    }
+
+    /// Checks the store answers (for health reports).
+    pub async fn probe(&self) -> Result<(), BlobError> {
+        match self.store.head(&Path::from("health-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! One error type for every route, rendered as `{"error": code, "message": text}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ota_domain::Refusal;
+use ota_orchestrator::StoreError;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    /// A dependency failed; the cause is logged, never shown.
+    pub fn unavailable(what: &str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(dependency = what, error = %cause, "dependency failed");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable, try again"))
+    }
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    /// Maps a domain refusal with its stable code.
+    pub fn refused(refusal: Refusal, code: &'static str, message: String) -> Self {
+        let status = match refusal {
+            Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Refusal::Conflict => StatusCode::CONFLICT,
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body { error: self.code, message: &self.message };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::unavailable("database", e)
+    }
+}
+
+/// Turns a store outcome into an HTTP error, given how the aggregate's refusals read.
+pub fn from_store<E>(error: StoreError<E>, refusal: impl Fn(&E) -> (Refusal, &'static str)) -> ApiError
+where
+    E: std::error::Error + 'static,
+{
+    match error {
+        StoreError::Rejected(e) => {
+            let (kind, code) = refusal(&e);
+            ApiError::refused(kind, code, e.to_string())
+        }
+        StoreError::Contended { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "concurrent_update",
+            "the resource kept changing concurrently; retry the request",
+        ),
+        StoreError::Unavailable(e) => ApiError::unavailable("event store", e),
+        StoreError::Corrupt { .. } => ApiError::internal(error),
+    }
+}

@@ -1,0 +1,66 @@
+//! The route table.
+
+mod campaigns;
+mod firmware;
+mod health;
+mod validate;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// JSON bodies are small; firmware uploads get their own, larger limit.
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let upload_limit = usize::try_from(state.max_firmware_bytes).unwrap_or(usize::MAX).saturating_add(1024 * 1024);
+    let api = Router::new()
+        .route(
+            "/firmware",
+            get(firmware::list).post(firmware::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/firmware/{id}", get(firmware::get_one))
+        .route("/firmware/{id}/content", get(firmware::content))
+        .route("/firmware/{id}/history", get(firmware::history))
+        .route("/firmware/{id}/deprecate", post(firmware::deprecate))
+        .route("/campaigns", get(campaigns::list).post(campaigns::create))
+        .route("/campaigns/{id}", get(campaigns::get_one))
+        .route("/campaigns/{id}/history", get(campaigns::history))
+        .route("/campaigns/{id}/start", post(campaigns::start))
+        .route("/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/stats", get(campaigns::stats))
+        .fallback(api_not_found)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/health", get(health::live))
+        .route("/health/detailed", get(health::detailed))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

@@ -1,0 +1,135 @@
+//! Wires the whole server: database, NATS, store, relay, projection workers, HTTP.
+//! `ota serve` and the tests start it the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use ota_domain::bus::{BadPrefix, BusNames};
+use ota_orchestrator::{Relay, RelayHandle, Store};
+use ota_projections::WorkerHandle;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::auth::{Auth, AuthConfigError};
+use crate::blobs::{BlobError, Blobs};
+use crate::settings::Settings;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Prefix(#[from] BadPrefix),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    #[error(transparent)]
+    Storage(#[from] BlobError),
+    #[error(transparent)]
+    Schema(#[from] ota_migrations::SchemaError),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Which background parts to run beside the HTTP API.
+#[derive(Debug, Clone, Copy)]
+pub struct Components {
+    pub relay: bool,
+    pub projections: bool,
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Self { relay: true, projections: true }
+    }
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub relay: Option<RelayHandle>,
+    pub workers: Vec<WorkerHandle>,
+    http: JoinHandle<()>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl RunningServer {
+    /// Starts a relay with this server's connections (e.g. after the first was stopped).
+    pub fn new_relay(&self) -> Relay {
+        Relay::new(self.state.pool.clone(), self.state.js.clone(), self.state.names.clone(), self.state.store.commit_signal())
+    }
+
+    /// Stops accepting requests and lets in-flight ones finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.http).await;
+    }
+
+    /// Waits until the HTTP server ends.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.http).await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.http.abort();
+    }
+}
+
+pub async fn connect_nats(url: &str) -> Result<async_nats::Client, ServerError> {
+    async_nats::ConnectOptions::new()
+        .name("ota")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(url)
+        .await
+        .map_err(|e| ServerError::Nats(e.to_string()))
+}
+
+pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
+    let names = BusNames::new(&settings.nats_prefix)?;
+    let auth = Arc::new(Auth::from_secret(settings.jwt_secret.as_deref())?);
+    let blobs = Blobs::open(&settings.storage_url)?;
+    let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;
+    ota_migrations::migrate(&pool).await?;
+    let nats = connect_nats(&settings.nats_url).await?;
+    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10)).build(nats.clone());
+    let store = Store::new(pool.clone());
+    let state = AppState {
+        store: store.clone(),
+        pool: pool.clone(),
+        nats,
+        js: js.clone(),
+        names: names.clone(),
+        blobs,
+        auth,
+        max_firmware_bytes: settings.max_firmware_bytes,
+    };
+    let relay = components
+        .relay
+        .then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
+    let workers =
+        if components.projections { ota_projections::spawn_all_workers(&pool, &js, &names) } else { Vec::new() };
+
+    let listener =
+        TcpListener::bind(settings.listen).await.map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
+    let app = crate::routes::router(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, prefix = names.prefix(), "ota server listening");
+    Ok(RunningServer { addr, state, relay, workers, http, shutdown: Some(tx) })
+}

@@ -1,0 +1,22 @@
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use ota_domain::bus::BusNames;
+use ota_orchestrator::Store;
+use sqlx::PgPool;
+
+use crate::auth::Auth;
+use crate::blobs::Blobs;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub names: BusNames,
+    pub blobs: Blobs,
+    pub auth: Arc<Auth>,
+    pub max_firmware_bytes: u64,
+}

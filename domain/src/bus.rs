@@ -1,0 +1,96 @@
+//! Names on the message bus. Every stream, consumer and subject carries the
+//! configured prefix, so two instances (or two tests) on one NATS never meet.
+
+use std::fmt::Write;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("NATS prefix must be 1 to 32 characters of A-Z, a-z, 0-9, '_' or '-', got {0:?}")]
+pub struct BadPrefix(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusNames {
+    prefix: String,
+}
+
+impl BusNames {
+    pub fn new(prefix: &str) -> Result<Self, BadPrefix> {
+        let ok = (1..=32).contains(&prefix.len())
+            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if ok {
+            Ok(Self { prefix: prefix.to_owned() })
+        } else {
+            Err(BadPrefix(prefix.to_owned()))
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The JetStream stream holding every published event.
+    pub fn events_stream(&self) -> String {
+        format!("{}_events", self.prefix)
+    }
+
+    pub fn all_events(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    pub fn events_of_type(&self, aggregate_type: &str) -> String {
+        format!("{}.events.{}.*", self.prefix, subject_token(aggregate_type))
+    }
+
+    pub fn event_subject(&self, aggregate_type: &str, aggregate_id: &str) -> String {
+        format!("{}.events.{}.{}", self.prefix, subject_token(aggregate_type), subject_token(aggregate_id))
+    }
+
+    /// A durable consumer name, e.g. for a projection.
+    pub fn consumer(&self, name: &str) -> String {
+        format!("{}_{}", self.prefix, name)
+    }
+
+    pub fn device_commands(&self, device_id: &str) -> String {
+        format!("{}.devices.{}.commands", self.prefix, subject_token(device_id))
+    }
+
+    pub fn device_status(&self, device_id: &str) -> String {
+        format!("{}.devices.{}.status", self.prefix, subject_token(device_id))
+    }
+}
+
+/// Encodes any string as one subject token: bytes outside `[A-Za-z0-9_-]` become
+/// `%XX`. Injective, so two ids never share a subject; `.`, `*`, `>` and spaces
+/// (which NATS reserves) never appear raw.
+pub fn subject_token(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    if out.is_empty() {
+        out.push('%');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_tokens_never_contain_reserved_characters_and_stay_distinct() {
+        assert_eq!(subject_token("dev-1"), "dev-1");
+        assert_eq!(subject_token("a.b c>*"), "a%2Eb%20c%3E%2A");
+        assert_ne!(subject_token("a.b"), subject_token("a%2Eb"));
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(BusNames::new("t1a2b3c4").is_ok());
+        assert!(BusNames::new("a.b").is_err());
+        assert!(BusNames::new("").is_err());
+    }
+}

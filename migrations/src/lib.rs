@@ -1,0 +1,44 @@
+//! The database schema: numbered SQL migrations in `sql/`, and the code that
+//! creates the database when it is missing and applies them.
+
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+/// Every migration, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot reach or create the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Creates the database if it does not exist yet (needs CREATEDB), then connects.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SchemaError> {
+    if !Postgres::database_exists(url).await.map_err(SchemaError::Connect)? {
+        tracing::info!("creating database");
+        if let Err(e) = Postgres::create_database(url).await {
+            // Another instance may have created it in the meantime.
+            if !Postgres::database_exists(url).await.map_err(SchemaError::Connect)? {
+                return Err(SchemaError::Connect(e));
+            }
+        }
+    }
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(SchemaError::Connect)
+}
+
+/// Applies every pending migration; safe to call from several instances at once.
+pub async fn migrate(pool: &PgPool) -> Result<(), SchemaError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The relay: tails the event store in a visibility-safe order and publishes
+//! every event to JetStream, at least once, never skipping one.
+//!
+//! One relay leads at a time (a session advisory lock on a dedicated
+//! connection); others wait and take over when the leader's connection dies.
+
+mod lock;
+mod publish;
+mod read;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use ota_domain::bus::BusNames;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+pub use read::{pending_count, Checkpoint};
+
+/// Events published per page; well under async-nats's 5,000 in-flight acks.
+const PAGE_SIZE: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("event store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("publishing to NATS: {0}")]
+    Publish(String),
+    #[error("stored event cannot be published: {0}")]
+    Encode(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayRole {
+    Starting,
+    Standby,
+    Leader,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    names: BusNames,
+    wake: Arc<Notify>,
+    poll: Duration,
+}
+
+/// A running relay task; dropping the handle does not stop it, `stop` does.
+pub struct RelayHandle {
+    task: JoinHandle<()>,
+    role: watch::Receiver<RelayRole>,
+}
+
+impl RelayHandle {
+    pub fn role(&self) -> RelayRole {
+        *self.role.borrow()
+    }
+
+    /// Waits until this relay leads (for tests and orderly start-up).
+    pub async fn until_leader(&mut self) {
+        let _ = self.role.wait_for(|r| *r == RelayRole::Leader).await;
+    }
+
+    /// Stops the relay as a crash would: its connection, and so its lock, go away.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, js: jetstream::Context, names: BusNames, wake: Arc<Notify>) -> Self {
+        Self { pool, js, names, wake, poll: Duration::from_millis(100) }
+    }
+
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    pub fn spawn(self) -> RelayHandle {
+        let (tx, rx) = watch::channel(RelayRole::Starting);
+        let task = tokio::spawn(async move { self.run(tx).await });
+        RelayHandle { task, role: rx }
+    }
+
+    async fn run(self, role: watch::Sender<RelayRole>) {
+        let mut failures = 0u32;
+        loop {
+            match self.lead(&role).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "relay interrupted; retrying");
+                }
+            }
+            let _ = role.send(RelayRole::Standby);
+            tokio::time::sleep(self.poll * failures.clamp(1, 20)).await;
+        }
+    }
+
+    /// Competes for leadership, then publishes until an error ends the term.
+    async fn lead(&self, role: &watch::Sender<RelayRole>) -> Result<(), RelayError> {
+        // A dedicated connection: the lock lives and dies with it.
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let _ = role.send(RelayRole::Standby);
+        while !lock::try_acquire(&mut conn, self.names.prefix()).await? {
+            tokio::time::sleep(self.poll * 5).await;
+        }
+        tracing::info!(prefix = self.names.prefix(), "relay leads");
+        ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(|e| RelayError::Publish(e.to_string()))?;
+        let _ = role.send(RelayRole::Leader);
+        loop {
+            let published = self.step(&mut conn).await?;
+            if published < PAGE_SIZE as usize {
+                // Woken early by a local commit; the timeout covers other writers.
+                let _ = tokio::time::timeout(self.poll, self.wake.notified()).await;
+            }
+        }
+    }
+
+    /// Publishes one page and advances the checkpoint once NATS acknowledged it all.
+    async fn step(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let checkpoint = read::checkpoint(conn, self.names.prefix()).await?;
+        let page = read::page(conn, checkpoint, PAGE_SIZE).await?;
+        let Some(last) = page.last().map(|row| row.position) else {
+            return Ok(0);
+        };
+        publish::publish_all(&self.js, &self.names, &page).await?;
+        read::advance(conn, self.names.prefix(), last, page.len() as i64).await?;
+        Ok(page.len())
+    }
+}

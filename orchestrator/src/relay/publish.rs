@@ -1,0 +1,42 @@
+//! Publishing pages of events to JetStream with deduplication ids.
+
+use std::future::IntoFuture;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use futures::future::try_join_all;
+use ota_domain::bus::BusNames;
+use ota_domain::EventRecord;
+
+use super::read::PageRow;
+use super::RelayError;
+
+/// Larger payloads are announced without their body; consumers read it from Postgres.
+const MAX_INLINE_PAYLOAD: usize = 512 * 1024;
+
+fn encode(record: &EventRecord) -> Result<Bytes, RelayError> {
+    let bytes = serde_json::to_vec(record).map_err(|e| RelayError::Encode(e.to_string()))?;
+    if bytes.len() <= MAX_INLINE_PAYLOAD {
+        return Ok(bytes.into());
+    }
+    let announced = EventRecord { payload: serde_json::Value::Null, payload_omitted: true, ..record.clone() };
+    serde_json::to_vec(&announced).map(Bytes::from).map_err(|e| RelayError::Encode(e.to_string()))
+}
+
+/// Publishes a page and waits for every acknowledgement. A duplicate ack (the
+/// message was already stored within the window) counts as success.
+pub async fn publish_all(js: &jetstream::Context, names: &BusNames, page: &[PageRow]) -> Result<(), RelayError> {
+    let mut acks = Vec::with_capacity(page.len());
+    for row in page {
+        let record = &row.record;
+        let message = PublishMessage::build()
+            .payload(encode(record)?)
+            .message_id(record.event_id())
+            .header("Ota-Global-Seq", record.global_seq.to_string().as_str());
+        let subject = names.event_subject(&record.aggregate_type, &record.aggregate_id);
+        let ack = js.send_publish(subject, message).await.map_err(|e| RelayError::Publish(e.to_string()))?;
+        acks.push(ack.into_future());
+    }
+    try_join_all(acks).await.map_err(|e| RelayError::Publish(e.to_string()))?;
+    Ok(())
+}

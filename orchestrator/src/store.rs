@@ -1,0 +1,174 @@
+//! Executes commands against aggregates stored by postgres-es.
+//!
+//! cqrs-es has no retry: a concurrent append to the same aggregate fails with
+//! `AggregateConflict`. We reload and decide again (bounded, jittered), so a
+//! conflicting command is neither lost nor doubled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{AggregateError, EventEnvelope, EventStore};
+use ota_domain::campaign::Campaign;
+use ota_domain::device_update::DeviceUpdate;
+use ota_domain::firmware::Firmware;
+use ota_domain::{CommandMeta, Decide};
+use postgres_es::PostgresEventRepository;
+use rand::Rng;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+/// How many times a command is decided again after losing a race.
+const MAX_ATTEMPTS: u32 = 12;
+
+/// An aggregate the store knows how to persist.
+pub trait Stored: Decide + Clone + 'static
+where
+    Self::Command: Clone + Send,
+{
+    /// Snapshot every n events, for streams that grow long.
+    const SNAPSHOT_EVERY: Option<usize> = None;
+}
+
+impl Stored for Firmware {}
+impl Stored for DeviceUpdate {}
+impl Stored for Campaign {
+    const SNAPSHOT_EVERY: Option<usize> = Some(50);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Rejected(E),
+    /// Still conflicting after every retry: the aggregate is hot.
+    #[error("aggregate {aggregate_id} kept changing under {attempts} attempts")]
+    Contended { aggregate_id: String, attempts: u32 },
+    /// The database could not be reached or failed.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored events could not be read back.
+    #[error("stored events of {aggregate_id} cannot be decoded: {detail}")]
+    Corrupt { aggregate_id: String, detail: String },
+}
+
+/// The outcome of a command: the state after it and the events it stored.
+#[derive(Debug)]
+pub struct Committed<A: Stored>
+where
+    A::Command: Clone + Send,
+{
+    pub state: A,
+    /// Sequence of the aggregate's last event after the command.
+    pub version: usize,
+    pub events: Vec<EventEnvelope<A>>,
+}
+
+impl<A: Stored> Committed<A>
+where
+    A::Command: Clone + Send,
+{
+    /// True if the command changed nothing (an idempotent repeat).
+    pub fn unchanged(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// The command side's gateway to the event store.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    committed: Arc<Notify>,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, committed: Arc::new(Notify::new()) }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Signalled after every commit, so the relay need not wait for its next poll.
+    pub fn commit_signal(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    fn event_store<A: Stored>(&self) -> PersistedEventStore<PostgresEventRepository, A>
+    where
+        A::Command: Clone + Send,
+    {
+        let repo = PostgresEventRepository::new(self.pool.clone());
+        match A::SNAPSHOT_EVERY {
+            Some(n) => PersistedEventStore::new_snapshot_store(repo, n),
+            None => PersistedEventStore::new_event_store(repo),
+        }
+    }
+
+    /// Loads the current state of an aggregate; a never-written id yields the default state.
+    pub async fn load<A: Stored>(&self, id: &str) -> Result<(A, usize), StoreError<A::Error>>
+    where
+        A::Command: Clone + Send,
+    {
+        let ctx = self.event_store::<A>().load_aggregate(id).await.map_err(|e| classify(id, e))?;
+        Ok((ctx.aggregate, ctx.current_sequence))
+    }
+
+    /// Decides and stores a command, retrying on concurrent appends.
+    pub async fn execute<A: Stored>(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Committed<A>, StoreError<A::Error>>
+    where
+        A::Command: Clone + Send,
+    {
+        let store = self.event_store::<A>();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let ctx = store.load_aggregate(id).await.map_err(|e| classify(id, e))?;
+            let events = ctx.aggregate.decide(command.clone()).map_err(StoreError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Committed { version: ctx.current_sequence, state: ctx.aggregate, events: vec![] });
+            }
+            let mut state = ctx.aggregate.clone();
+            for event in &events {
+                state.apply(event.clone());
+            }
+            let version = ctx.current_sequence + events.len();
+            match store.commit(events, ctx, meta.to_map()).await {
+                Ok(events) => {
+                    self.committed.notify_one();
+                    return Ok(Committed { state, version, events });
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    tracing::debug!(aggregate = A::TYPE, id, attempt, "append conflict, deciding again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(classify(id, e)),
+            }
+        }
+        Err(StoreError::Contended { aggregate_id: id.to_owned(), attempts: MAX_ATTEMPTS })
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_ms = (1u64 << attempt.min(6)).min(50);
+    Duration::from_micros(rand::thread_rng().gen_range(100..=ceiling_ms * 1000))
+}
+
+fn classify<E: std::error::Error + 'static>(id: &str, error: AggregateError<E>) -> StoreError<E> {
+    match error {
+        AggregateError::UserError(e) => StoreError::Rejected(e),
+        AggregateError::AggregateConflict => {
+            StoreError::Contended { aggregate_id: id.to_owned(), attempts: 1 }
+        }
+        AggregateError::DeserializationError(e) => {
+            StoreError::Corrupt { aggregate_id: id.to_owned(), detail: e.to_string() }
+        }
+        AggregateError::DatabaseConnectionError(e) | AggregateError::UnexpectedError(e) => {
+            StoreError::Unavailable(e.to_string())
+        }
+    }
+}

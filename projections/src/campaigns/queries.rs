@@ -1,0 +1,63 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::page::{Page, PageRequest};
+
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct CampaignView {
+    pub id: Uuid,
+    pub name: String,
+    pub firmware_id: Uuid,
+    pub firmware_name: String,
+    pub firmware_version: String,
+    pub device_model: String,
+    pub status: String,
+    pub device_count: i32,
+    pub status_changes: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+    pub last_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CampaignFilter {
+    pub status: Option<String>,
+}
+
+const COLUMNS: &str = "id, name, firmware_id, firmware_name, firmware_version, device_model, status, device_count, \
+                       status_changes, created_at, updated_at, started_at, ended_at, created_by, last_reason";
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<CampaignView>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1")).bind(id).fetch_optional(pool).await
+}
+
+pub async fn list(pool: &PgPool, filter: &CampaignFilter, page: PageRequest) -> Result<Page<CampaignView>, sqlx::Error> {
+    let items = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM campaigns WHERE ($1::text IS NULL OR status = $1)
+         ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(&filter.status)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM campaigns WHERE ($1::text IS NULL OR status = $1)")
+        .bind(&filter.status)
+        .fetch_one(pool)
+        .await?;
+    Ok(Page { items, total, page: page.page, page_size: page.page_size })
+}
+
+/// Campaigns per status, from the incrementally kept counters.
+pub async fn counts_by_status(pool: &PgPool) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count FROM campaign_status_counts WHERE count <> 0").fetch_all(pool).await?;
+    Ok(rows.into_iter().collect())
+}

@@ -1,0 +1,69 @@
+//! What a read model must say about itself to be kept by a worker and replayed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ota_domain::bus::BusNames;
+use ota_domain::EventRecord;
+use sqlx::PgConnection;
+
+use crate::error::ProjectionError;
+
+/// Every projection, by name (as `ota replay <name>` takes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionName {
+    Firmware,
+    Campaigns,
+    Activity,
+}
+
+impl ProjectionName {
+    pub const ALL: [ProjectionName; 3] = [ProjectionName::Firmware, ProjectionName::Campaigns, ProjectionName::Activity];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProjectionName::Firmware => "firmware",
+            ProjectionName::Campaigns => "campaigns",
+            ProjectionName::Activity => "activity",
+        }
+    }
+}
+
+impl fmt::Display for ProjectionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProjectionName {
+    type Err = ProjectionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| ProjectionError::UnknownProjection(s.to_owned()))
+    }
+}
+
+pub trait Projection: Send + Sync + 'static {
+    const NAME: ProjectionName;
+    /// Aggregate types it reads; `None` means all.
+    const AGGREGATE_TYPES: Option<&'static [&'static str]>;
+    /// Tables it owns, emptied before a rebuild.
+    const TABLES: &'static [&'static str];
+
+    /// Applies one event inside the caller's transaction. Must not commit, and
+    /// must return `Poison` (if at all) before it writes anything.
+    fn apply(
+        conn: &mut PgConnection,
+        record: &EventRecord,
+    ) -> impl std::future::Future<Output = Result<(), ProjectionError>> + Send;
+
+    fn subject_filter(names: &BusNames) -> String {
+        match Self::AGGREGATE_TYPES {
+            Some([only]) => names.events_of_type(only),
+            _ => names.all_events(),
+        }
+    }
+
+    fn wants(record: &EventRecord) -> bool {
+        Self::AGGREGATE_TYPES.is_none_or(|types| types.contains(&record.aggregate_type.as_str()))
+    }
+}

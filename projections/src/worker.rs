@@ -1,0 +1,144 @@
+//! A projection worker: a durable JetStream pull consumer feeding one projection.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, stream, AckKind, Message};
+use futures::StreamExt;
+use ota_domain::bus::BusNames;
+use ota_domain::EventRecord;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+use crate::apply::{apply_record, lock_projection, Applied};
+use crate::error::ProjectionError;
+use crate::projection::Projection;
+
+const BATCH: usize = 500;
+
+/// Creates the events stream if missing. Idempotent; the relay and every worker call it.
+pub async fn ensure_events_stream(
+    js: &jetstream::Context,
+    names: &BusNames,
+) -> Result<stream::Stream, async_nats::Error> {
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: names.events_stream(),
+            subjects: vec![names.all_events()],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await?;
+    Ok(stream)
+}
+
+/// The durable consumer name of a projection.
+pub fn consumer_name<P: Projection>(names: &BusNames) -> String {
+    names.consumer(&format!("proj_{}", P::NAME))
+}
+
+pub struct WorkerHandle {
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker as a crash would: unacknowledged messages are redelivered.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn spawn_worker<P: Projection>(pool: PgPool, js: jetstream::Context, names: BusNames) -> WorkerHandle {
+    let task = tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            if let Err(e) = consume::<P>(&pool, &js, &names).await {
+                failures += 1;
+                tracing::warn!(projection = %P::NAME, error = %e, failures, "projection worker interrupted; retrying");
+            }
+            tokio::time::sleep(Duration::from_millis(200) * failures.clamp(1, 25)).await;
+        }
+    });
+    WorkerHandle { task }
+}
+
+async fn consume<P: Projection>(pool: &PgPool, js: &jetstream::Context, names: &BusNames) -> Result<(), ProjectionError> {
+    let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
+    let stream = ensure_events_stream(js, names).await.map_err(|e| nats(&e))?;
+    let durable = consumer_name::<P>(names);
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: P::subject_filter(names),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| nats(&e))?;
+    let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await.map_err(|e| nats(&e))?;
+    let mut batches = messages.ready_chunks(BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut received = Vec::with_capacity(batch.len());
+        let mut broken = None;
+        for item in batch {
+            match item {
+                Ok(m) => received.push(m),
+                Err(e) => broken = Some(nats(&e)),
+            }
+        }
+        match apply_batch::<P>(pool, &received).await {
+            Ok(_) => {
+                for m in &received {
+                    // A lost ack only means a redelivery, which the offsets make a no-op.
+                    let _ = m.ack().await;
+                }
+            }
+            Err(e) => {
+                for m in &received {
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+                return Err(e);
+            }
+        }
+        if let Some(e) = broken {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn apply_batch<P: Projection>(pool: &PgPool, messages: &[Message]) -> Result<Applied, ProjectionError> {
+    let mut total = Applied::default();
+    if messages.is_empty() {
+        return Ok(total);
+    }
+    let mut tx = pool.begin().await?;
+    lock_projection::<P>(&mut tx).await?;
+    for m in messages {
+        let record: EventRecord = match serde_json::from_slice(&m.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(projection = %P::NAME, subject = %m.subject, error = %e, "message is not an event record; dropped");
+                continue;
+            }
+        };
+        let done = apply_record::<P>(&mut tx, &record).await?;
+        total.applied += done.applied;
+        total.skipped += done.skipped;
+    }
+    tx.commit().await?;
+    Ok(total)
+}
