@@ -21,7 +21,11 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -30,7 +34,11 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -41,11 +49,19 @@ impl ApiError {
     /// A dependency failed; the cause is logged, never shown.
     pub fn unavailable(what: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(dependency = what, error = %cause, "dependency failed");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable, try again"))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{what} is unavailable, try again"),
+        )
     }
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     /// Maps a domain refusal with its stable code.
@@ -61,7 +77,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: self.code, message: &self.message };
+        let body = Body {
+            error: self.code,
+            message: &self.message,
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -73,7 +92,10 @@ impl From<sqlx::Error> for ApiError {
 }
 
 /// Turns a store outcome into an HTTP error, given how the aggregate's refusals read.
-pub fn from_store<E>(error: StoreError<E>, refusal: impl Fn(&E) -> (Refusal, &'static str)) -> ApiError
+pub fn from_store<E>(
+    error: StoreError<E>,
+    refusal: impl Fn(&E) -> (Refusal, &'static str),
+) -> ApiError
 where
     E: std::error::Error + 'static,
 {

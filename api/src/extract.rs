@@ -23,7 +23,11 @@ impl<T: Serialize> IntoResponse for Json<T> {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
-        let code = if status == StatusCode::UNPROCESSABLE_ENTITY { "invalid_field" } else { "invalid_request" };
+        let code = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            "invalid_field"
+        } else {
+            "invalid_request"
+        };
         ApiError::new(status, code, r.body_text())
     }
 }
@@ -55,7 +59,13 @@ pub struct RequestId(pub Option<String>);
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(RequestId(parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)))
+        Ok(RequestId(
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
     }
 }
 
@@ -88,5 +98,7 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Opti
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body).map(Some).map_err(|e| ApiError::invalid("invalid_field", format!("body: {e}")))
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::invalid("invalid_field", format!("body: {e}")))
 }

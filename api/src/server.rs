@@ -31,7 +31,10 @@ pub enum ServerError {
     #[error("NATS: {0}")]
     Nats(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Which background parts to run beside the HTTP API.
@@ -43,7 +46,10 @@ pub struct Components {
 
 impl Default for Components {
     fn default() -> Self {
-        Self { relay: true, projections: true }
+        Self {
+            relay: true,
+            projections: true,
+        }
     }
 }
 
@@ -59,7 +65,12 @@ pub struct RunningServer {
 impl RunningServer {
     /// Starts a relay with this server's connections (e.g. after the first was stopped).
     pub fn new_relay(&self) -> Relay {
-        Relay::new(self.state.pool.clone(), self.state.js.clone(), self.state.names.clone(), self.state.store.commit_signal())
+        Relay::new(
+            self.state.pool.clone(),
+            self.state.js.clone(),
+            self.state.names.clone(),
+            self.state.store.commit_signal(),
+        )
     }
 
     /// Stops accepting requests and lets in-flight ones finish.
@@ -92,14 +103,19 @@ pub async fn connect_nats(url: &str) -> Result<async_nats::Client, ServerError> 
         .map_err(|e| ServerError::Nats(e.to_string()))
 }
 
-pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
+pub async fn start(
+    settings: &Settings,
+    components: Components,
+) -> Result<RunningServer, ServerError> {
     let names = BusNames::new(&settings.nats_prefix)?;
     let auth = Arc::new(Auth::from_secret(settings.jwt_secret.as_deref())?);
     let blobs = Blobs::open(&settings.storage_url)?;
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;
     ota_migrations::migrate(&pool).await?;
     let nats = connect_nats(&settings.nats_url).await?;
-    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10)).build(nats.clone());
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build(nats.clone());
     let store = Store::new(pool.clone());
     let state = AppState {
         store: store.clone(),
@@ -111,15 +127,34 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         auth,
         max_firmware_bytes: settings.max_firmware_bytes,
     };
-    let relay = components
-        .relay
-        .then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
-    let workers =
-        if components.projections { ota_projections::spawn_all_workers(&pool, &js, &names) } else { Vec::new() };
+    let relay = components.relay.then(|| {
+        Relay::new(
+            pool.clone(),
+            js.clone(),
+            names.clone(),
+            store.commit_signal(),
+        )
+        .spawn()
+    });
+    let workers = if components.projections {
+        ota_projections::spawn_all_workers(&pool, &js, &names)
+    } else {
+        Vec::new()
+    };
 
     let listener =
-        TcpListener::bind(settings.listen).await.map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: settings.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
     let app = crate::routes::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
@@ -131,5 +166,12 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         }
     });
     tracing::info!(%addr, prefix = names.prefix(), "ota server listening");
-    Ok(RunningServer { addr, state, relay, workers, http, shutdown: Some(tx) })
+    Ok(RunningServer {
+        addr,
+        state,
+        relay,
+        workers,
+        http,
+        shutdown: Some(tx),
+    })
 }

@@ -15,9 +15,13 @@ pub struct BusNames {
 impl BusNames {
     pub fn new(prefix: &str) -> Result<Self, BadPrefix> {
         let ok = (1..=32).contains(&prefix.len())
-            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if ok {
-            Ok(Self { prefix: prefix.to_owned() })
+            Ok(Self {
+                prefix: prefix.to_owned(),
+            })
         } else {
             Err(BadPrefix(prefix.to_owned()))
         }
@@ -41,7 +45,12 @@ impl BusNames {
     }
 
     pub fn event_subject(&self, aggregate_type: &str, aggregate_id: &str) -> String {
-        format!("{}.events.{}.{}", self.prefix, subject_token(aggregate_type), subject_token(aggregate_id))
+        format!(
+            "{}.events.{}.{}",
+            self.prefix,
+            subject_token(aggregate_type),
+            subject_token(aggregate_id)
+        )
     }
 
     /// A durable consumer name, e.g. for a projection.
@@ -50,11 +59,19 @@ impl BusNames {
     }
 
     pub fn device_commands(&self, device_id: &str) -> String {
-        format!("{}.devices.{}.commands", self.prefix, subject_token(device_id))
+        format!(
+            "{}.devices.{}.commands",
+            self.prefix,
+            subject_token(device_id)
+        )
     }
 
     pub fn device_status(&self, device_id: &str) -> String {
-        format!("{}.devices.{}.status", self.prefix, subject_token(device_id))
+        format!(
+            "{}.devices.{}.status",
+            self.prefix,
+            subject_token(device_id)
+        )
     }
 }
 

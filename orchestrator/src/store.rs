@@ -49,7 +49,10 @@ pub enum StoreError<E: std::error::Error + 'static> {
     Unavailable(String),
     /// Stored events could not be read back.
     #[error("stored events of {aggregate_id} cannot be decoded: {detail}")]
-    Corrupt { aggregate_id: String, detail: String },
+    Corrupt {
+        aggregate_id: String,
+        detail: String,
+    },
 }
 
 /// The outcome of a command: the state after it and the events it stored.
@@ -83,7 +86,10 @@ pub struct Store {
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, committed: Arc::new(Notify::new()) }
+        Self {
+            pool,
+            committed: Arc::new(Notify::new()),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -111,7 +117,11 @@ impl Store {
     where
         A::Command: Clone + Send,
     {
-        let ctx = self.event_store::<A>().load_aggregate(id).await.map_err(|e| classify(id, e))?;
+        let ctx = self
+            .event_store::<A>()
+            .load_aggregate(id)
+            .await
+            .map_err(|e| classify(id, e))?;
         Ok((ctx.aggregate, ctx.current_sequence))
     }
 
@@ -127,10 +137,20 @@ impl Store {
     {
         let store = self.event_store::<A>();
         for attempt in 1..=MAX_ATTEMPTS {
-            let ctx = store.load_aggregate(id).await.map_err(|e| classify(id, e))?;
-            let events = ctx.aggregate.decide(command.clone()).map_err(StoreError::Rejected)?;
+            let ctx = store
+                .load_aggregate(id)
+                .await
+                .map_err(|e| classify(id, e))?;
+            let events = ctx
+                .aggregate
+                .decide(command.clone())
+                .map_err(StoreError::Rejected)?;
             if events.is_empty() {
-                return Ok(Committed { version: ctx.current_sequence, state: ctx.aggregate, events: vec![] });
+                return Ok(Committed {
+                    version: ctx.current_sequence,
+                    state: ctx.aggregate,
+                    events: vec![],
+                });
             }
             let mut state = ctx.aggregate.clone();
             for event in &events {
@@ -140,16 +160,28 @@ impl Store {
             match store.commit(events, ctx, meta.to_map()).await {
                 Ok(events) => {
                     self.committed.notify_one();
-                    return Ok(Committed { state, version, events });
+                    return Ok(Committed {
+                        state,
+                        version,
+                        events,
+                    });
                 }
                 Err(AggregateError::AggregateConflict) => {
-                    tracing::debug!(aggregate = A::TYPE, id, attempt, "append conflict, deciding again");
+                    tracing::debug!(
+                        aggregate = A::TYPE,
+                        id,
+                        attempt,
+                        "append conflict, deciding again"
+                    );
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => return Err(classify(id, e)),
             }
         }
-        Err(StoreError::Contended { aggregate_id: id.to_owned(), attempts: MAX_ATTEMPTS })
+        Err(StoreError::Contended {
+            aggregate_id: id.to_owned(),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 }
 
@@ -161,12 +193,14 @@ fn backoff(attempt: u32) -> Duration {
 fn classify<E: std::error::Error + 'static>(id: &str, error: AggregateError<E>) -> StoreError<E> {
     match error {
         AggregateError::UserError(e) => StoreError::Rejected(e),
-        AggregateError::AggregateConflict => {
-            StoreError::Contended { aggregate_id: id.to_owned(), attempts: 1 }
-        }
-        AggregateError::DeserializationError(e) => {
-            StoreError::Corrupt { aggregate_id: id.to_owned(), detail: e.to_string() }
-        }
+        AggregateError::AggregateConflict => StoreError::Contended {
+            aggregate_id: id.to_owned(),
+            attempts: 1,
+        },
+        AggregateError::DeserializationError(e) => StoreError::Corrupt {
+            aggregate_id: id.to_owned(),
+            detail: e.to_string(),
+        },
         AggregateError::DatabaseConnectionError(e) | AggregateError::UnexpectedError(e) => {
             StoreError::Unavailable(e.to_string())
         }

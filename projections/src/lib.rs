@@ -28,7 +28,11 @@ use ota_domain::bus::BusNames;
 use sqlx::PgPool;
 
 /// Starts one worker per projection.
-pub fn spawn_all_workers(pool: &PgPool, js: &jetstream::Context, names: &BusNames) -> Vec<WorkerHandle> {
+pub fn spawn_all_workers(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    names: &BusNames,
+) -> Vec<WorkerHandle> {
     vec![
         spawn_worker::<firmware::FirmwareProjection>(pool.clone(), js.clone(), names.clone()),
         spawn_worker::<campaigns::CampaignsProjection>(pool.clone(), js.clone(), names.clone()),

@@ -18,7 +18,11 @@ pub enum ProjectionName {
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 3] = [ProjectionName::Firmware, ProjectionName::Campaigns, ProjectionName::Activity];
+    pub const ALL: [ProjectionName; 3] = [
+        ProjectionName::Firmware,
+        ProjectionName::Campaigns,
+        ProjectionName::Activity,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -38,7 +42,10 @@ impl fmt::Display for ProjectionName {
 impl FromStr for ProjectionName {
     type Err = ProjectionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| ProjectionError::UnknownProjection(s.to_owned()))
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| ProjectionError::UnknownProjection(s.to_owned()))
     }
 }
 

@@ -17,9 +17,15 @@ pub async fn rebuild<P: Projection>(pool: &PgPool) -> Result<u64, ProjectionErro
     let mut tx = pool.begin().await?;
     lock_projection::<P>(&mut tx).await?;
     for table in P::TABLES {
-        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *tx)
+            .await?;
     }
-    for table in ["projection_offsets", "projection_status", "projection_failures"] {
+    for table in [
+        "projection_offsets",
+        "projection_status",
+        "projection_failures",
+    ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
             .bind(P::NAME.as_str())
             .execute(&mut *tx)

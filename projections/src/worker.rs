@@ -55,7 +55,11 @@ impl Drop for WorkerHandle {
     }
 }
 
-pub fn spawn_worker<P: Projection>(pool: PgPool, js: jetstream::Context, names: BusNames) -> WorkerHandle {
+pub fn spawn_worker<P: Projection>(
+    pool: PgPool,
+    js: jetstream::Context,
+    names: BusNames,
+) -> WorkerHandle {
     let task = tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -69,9 +73,15 @@ pub fn spawn_worker<P: Projection>(pool: PgPool, js: jetstream::Context, names: 
     WorkerHandle { task }
 }
 
-async fn consume<P: Projection>(pool: &PgPool, js: &jetstream::Context, names: &BusNames) -> Result<(), ProjectionError> {
+async fn consume<P: Projection>(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    names: &BusNames,
+) -> Result<(), ProjectionError> {
     let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
-    let stream = ensure_events_stream(js, names).await.map_err(|e| nats(&e))?;
+    let stream = ensure_events_stream(js, names)
+        .await
+        .map_err(|e| nats(&e))?;
     let durable = consumer_name::<P>(names);
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -88,7 +98,12 @@ async fn consume<P: Projection>(pool: &PgPool, js: &jetstream::Context, names: &
         )
         .await
         .map_err(|e| nats(&e))?;
-    let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await.map_err(|e| nats(&e))?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .messages()
+        .await
+        .map_err(|e| nats(&e))?;
     let mut batches = messages.ready_chunks(BATCH);
     while let Some(batch) = batches.next().await {
         let mut received = Vec::with_capacity(batch.len());
@@ -120,7 +135,10 @@ async fn consume<P: Projection>(pool: &PgPool, js: &jetstream::Context, names: &
     Ok(())
 }
 
-async fn apply_batch<P: Projection>(pool: &PgPool, messages: &[Message]) -> Result<Applied, ProjectionError> {
+async fn apply_batch<P: Projection>(
+    pool: &PgPool,
+    messages: &[Message],
+) -> Result<Applied, ProjectionError> {
     let mut total = Applied::default();
     if messages.is_empty() {
         return Ok(total);

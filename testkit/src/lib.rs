@@ -1,1 +1,23 @@
-//! placeholder
+//! Test support: a whole server per test on its own database, NATS prefix and
+//! storage directory, plus a TCP proxy that can cut a dependency away.
+
+mod app;
+mod proxy;
+mod wait;
+
+pub use app::{json_of, TestApp, TestOptions};
+pub use proxy::FaultProxy;
+pub use wait::eventually;
+
+/// Test logs only with `TEST_LOG=1`.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    }
+}

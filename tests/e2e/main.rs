@@ -1,1 +1,8 @@
-fn main() {}
+//! End-to-end tests against the real Postgres and NATS. One binary; a module
+//! per capability. Each test spawns its own server, database and NATS prefix.
+
+mod auth;
+mod campaigns;
+mod faults;
+mod firmware;
+mod spine;

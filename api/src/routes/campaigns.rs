@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use ota_domain::campaign::{Campaign, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target};
+use ota_domain::campaign::{
+    Campaign, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target,
+};
 use ota_domain::firmware::{Firmware, FirmwareStatus};
 use ota_domain::{CampaignId, DeviceId, FirmwareId, Refusal};
 use ota_projections::campaigns::{CampaignFilter, CampaignView};
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::validate;
 use crate::auth::Writer;
 use crate::error::{from_store, ApiError};
-use crate::extract::{optional_json, Json, Path, Paging, Query};
+use crate::extract::{optional_json, Json, Paging, Path, Query};
 use crate::state::AppState;
 
 /// Largest explicit target list in one request.
@@ -86,7 +88,11 @@ pub async fn create(
         .device_ids
         .iter()
         .enumerate()
-        .map(|(i, d)| DeviceId::parse(d).map_err(|e| ApiError::invalid("invalid_field", format!("target.device_ids[{i}]: {e}"))))
+        .map(|(i, d)| {
+            DeviceId::parse(d).map_err(|e| {
+                ApiError::invalid("invalid_field", format!("target.device_ids[{i}]: {e}"))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let firmware_id: FirmwareId = body
         .firmware_id
@@ -94,7 +100,13 @@ pub async fn create(
         .map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
     let firmware = load_firmware(&state, firmware_id).await?;
     let id = CampaignId::new_random();
-    let command = CampaignCommand::Create { id, name, firmware, target: Target { device_ids }, at: Utc::now() };
+    let command = CampaignCommand::Create {
+        id,
+        name,
+        firmware,
+        target: Target { device_ids },
+        at: Utc::now(),
+    };
     let committed = state
         .store
         .execute::<Campaign>(&id.to_string(), command, &writer.meta)
@@ -111,12 +123,23 @@ async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmw
         .await
         .map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
     let Some(spec) = firmware.spec.as_ref() else {
-        return Err(ApiError::invalid("campaign.unknown_firmware", format!("firmware_id: no firmware {id}")));
+        return Err(ApiError::invalid(
+            "campaign.unknown_firmware",
+            format!("firmware_id: no firmware {id}"),
+        ));
     };
     if firmware.status == FirmwareStatus::Deprecated {
-        return Err(ApiError::invalid("campaign.deprecated_firmware", format!("firmware_id: firmware {id} is deprecated")));
+        return Err(ApiError::invalid(
+            "campaign.deprecated_firmware",
+            format!("firmware_id: firmware {id} is deprecated"),
+        ));
     }
-    Ok(CampaignFirmware { id, name: spec.name.clone(), version: spec.version.clone(), device_model: spec.device_model.clone() })
+    Ok(CampaignFirmware {
+        id,
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        device_model: spec.device_model.clone(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,18 +149,30 @@ pub struct ListQuery {
     paging: Paging,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<CampaignView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<CampaignView>>, ApiError> {
     let page = q.paging.request()?;
     if let Some(status) = &q.status {
-        status.parse::<CampaignStatus>().map_err(ApiError::bad_request)?;
+        status
+            .parse::<CampaignStatus>()
+            .map_err(ApiError::bad_request)?;
     }
     let filter = CampaignFilter { status: q.status };
-    Ok(Json(ota_projections::campaigns::list(&state.pool, &filter, page).await?))
+    Ok(Json(
+        ota_projections::campaigns::list(&state.pool, &filter, page).await?,
+    ))
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CampaignView>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, ApiError> {
     let id = validate::uuid("id", &id)?;
-    let campaign = ota_projections::campaigns::get(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("campaign"))?;
+    let campaign = ota_projections::campaigns::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("campaign"))?;
     Ok(Json(campaign))
 }
 
@@ -147,7 +182,13 @@ pub async fn history(
     Query(paging): Query<Paging>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = validate::uuid("id", &id)?;
-    let page = ota_projections::activity::history(&state.pool, "Campaign", &id.to_string(), paging.request()?).await?;
+    let page = ota_projections::activity::history(
+        &state.pool,
+        "Campaign",
+        &id.to_string(),
+        paging.request()?,
+    )
+    .await?;
     Ok(Json(page))
 }
 
@@ -159,10 +200,17 @@ pub struct ReasonBody {
 
 fn reason(body: &[u8]) -> Result<Option<String>, ApiError> {
     let reason = optional_json::<ReasonBody>(body)?.and_then(|b| b.reason);
-    reason.map(|r| validate::text("reason", &r, 1000)).transpose()
+    reason
+        .map(|r| validate::text("reason", &r, 1000))
+        .transpose()
 }
 
-async fn transition(state: &AppState, writer: &Writer, id: &str, command: CampaignCommand) -> Result<Json<CampaignBody>, ApiError> {
+async fn transition(
+    state: &AppState,
+    writer: &Writer,
+    id: &str,
+    command: CampaignCommand,
+) -> Result<Json<CampaignBody>, ApiError> {
     let id = validate::uuid("id", id)?;
     let committed = state
         .store
@@ -172,8 +220,18 @@ async fn transition(state: &AppState, writer: &Writer, id: &str, command: Campai
     Ok(Json(committed.state.into()))
 }
 
-pub async fn start(State(state): State<AppState>, writer: Writer, Path(id): Path<String>) -> Result<Json<CampaignBody>, ApiError> {
-    transition(&state, &writer, &id, CampaignCommand::Start { at: Utc::now() }).await
+pub async fn start(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignBody>, ApiError> {
+    transition(
+        &state,
+        &writer,
+        &id,
+        CampaignCommand::Start { at: Utc::now() },
+    )
+    .await
 }
 
 pub async fn pause(
@@ -183,11 +241,30 @@ pub async fn pause(
     body: Bytes,
 ) -> Result<Json<CampaignBody>, ApiError> {
     let reason = reason(&body)?;
-    transition(&state, &writer, &id, CampaignCommand::Pause { reason, at: Utc::now() }).await
+    transition(
+        &state,
+        &writer,
+        &id,
+        CampaignCommand::Pause {
+            reason,
+            at: Utc::now(),
+        },
+    )
+    .await
 }
 
-pub async fn resume(State(state): State<AppState>, writer: Writer, Path(id): Path<String>) -> Result<Json<CampaignBody>, ApiError> {
-    transition(&state, &writer, &id, CampaignCommand::Resume { at: Utc::now() }).await
+pub async fn resume(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignBody>, ApiError> {
+    transition(
+        &state,
+        &writer,
+        &id,
+        CampaignCommand::Resume { at: Utc::now() },
+    )
+    .await
 }
 
 pub async fn cancel(
@@ -197,11 +274,22 @@ pub async fn cancel(
     body: Bytes,
 ) -> Result<Json<CampaignBody>, ApiError> {
     let reason = reason(&body)?;
-    transition(&state, &writer, &id, CampaignCommand::Cancel { reason, at: Utc::now() }).await
+    transition(
+        &state,
+        &writer,
+        &id,
+        CampaignCommand::Cancel {
+            reason,
+            at: Utc::now(),
+        },
+    )
+    .await
 }
 
 pub async fn stats(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let campaigns = ota_projections::campaigns::counts_by_status(&state.pool).await?;
     let firmware = ota_projections::firmware::count(&state.pool).await?;
-    Ok(Json(serde_json::json!({ "firmware": firmware, "campaigns_by_status": campaigns })))
+    Ok(Json(
+        serde_json::json!({ "firmware": firmware, "campaigns_by_status": campaigns }),
+    ))
 }

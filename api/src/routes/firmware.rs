@@ -6,7 +6,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use ota_domain::firmware::{Firmware, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
+use ota_domain::firmware::{
+    Firmware, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec,
+};
 use ota_domain::FirmwareId;
 use ota_projections::firmware::{FirmwareFilter, FirmwareView};
 use ota_projections::Page;
@@ -16,7 +18,7 @@ use super::validate;
 use crate::auth::Writer;
 use crate::blobs::{BlobError, Staged};
 use crate::error::{from_store, ApiError};
-use crate::extract::{optional_json, Json, Path, Paging, Query};
+use crate::extract::{optional_json, Json, Paging, Path, Query};
 use crate::state::AppState;
 
 const METADATA_LIMIT: usize = 64 * 1024;
@@ -54,7 +56,8 @@ pub struct FirmwareBody {
 
 impl FirmwareBody {
     fn from_state(firmware: Firmware) -> Result<Self, ApiError> {
-        let (Some(id), Some(spec), Some(binary)) = (firmware.id, firmware.spec, firmware.binary) else {
+        let (Some(id), Some(spec), Some(binary)) = (firmware.id, firmware.spec, firmware.binary)
+        else {
             return Err(ApiError::internal("firmware state without upload"));
         };
         Ok(Self {
@@ -110,18 +113,26 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> A
     }
 }
 
-fn spec_from(meta: UploadMetadata) -> Result<(FirmwareSpec, Option<String>, Option<String>), ApiError> {
+fn spec_from(
+    meta: UploadMetadata,
+) -> Result<(FirmwareSpec, Option<String>, Option<String>), ApiError> {
     let hardware_versions = meta
         .hardware_versions
         .iter()
         .map(|h| validate::text("hardware_versions", h, 64))
         .collect::<Result<Vec<_>, _>>()?;
     if hardware_versions.len() > 100 {
-        return Err(ApiError::invalid("invalid_field", "hardware_versions: at most 100 entries"));
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "hardware_versions: at most 100 entries",
+        ));
     }
     let release_notes = match meta.release_notes {
         Some(notes) if notes.chars().count() > 20_000 => {
-            return Err(ApiError::invalid("invalid_field", "release_notes: at most 20000 characters"))
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "release_notes: at most 20000 characters",
+            ))
         }
         other => other,
     };
@@ -132,14 +143,23 @@ fn spec_from(meta: UploadMetadata) -> Result<(FirmwareSpec, Option<String>, Opti
         hardware_versions,
         release_notes,
     };
-    let sha256 = meta.checksum_sha256.map(|c| validate::hex_digest("checksum_sha256", &c, 64)).transpose()?;
-    let md5 = meta.checksum_md5.map(|c| validate::hex_digest("checksum_md5", &c, 32)).transpose()?;
+    let sha256 = meta
+        .checksum_sha256
+        .map(|c| validate::hex_digest("checksum_sha256", &c, 64))
+        .transpose()?;
+    let md5 = meta
+        .checksum_md5
+        .map(|c| validate::hex_digest("checksum_md5", &c, 32))
+        .transpose()?;
     Ok((spec, sha256, md5))
 }
 
 /// A safe file name for the artifact: the upload's own name without any path.
 fn artifact_filename(given: Option<&str>, spec: &FirmwareSpec) -> String {
-    let base = given.and_then(|g| g.rsplit(['/', '\\']).next()).map(str::trim).unwrap_or("");
+    let base = given
+        .and_then(|g| g.rsplit(['/', '\\']).next())
+        .map(str::trim)
+        .unwrap_or("");
     let clean = !base.is_empty()
         && base.len() <= 255
         && base != "."
@@ -161,18 +181,28 @@ pub async fn upload(
     let mut metadata = None;
     let mut staged: Option<(Staged, Option<String>)> = None;
     let outcome = async {
-        while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| multipart_error(e, limit))?
+        {
             match field.name() {
                 Some("metadata") => {
                     let bytes = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
                     if bytes.len() > METADATA_LIMIT {
-                        return Err(ApiError::invalid("invalid_field", "metadata: larger than 64 KiB"));
+                        return Err(ApiError::invalid(
+                            "invalid_field",
+                            "metadata: larger than 64 KiB",
+                        ));
                     }
-                    let parsed: UploadMetadata = serde_json::from_slice(&bytes)
-                        .map_err(|e| ApiError::invalid("invalid_field", format!("metadata: {e}")))?;
+                    let parsed: UploadMetadata = serde_json::from_slice(&bytes).map_err(|e| {
+                        ApiError::invalid("invalid_field", format!("metadata: {e}"))
+                    })?;
                     metadata = Some(parsed);
                 }
-                Some("file") if staged.is_some() => return Err(ApiError::bad_request("more than one file part")),
+                Some("file") if staged.is_some() => {
+                    return Err(ApiError::bad_request("more than one file part"))
+                }
                 Some("file") => {
                     let filename = field.file_name().map(str::to_owned);
                     let chunks = field.map_err(BlobError::from);
@@ -186,7 +216,8 @@ pub async fn upload(
                 }
             }
         }
-        let metadata = metadata.ok_or_else(|| ApiError::bad_request("missing multipart part 'metadata'"))?;
+        let metadata =
+            metadata.ok_or_else(|| ApiError::bad_request("missing multipart part 'metadata'"))?;
         let Some((blob, filename)) = &staged else {
             return Err(ApiError::bad_request("missing multipart part 'file'"));
         };
@@ -209,21 +240,34 @@ async fn store_upload(
     filename: Option<&str>,
 ) -> Result<(StatusCode, Json<FirmwareBody>), ApiError> {
     let (spec, want_sha256, want_md5) = spec_from(metadata)?;
-    if want_sha256.as_ref().is_some_and(|want| *want != blob.sha256) {
+    if want_sha256
+        .as_ref()
+        .is_some_and(|want| *want != blob.sha256)
+    {
         return Err(ApiError::invalid(
             "checksum_mismatch",
-            format!("checksum_sha256 does not match the uploaded file (computed {})", blob.sha256),
+            format!(
+                "checksum_sha256 does not match the uploaded file (computed {})",
+                blob.sha256
+            ),
         ));
     }
     if want_md5.as_ref().is_some_and(|want| *want != blob.md5) {
         return Err(ApiError::invalid(
             "checksum_mismatch",
-            format!("checksum_md5 does not match the uploaded file (computed {})", blob.md5),
+            format!(
+                "checksum_md5 does not match the uploaded file (computed {})",
+                blob.md5
+            ),
         ));
     }
     let id = spec.id().to_string();
     // Answer a repeat or a conflict before touching the stored binaries.
-    let (existing, _) = state.store.load::<Firmware>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let (existing, _) = state
+        .store
+        .load::<Firmware>(&id)
+        .await
+        .map_err(|e| from_store(e, refusal))?;
     if let Some(stored) = existing.binary.as_ref() {
         if stored.sha256 == blob.sha256 {
             state.blobs.discard(blob).await;
@@ -234,7 +278,11 @@ async fn store_upload(
             stored_sha256: stored.sha256.clone(),
             uploaded_sha256: blob.sha256.clone(),
         };
-        return Err(ApiError::refused(conflict.refusal(), conflict.code(), conflict.to_string()));
+        return Err(ApiError::refused(
+            conflict.refusal(),
+            conflict.code(),
+            conflict.to_string(),
+        ));
     }
     let storage_path = state.blobs.promote(blob).await?;
     let binary = FirmwareBinary {
@@ -245,9 +293,21 @@ async fn store_upload(
         md5: blob.md5.clone(),
         storage_path,
     };
-    let command = FirmwareCommand::Upload { spec, binary, at: Utc::now() };
-    let committed = state.store.execute::<Firmware>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
-    let status = if committed.unchanged() { StatusCode::OK } else { StatusCode::CREATED };
+    let command = FirmwareCommand::Upload {
+        spec,
+        binary,
+        at: Utc::now(),
+    };
+    let committed = state
+        .store
+        .execute::<Firmware>(&id, command, &writer.meta)
+        .await
+        .map_err(|e| from_store(e, refusal))?;
+    let status = if committed.unchanged() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(FirmwareBody::from_state(committed.state)?)))
 }
 
@@ -258,18 +318,30 @@ pub struct ListQuery {
     paging: Paging,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<FirmwareView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<FirmwareView>>, ApiError> {
     let page = q.paging.request()?;
-    let filter = FirmwareFilter { device_model: q.device_model };
-    Ok(Json(ota_projections::firmware::list(&state.pool, &filter, page).await?))
+    let filter = FirmwareFilter {
+        device_model: q.device_model,
+    };
+    Ok(Json(
+        ota_projections::firmware::list(&state.pool, &filter, page).await?,
+    ))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<FirmwareView, ApiError> {
     let id = validate::uuid("id", id)?;
-    ota_projections::firmware::get(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("firmware"))
+    ota_projections::firmware::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("firmware"))
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<FirmwareView>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<FirmwareView>, ApiError> {
     Ok(Json(find(&state, &id).await?))
 }
 
@@ -279,7 +351,13 @@ pub async fn history(
     Query(paging): Query<Paging>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = validate::uuid("id", &id)?;
-    let page = ota_projections::activity::history(&state.pool, "Firmware", &id.to_string(), paging.request()?).await?;
+    let page = ota_projections::activity::history(
+        &state.pool,
+        "Firmware",
+        &id.to_string(),
+        paging.request()?,
+    )
+    .await?;
     Ok(Json(page))
 }
 
@@ -297,7 +375,10 @@ pub async fn deprecate(
 ) -> Result<Json<FirmwareBody>, ApiError> {
     let id = validate::uuid("id", &id)?;
     let reason = optional_json::<DeprecateBody>(&body)?.and_then(|b| b.reason);
-    let command = FirmwareCommand::Deprecate { reason, at: Utc::now() };
+    let command = FirmwareCommand::Deprecate {
+        reason,
+        at: Utc::now(),
+    };
     let committed = state
         .store
         .execute::<Firmware>(&id.to_string(), command, &writer.meta)
@@ -307,12 +388,18 @@ pub async fn deprecate(
 }
 
 /// Streams the binary, honouring a single `Range` (206 / 416) and `If-Range`.
-pub async fn content(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn content(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let firmware = find(&state, &id).await?;
     let size = u64::try_from(firmware.size).unwrap_or(0);
     let etag = format!("\"{}\"", firmware.sha1);
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if header_str(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+    if header_str(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let range_applies = header_str(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
@@ -332,15 +419,22 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>, head
             }
         },
     };
-    let stream = state.blobs.read(&firmware.storage_path, range.clone()).await?;
+    let stream = state
+        .blobs
+        .read(&firmware.storage_path, range.clone())
+        .await?;
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", firmware.filename)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", firmware.filename))
+    {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     match range {
@@ -348,12 +442,15 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>, head
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = response.headers_mut();
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1))
+            {
                 h.insert(header::CONTENT_RANGE, v);
             }
         }
         None => {
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         }
     }
     Ok(response)

@@ -22,11 +22,15 @@ use crate::state::AppState;
 const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let upload_limit = usize::try_from(state.max_firmware_bytes).unwrap_or(usize::MAX).saturating_add(1024 * 1024);
+    let upload_limit = usize::try_from(state.max_firmware_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024 * 1024);
     let api = Router::new()
         .route(
             "/firmware",
-            get(firmware::list).post(firmware::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            get(firmware::list)
+                .post(firmware::upload)
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/firmware/{id}", get(firmware::get_one))
         .route("/firmware/{id}/content", get(firmware::content))
@@ -50,7 +54,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -77,7 +77,13 @@ impl Drop for RelayHandle {
 
 impl Relay {
     pub fn new(pool: PgPool, js: jetstream::Context, names: BusNames, wake: Arc<Notify>) -> Self {
-        Self { pool, js, names, wake, poll: Duration::from_millis(100) }
+        Self {
+            pool,
+            js,
+            names,
+            wake,
+            poll: Duration::from_millis(100),
+        }
     }
 
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
@@ -115,7 +121,9 @@ impl Relay {
             tokio::time::sleep(self.poll * 5).await;
         }
         tracing::info!(prefix = self.names.prefix(), "relay leads");
-        ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(|e| RelayError::Publish(e.to_string()))?;
+        ota_projections::worker::ensure_events_stream(&self.js, &self.names)
+            .await
+            .map_err(|e| RelayError::Publish(e.to_string()))?;
         let _ = role.send(RelayRole::Leader);
         loop {
             let published = self.step(&mut conn).await?;

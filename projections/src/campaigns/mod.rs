@@ -20,10 +20,19 @@ impl Projection for CampaignsProjection {
     const TABLES: &'static [&'static str] = &["campaigns", "campaign_status_counts"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        let event: CampaignEvent = record.decode().map_err(|e| ProjectionError::poison(record, e))?;
-        let id = Uuid::parse_str(&record.aggregate_id).map_err(|e| ProjectionError::poison(record, e))?;
+        let event: CampaignEvent = record
+            .decode()
+            .map_err(|e| ProjectionError::poison(record, e))?;
+        let id = Uuid::parse_str(&record.aggregate_id)
+            .map_err(|e| ProjectionError::poison(record, e))?;
         let (status, at, reason) = match event {
-            CampaignEvent::CampaignCreated { name, firmware, target, at, .. } => {
+            CampaignEvent::CampaignCreated {
+                name,
+                firmware,
+                target,
+                at,
+                ..
+            } => {
                 sqlx::query(
                     "INSERT INTO campaigns (id, name, firmware_id, firmware_name, firmware_version, device_model,
                         status, device_count, created_at, updated_at, created_by)
@@ -47,9 +56,13 @@ impl Projection for CampaignsProjection {
             CampaignEvent::CampaignStarted { at } => (CampaignStatus::Running, at, None),
             CampaignEvent::CampaignPaused { reason, at } => (CampaignStatus::Paused, at, reason),
             CampaignEvent::CampaignResumed { at } => (CampaignStatus::Running, at, None),
-            CampaignEvent::CampaignCancelled { reason, at } => (CampaignStatus::Cancelled, at, reason),
+            CampaignEvent::CampaignCancelled { reason, at } => {
+                (CampaignStatus::Cancelled, at, reason)
+            }
             CampaignEvent::CampaignCompleted { at } => (CampaignStatus::Completed, at, None),
-            CampaignEvent::CampaignAborted { reason, at } => (CampaignStatus::Aborted, at, Some(reason)),
+            CampaignEvent::CampaignAborted { reason, at } => {
+                (CampaignStatus::Aborted, at, Some(reason))
+            }
         };
         let previous: Option<String> = sqlx::query_scalar(
             "UPDATE campaigns c SET status = $2, updated_at = $3, status_changes = status_changes + 1,
@@ -73,7 +86,11 @@ impl Projection for CampaignsProjection {
     }
 }
 
-async fn bump_count(conn: &mut PgConnection, status: CampaignStatus, by: i64) -> Result<(), sqlx::Error> {
+async fn bump_count(
+    conn: &mut PgConnection,
+    status: CampaignStatus,
+    by: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO campaign_status_counts (status, count) VALUES ($1, $2)
          ON CONFLICT (status) DO UPDATE SET count = campaign_status_counts.count + EXCLUDED.count",

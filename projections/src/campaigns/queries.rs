@@ -35,10 +35,17 @@ const COLUMNS: &str = "id, name, firmware_id, firmware_name, firmware_version, d
                        status_changes, created_at, updated_at, started_at, ended_at, created_by, last_reason";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<CampaignView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1")).bind(id).fetch_optional(pool).await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
-pub async fn list(pool: &PgPool, filter: &CampaignFilter, page: PageRequest) -> Result<Page<CampaignView>, sqlx::Error> {
+pub async fn list(
+    pool: &PgPool,
+    filter: &CampaignFilter,
+    page: PageRequest,
+) -> Result<Page<CampaignView>, sqlx::Error> {
     let items = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM campaigns WHERE ($1::text IS NULL OR status = $1)
          ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
@@ -48,16 +55,25 @@ pub async fn list(pool: &PgPool, filter: &CampaignFilter, page: PageRequest) -> 
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM campaigns WHERE ($1::text IS NULL OR status = $1)")
-        .bind(&filter.status)
-        .fetch_one(pool)
-        .await?;
-    Ok(Page { items, total, page: page.page, page_size: page.page_size })
+    let total = sqlx::query_scalar(
+        "SELECT count(*) FROM campaigns WHERE ($1::text IS NULL OR status = $1)",
+    )
+    .bind(&filter.status)
+    .fetch_one(pool)
+    .await?;
+    Ok(Page {
+        items,
+        total,
+        page: page.page,
+        page_size: page.page_size,
+    })
 }
 
 /// Campaigns per status, from the incrementally kept counters.
 pub async fn counts_by_status(pool: &PgPool) -> Result<BTreeMap<String, i64>, sqlx::Error> {
     let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count FROM campaign_status_counts WHERE count <> 0").fetch_all(pool).await?;
+        sqlx::query_as("SELECT status, count FROM campaign_status_counts WHERE count <> 0")
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().collect())
 }

@@ -1,0 +1,317 @@
+//! One whole server per test, as `ota serve` starts it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use ota_api::auth::{Auth, Role};
+use ota_api::server::{self, Components, RunningServer};
+use ota_api::Settings;
+use ota_domain::bus::BusNames;
+use ota_projections::ProjectionName;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::proxy::FaultProxy;
+use crate::wait::eventually;
+
+pub const POSTGRES: &str = "127.0.0.1:5432";
+pub const NATS: &str = "127.0.0.1:4222";
+const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub components: Components,
+    pub max_firmware_bytes: u64,
+    /// Route Postgres / NATS through a `FaultProxy` that the test can cut.
+    pub postgres_proxy: bool,
+    pub nats_proxy: bool,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            components: Components::default(),
+            max_firmware_bytes: 64 * 1024 * 1024,
+            postgres_proxy: false,
+            nats_proxy: false,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub server: RunningServer,
+    pub addr: SocketAddr,
+    pub db_name: String,
+    /// A pool straight to the test database (not through any proxy).
+    pub db: PgPool,
+    pub names: BusNames,
+    /// A JetStream context straight to NATS (not through any proxy).
+    pub js: jetstream::Context,
+    pub http: reqwest::Client,
+    pub settings: Settings,
+    pub postgres_proxy: Option<FaultProxy>,
+    pub nats_proxy: Option<FaultProxy>,
+    _storage: tempfile::TempDir,
+}
+
+fn database_url(host: &str, db: &str) -> String {
+    format!("postgres://postgres@{host}/{db}")
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> Self {
+        crate::init_logs();
+        let id = Uuid::new_v4().simple().to_string();
+        let db_name = format!("ota_test_{id}");
+        let prefix = format!("t{}", &id[..12]);
+        let storage = tempfile::tempdir().expect("temp dir");
+        // Create and migrate directly, so a proxied server starts on a ready schema.
+        let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5)
+            .await
+            .expect("create test database");
+        ota_migrations::migrate(&db)
+            .await
+            .expect("migrate test database");
+
+        let postgres_proxy = if options.postgres_proxy {
+            Some(FaultProxy::start(parse(POSTGRES)).await)
+        } else {
+            None
+        };
+        let nats_proxy = if options.nats_proxy {
+            Some(FaultProxy::start(parse(NATS)).await)
+        } else {
+            None
+        };
+        let pg_host = postgres_proxy
+            .as_ref()
+            .map_or(POSTGRES.to_owned(), |p| p.addr.to_string());
+        let nats_host = nats_proxy
+            .as_ref()
+            .map_or(NATS.to_owned(), |p| p.addr.to_string());
+
+        let mut settings = Settings::defaults();
+        settings.database_url = database_url(&pg_host, &db_name);
+        settings.db_max_connections = 20;
+        settings.nats_url = format!("nats://{nats_host}");
+        settings.nats_prefix = prefix.clone();
+        settings.storage_url = storage.path().display().to_string();
+        settings.listen = "127.0.0.1:0".parse().expect("addr");
+        settings.jwt_secret = Some(SECRET.to_owned());
+        settings.max_firmware_bytes = options.max_firmware_bytes;
+
+        let server = server::start(&settings, options.components)
+            .await
+            .expect("start server");
+        let nats = async_nats::connect(NATS).await.expect("connect NATS");
+        Self {
+            addr: server.addr,
+            server,
+            db_name,
+            db,
+            names: BusNames::new(&prefix).expect("prefix"),
+            js: jetstream::new(nats),
+            http: reqwest::Client::new(),
+            settings,
+            postgres_proxy,
+            nats_proxy,
+            _storage: storage,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn token(&self, role: Role) -> String {
+        Auth::from_secret(Some(SECRET))
+            .and_then(|a| a.issue("tester", role, Duration::from_secs(600)))
+            .expect("token")
+    }
+
+    /// The secret the server verifies tokens with, for tests that forge them.
+    pub fn jwt_secret(&self) -> &'static str {
+        SECRET
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(self.token(Role::Operator))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(self.token(Role::Operator))
+    }
+
+    /// Uploads `bytes` as firmware `name:version:model`; returns status and JSON body.
+    pub async fn upload_firmware(
+        &self,
+        name: &str,
+        version: &str,
+        model: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let metadata = serde_json::json!({"name": name, "version": version, "device_model": model});
+        self.upload_firmware_with(metadata, "image.swu", bytes)
+            .await
+    }
+
+    pub async fn upload_firmware_with(
+        &self,
+        metadata: serde_json::Value,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "metadata",
+                reqwest::multipart::Part::text(metadata.to_string())
+                    .mime_str("application/json")
+                    .expect("mime"),
+            )
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
+            );
+        let response = self
+            .post("/api/v1/firmware")
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload request");
+        json_of(response).await
+    }
+
+    /// Uploads a small firmware and returns its id.
+    pub async fn firmware(&self, version: &str) -> String {
+        let (status, body) = self
+            .upload_firmware("os", version, "gw", format!("image {version}").into_bytes())
+            .await;
+        assert!(
+            status == 201 || status == 200,
+            "upload failed: {status} {body}"
+        );
+        body["id"].as_str().expect("firmware id").to_owned()
+    }
+
+    pub async fn create_campaign(
+        &self,
+        name: &str,
+        firmware_id: &str,
+        devices: &[&str],
+    ) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({"name": name, "firmware_id": firmware_id, "target": {"device_ids": devices}});
+        json_of(
+            self.post("/api/v1/campaigns")
+                .json(&body)
+                .send()
+                .await
+                .expect("create campaign"),
+        )
+        .await
+    }
+
+    /// Posts a lifecycle action (`start`, `pause`, ...) for a campaign.
+    pub async fn campaign_action(&self, id: &str, action: &str) -> (u16, serde_json::Value) {
+        json_of(
+            self.post(&format!("/api/v1/campaigns/{id}/{action}"))
+                .send()
+                .await
+                .expect("campaign action"),
+        )
+        .await
+    }
+
+    /// Waits until a projection has applied every stored event it reads.
+    pub async fn caught_up(&self, projection: ProjectionName) {
+        let types: Option<&[&str]> = match projection {
+            ProjectionName::Firmware => Some(&["Firmware"]),
+            ProjectionName::Campaigns => Some(&["Campaign"]),
+            ProjectionName::Activity => None,
+        };
+        let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
+        let db = self.db.clone();
+        eventually(&format!("projection {projection} to catch up"), Duration::from_secs(30), || {
+            let db = db.clone();
+            let types = types.clone();
+            async move {
+                let behind: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM events e WHERE ($2::text[] IS NULL OR e.aggregate_type = ANY($2))
+                     AND e.sequence > COALESCE((SELECT o.last_sequence FROM projection_offsets o
+                        WHERE o.projection = $1 AND o.aggregate_type = e.aggregate_type
+                        AND o.aggregate_id = e.aggregate_id), 0)",
+                )
+                .bind(projection.as_str())
+                .bind(types)
+                .fetch_one(&db)
+                .await
+                .ok()?;
+                (behind == 0).then_some(())
+            }
+        })
+        .await
+    }
+
+    pub async fn all_caught_up(&self) {
+        for p in ProjectionName::ALL {
+            self.caught_up(p).await;
+        }
+    }
+}
+
+/// Status and JSON body (or `null` when the body is not JSON).
+pub async fn json_of(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn parse(addr: &str) -> SocketAddr {
+    addr.parse().expect("socket address")
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let db_name = self.db_name.clone();
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed; kept database {db_name} and NATS prefix {}",
+                self.names.prefix()
+            );
+            return;
+        }
+        let stream = self.names.events_stream();
+        // Drop cannot await; clean up on a thread with its own runtime.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                // A fresh client: the test's own runtime is blocked in this drop.
+                if let Ok(nats) = async_nats::connect(NATS).await {
+                    let _ = jetstream::new(nats).delete_stream(&stream).await;
+                }
+                if let Ok(admin) = PgPool::connect(&database_url(POSTGRES, "postgres")).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
