@@ -74,27 +74,10 @@ impl Auth {
         })
     }
 
-    pub fn issue(
-        &self,
-        subject: &str,
-        role: Role,
-        ttl: Duration,
-    ) -> Result<String, AuthConfigError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let claims = Claims {
-            sub: subject.to_owned(),
-            role,
-            iat: now,
-            exp: now + ttl.as_secs(),
-        };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+    pub fn issue(&self, subject: &str, role: Role, ttl: Duration) -> Result<String, AuthConfigError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let claims = Claims { sub: subject.to_owned(), role, iat: now, exp: now + ttl.as_secs() };
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
@@ -133,21 +116,14 @@ pub async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
     let claims = state.auth.verify(token.trim())?;
-    request.extensions_mut().insert(Principal {
-        subject: claims.sub,
-        role: claims.role,
-    });
+    request.extensions_mut().insert(Principal { subject: claims.sub, role: claims.role });
     Ok(next.run(request).await)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| ApiError::unauthorized("not authenticated"))
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| ApiError::unauthorized("not authenticated"))
     }
 }
 
@@ -163,9 +139,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Writer {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let principal = Principal::from_request_parts(parts, state).await?;
         if !principal.role.can_write() {
-            return Err(ApiError::forbidden(
-                format!("role {:?} may only read", principal.role).to_lowercase(),
-            ));
+            return Err(ApiError::forbidden(format!("role {:?} may only read", principal.role).to_lowercase()));
         }
         let RequestId(request_id) = match RequestId::from_request_parts(parts, state).await {
             Ok(id) => id,

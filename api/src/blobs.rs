@@ -63,15 +63,12 @@ impl Blobs {
 
     fn local(dir: &str) -> Result<Arc<dyn ObjectStore>, BlobError> {
         std::fs::create_dir_all(dir).map_err(|e| BlobError::Config(format!("{dir}: {e}")))?;
-        let store = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| BlobError::Config(format!("{dir}: {e}")))?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| BlobError::Config(format!("{dir}: {e}")))?;
         Ok(Arc::new(store))
     }
 
     pub fn in_memory() -> Self {
-        Self {
-            store: Arc::new(object_store::memory::InMemory::new()),
-        }
+        Self { store: Arc::new(object_store::memory::InMemory::new()) }
     }
 
     /// Streams chunks into a staging object while hashing; nothing is held whole in memory.
@@ -122,9 +119,7 @@ impl Blobs {
         match self.store.head(&target).await {
             // Same bytes are already stored (another firmware or a retried upload).
             Ok(_) => self.discard(staged).await,
-            Err(object_store::Error::NotFound { .. }) => {
-                self.store.rename(&staged.path, &target).await?
-            }
+            Err(object_store::Error::NotFound { .. }) => self.store.rename(&staged.path, &target).await?,
             Err(e) => return Err(e.into()),
         }
         Ok(key)
@@ -141,12 +136,8 @@ impl Blobs {
         &self,
         key: &str,
         range: Option<Range<u64>>,
-    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, BlobError>
-    {
-        let options = GetOptions {
-            range: range.map(GetRange::from),
-            ..Default::default()
-        };
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, BlobError> {
+        let options = GetOptions { range: range.map(GetRange::from), ..Default::default() };
         let result = self.store.get_opts(&Path::from(key), options).await?;
         Ok(result.into_stream())
     }

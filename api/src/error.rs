@@ -21,11 +21,7 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -34,11 +30,7 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -49,19 +41,11 @@ impl ApiError {
     /// A dependency failed; the cause is logged, never shown.
     pub fn unavailable(what: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(dependency = what, error = %cause, "dependency failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("{what} is unavailable, try again"),
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable, try again"))
     }
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
     /// Maps a domain refusal with its stable code.
@@ -77,11 +61,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: self.code,
-            message: &self.message,
-        };
-        (self.status, axum::Json(body)).into_response()
+        let body = Body { error: self.code, message: &self.message };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 11.6.1: a 401 names the scheme that would be accepted.
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -92,10 +80,7 @@ impl From<sqlx::Error> for ApiError {
 }
 
 /// Turns a store outcome into an HTTP error, given how the aggregate's refusals read.
-pub fn from_store<E>(
-    error: StoreError<E>,
-    refusal: impl Fn(&E) -> (Refusal, &'static str),
-) -> ApiError
+pub fn from_store<E>(error: StoreError<E>, refusal: impl Fn(&E) -> (Refusal, &'static str)) -> ApiError
 where
     E: std::error::Error + 'static,
 {

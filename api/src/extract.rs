@@ -1,7 +1,8 @@
 //! Extractors whose rejections speak our JSON error format.
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,11 +24,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
-        let code = if status == StatusCode::UNPROCESSABLE_ENTITY {
-            "invalid_field"
-        } else {
-            "invalid_request"
-        };
+        let code = if status == StatusCode::UNPROCESSABLE_ENTITY { "invalid_field" } else { "invalid_request" };
         ApiError::new(status, code, r.body_text())
     }
 }
@@ -52,6 +49,22 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+/// `axum::extract::Multipart`, but a body that is not multipart answers with our error body.
+pub struct Multipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for Multipart {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Multipart::from_request(req, state).await.map(Multipart).map_err(ApiError::from)
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(r: MultipartRejection) -> Self {
+        ApiError::new(r.status(), "invalid_request", r.body_text())
+    }
+}
+
 /// The request id set by the request-id layer, for command metadata.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Option<String>);
@@ -59,21 +72,28 @@ pub struct RequestId(pub Option<String>);
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(RequestId(
-            parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        ))
+        Ok(RequestId(parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)))
     }
 }
 
 /// `?page=&page_size=` with bounds.
 #[derive(Debug, serde::Deserialize)]
 pub struct Paging {
+    #[serde(default, deserialize_with = "query_number")]
     pub page: Option<u32>,
+    #[serde(default, deserialize_with = "query_number")]
     pub page_size: Option<u32>,
+}
+
+/// A number from a query string. Parsed from text because `#[serde(flatten)]`
+/// (as in the list queries) hands every query value over as a string.
+fn query_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(raw) = <Option<String> as serde::Deserialize>::deserialize(d)? else {
+        return Ok(None);
+    };
+    raw.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("page and page_size must be whole numbers, got {raw:?}")))
 }
 
 impl Paging {
@@ -98,7 +118,5 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Opti
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| ApiError::invalid("invalid_field", format!("body: {e}")))
+    serde_json::from_slice(body).map(Some).map_err(|e| ApiError::invalid("invalid_field", format!("body: {e}")))
 }

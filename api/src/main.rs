@@ -12,11 +12,7 @@ use ota_api::Settings;
 use ota_projections::ProjectionName;
 
 #[derive(Parser)]
-#[command(
-    name = "ota",
-    version,
-    about = "Event-sourced OTA firmware campaign orchestrator"
-)]
+#[command(name = "ota", version, about = "Event-sourced OTA firmware campaign orchestrator")]
 struct Cli {
     #[command(flatten)]
     settings: Settings,
@@ -49,9 +45,7 @@ enum Command {
 
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
     let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {raw:?}"))?;
+    let n: u64 = number.parse().map_err(|_| format!("bad duration {raw:?}"))?;
     let secs = match unit {
         "s" | "" => n,
         "m" => n * 60,
@@ -100,9 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let targets: Vec<ProjectionName> = if projection == "all" {
                 ProjectionName::ALL.to_vec()
             } else {
-                vec![projection
-                    .parse()
-                    .context("choose one of: all, firmware, campaigns, activity")?]
+                vec![projection.parse().context("choose one of: all, firmware, campaigns, activity")?]
             };
             for name in targets {
                 let applied = ota_projections::rebuild(&pool, name).await?;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use ota_domain::bus::{BadPrefix, BusNames};
+use ota_orchestrator::dispatch::DispatchHandle;
+use ota_orchestrator::rollout::{ProcessManager, RolloutHandle};
 use ota_orchestrator::{Relay, RelayHandle, Store};
 use ota_projections::WorkerHandle;
 use tokio::net::TcpListener;
@@ -31,10 +33,7 @@ pub enum ServerError {
     #[error("NATS: {0}")]
     Nats(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Which background parts to run beside the HTTP API.
@@ -42,14 +41,13 @@ pub enum ServerError {
 pub struct Components {
     pub relay: bool,
     pub projections: bool,
+    /// The rollout process manager and the NATS device channel.
+    pub rollouts: bool,
 }
 
 impl Default for Components {
     fn default() -> Self {
-        Self {
-            relay: true,
-            projections: true,
-        }
+        Self { relay: true, projections: true, rollouts: true }
     }
 }
 
@@ -58,6 +56,8 @@ pub struct RunningServer {
     pub state: AppState,
     pub relay: Option<RelayHandle>,
     pub workers: Vec<WorkerHandle>,
+    pub rollouts: Option<RolloutHandle>,
+    pub dispatch: Option<DispatchHandle>,
     http: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -71,6 +71,11 @@ impl RunningServer {
             self.state.names.clone(),
             self.state.store.commit_signal(),
         )
+    }
+
+    /// Starts a process manager with this server's connections (e.g. after the first was stopped).
+    pub fn new_process_manager(&self) -> ProcessManager {
+        ProcessManager::new(self.state.store.clone(), self.state.js.clone(), self.state.names.clone())
     }
 
     /// Stops accepting requests and lets in-flight ones finish.
@@ -103,19 +108,14 @@ pub async fn connect_nats(url: &str) -> Result<async_nats::Client, ServerError> 
         .map_err(|e| ServerError::Nats(e.to_string()))
 }
 
-pub async fn start(
-    settings: &Settings,
-    components: Components,
-) -> Result<RunningServer, ServerError> {
+pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
     let names = BusNames::new(&settings.nats_prefix)?;
     let auth = Arc::new(Auth::from_secret(settings.jwt_secret.as_deref())?);
     let blobs = Blobs::open(&settings.storage_url)?;
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;
     ota_migrations::migrate(&pool).await?;
     let nats = connect_nats(&settings.nats_url).await?;
-    let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build(nats.clone());
+    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10)).build(nats.clone());
     let store = Store::new(pool.clone());
     let state = AppState {
         store: store.clone(),
@@ -127,34 +127,19 @@ pub async fn start(
         auth,
         max_firmware_bytes: settings.max_firmware_bytes,
     };
-    let relay = components.relay.then(|| {
-        Relay::new(
-            pool.clone(),
-            js.clone(),
-            names.clone(),
-            store.commit_signal(),
-        )
-        .spawn()
-    });
-    let workers = if components.projections {
-        ota_projections::spawn_all_workers(&pool, &js, &names)
-    } else {
-        Vec::new()
-    };
+    let relay =
+        components.relay.then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
+    let workers =
+        if components.projections { ota_projections::spawn_all_workers(&pool, &js, &names) } else { Vec::new() };
+    let rollouts = components.rollouts.then(|| ProcessManager::new(store.clone(), js.clone(), names.clone()).spawn());
+    let dispatch = components
+        .rollouts
+        .then(|| ota_orchestrator::dispatch::spawn(store.clone(), state.nats.clone(), js.clone(), names.clone()));
 
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: settings.listen,
-                source,
-            })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
     let app = crate::routes::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
@@ -166,12 +151,5 @@ pub async fn start(
         }
     });
     tracing::info!(%addr, prefix = names.prefix(), "ota server listening");
-    Ok(RunningServer {
-        addr,
-        state,
-        relay,
-        workers,
-        http,
-        shutdown: Some(tx),
-    })
+    Ok(RunningServer { addr, state, relay, workers, rollouts, dispatch, http, shutdown: Some(tx) })
 }

@@ -7,11 +7,7 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Postgres URL; the database is created if it does not exist.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ota"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ota")]
     pub database_url: String,
 
     /// Connections in the Postgres pool.

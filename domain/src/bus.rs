@@ -15,13 +15,9 @@ pub struct BusNames {
 impl BusNames {
     pub fn new(prefix: &str) -> Result<Self, BadPrefix> {
         let ok = (1..=32).contains(&prefix.len())
-            && prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if ok {
-            Ok(Self {
-                prefix: prefix.to_owned(),
-            })
+            Ok(Self { prefix: prefix.to_owned() })
         } else {
             Err(BadPrefix(prefix.to_owned()))
         }
@@ -45,12 +41,7 @@ impl BusNames {
     }
 
     pub fn event_subject(&self, aggregate_type: &str, aggregate_id: &str) -> String {
-        format!(
-            "{}.events.{}.{}",
-            self.prefix,
-            subject_token(aggregate_type),
-            subject_token(aggregate_id)
-        )
+        format!("{}.events.{}.{}", self.prefix, subject_token(aggregate_type), subject_token(aggregate_id))
     }
 
     /// A durable consumer name, e.g. for a projection.
@@ -59,19 +50,11 @@ impl BusNames {
     }
 
     pub fn device_commands(&self, device_id: &str) -> String {
-        format!(
-            "{}.devices.{}.commands",
-            self.prefix,
-            subject_token(device_id)
-        )
+        format!("{}.devices.{}.commands", self.prefix, subject_token(device_id))
     }
 
     pub fn device_status(&self, device_id: &str) -> String {
-        format!(
-            "{}.devices.{}.status",
-            self.prefix,
-            subject_token(device_id)
-        )
+        format!("{}.devices.{}.status", self.prefix, subject_token(device_id))
     }
 }
 
@@ -93,6 +76,24 @@ pub fn subject_token(raw: &str) -> String {
     out
 }
 
+/// Reverses `subject_token`; `None` for a token it could not have produced.
+pub fn decode_subject_token(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +103,9 @@ mod tests {
         assert_eq!(subject_token("dev-1"), "dev-1");
         assert_eq!(subject_token("a.b c>*"), "a%2Eb%20c%3E%2A");
         assert_ne!(subject_token("a.b"), subject_token("a%2Eb"));
+        for raw in ["dev-1", "a.b c>*", "a%2Eb", "ü/ß"] {
+            assert_eq!(decode_subject_token(&subject_token(raw)).as_deref(), Some(raw));
+        }
     }
 
     #[test]

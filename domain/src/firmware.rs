@@ -43,29 +43,14 @@ pub struct FirmwareBinary {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum FirmwareCommand {
-    Upload {
-        spec: FirmwareSpec,
-        binary: FirmwareBinary,
-        at: DateTime<Utc>,
-    },
-    Deprecate {
-        reason: Option<String>,
-        at: DateTime<Utc>,
-    },
+    Upload { spec: FirmwareSpec, binary: FirmwareBinary, at: DateTime<Utc> },
+    Deprecate { reason: Option<String>, at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FirmwareEvent {
-    FirmwareUploaded {
-        id: FirmwareId,
-        spec: FirmwareSpec,
-        binary: FirmwareBinary,
-        at: DateTime<Utc>,
-    },
-    FirmwareDeprecated {
-        reason: Option<String>,
-        at: DateTime<Utc>,
-    },
+    FirmwareUploaded { id: FirmwareId, spec: FirmwareSpec, binary: FirmwareBinary, at: DateTime<Utc> },
+    FirmwareDeprecated { reason: Option<String>, at: DateTime<Utc> },
 }
 
 impl DomainEvent for FirmwareEvent {
@@ -84,11 +69,7 @@ impl DomainEvent for FirmwareEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FirmwareError {
     #[error("firmware {id} already exists with different content (stored sha256 {stored_sha256}, uploaded {uploaded_sha256})")]
-    DifferentContent {
-        id: FirmwareId,
-        stored_sha256: String,
-        uploaded_sha256: String,
-    },
+    DifferentContent { id: FirmwareId, stored_sha256: String, uploaded_sha256: String },
     #[error("firmware does not exist")]
     NotFound,
     #[error("firmware is already deprecated")]
@@ -98,9 +79,7 @@ pub enum FirmwareError {
 impl FirmwareError {
     pub fn refusal(&self) -> Refusal {
         match self {
-            FirmwareError::DifferentContent { .. } | FirmwareError::AlreadyDeprecated => {
-                Refusal::Conflict
-            }
+            FirmwareError::DifferentContent { .. } | FirmwareError::AlreadyDeprecated => Refusal::Conflict,
             FirmwareError::NotFound => Refusal::NotFound,
         }
     }
@@ -155,19 +134,12 @@ impl Decide for Firmware {
                     stored_sha256: stored.sha256.clone(),
                     uploaded_sha256: binary.sha256,
                 }),
-                _ => Ok(vec![FirmwareEvent::FirmwareUploaded {
-                    id: spec.id(),
-                    spec,
-                    binary,
-                    at,
-                }]),
+                _ => Ok(vec![FirmwareEvent::FirmwareUploaded { id: spec.id(), spec, binary, at }]),
             },
             FirmwareCommand::Deprecate { reason, at } => match self.status {
                 _ if !self.exists() => Err(FirmwareError::NotFound),
                 FirmwareStatus::Deprecated => Err(FirmwareError::AlreadyDeprecated),
-                FirmwareStatus::Active => {
-                    Ok(vec![FirmwareEvent::FirmwareDeprecated { reason, at }])
-                }
+                FirmwareStatus::Active => Ok(vec![FirmwareEvent::FirmwareDeprecated { reason, at }]),
             },
         }
     }
@@ -180,12 +152,7 @@ impl Aggregate for Firmware {
     type Error = FirmwareError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: FirmwareCommand,
-        _: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), FirmwareError> {
+    async fn handle(&mut self, command: FirmwareCommand, _: &(), sink: &EventSink<Self>) -> Result<(), FirmwareError> {
         for event in self.decide(command)? {
             sink.write(event, self).await;
         }
@@ -194,12 +161,7 @@ impl Aggregate for Firmware {
 
     fn apply(&mut self, event: FirmwareEvent) {
         match event {
-            FirmwareEvent::FirmwareUploaded {
-                id,
-                spec,
-                binary,
-                at,
-            } => {
+            FirmwareEvent::FirmwareUploaded { id, spec, binary, at } => {
                 self.id = Some(id);
                 self.spec = Some(spec);
                 self.binary = Some(binary);

@@ -16,20 +16,19 @@ pub const MAX_DEVICE_ID_LEN: usize = 256;
 pub enum IdError {
     #[error("{kind} id is not a valid UUID: {value:?}")]
     NotUuid { kind: &'static str, value: String },
-    #[error(
-        "device id must be 1 to {MAX_DEVICE_ID_LEN} characters without control characters or '/'"
-    )]
+    #[error("device id must be 1 to {MAX_DEVICE_ID_LEN} characters without control characters or '/'")]
     BadDeviceId,
 }
 
-/// A firmware id: UUID v5 of `name:version:device_model`, so the same upload maps to the same id.
+/// A firmware id: UUID v5 of (name, version, device_model), so the same upload maps to the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct FirmwareId(Uuid);
 
 impl FirmwareId {
     pub fn derive(name: &str, version: &str, device_model: &str) -> Self {
-        let key = format!("{name}:{version}:{device_model}");
+        // Length-prefixed parts: "os:1" + "2" and "os" + "1:2" must not share an id.
+        let key = format!("{}:{name}{}:{version}{}:{device_model}", name.len(), version.len(), device_model.len());
         Self(Uuid::new_v5(&FIRMWARE_NAMESPACE, key.as_bytes()))
     }
     pub fn as_uuid(&self) -> Uuid {
@@ -64,10 +63,9 @@ macro_rules! uuid_id_traits {
         impl FromStr for $ty {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self).map_err(|_| IdError::NotUuid {
-                    kind: $kind,
-                    value: s.chars().take(64).collect(),
-                })
+                Uuid::parse_str(s)
+                    .map(Self)
+                    .map_err(|_| IdError::NotUuid { kind: $kind, value: s.chars().take(64).collect() })
             }
         }
     };
@@ -126,6 +124,7 @@ mod tests {
         assert_eq!(a, FirmwareId::derive("os", "1.0", "gw"));
         assert_ne!(a, FirmwareId::derive("os", "1.1", "gw"));
         assert_ne!(a, FirmwareId::derive("os", "1.0", "gw2"));
+        assert_ne!(FirmwareId::derive("os:1", "2", "gw"), FirmwareId::derive("os", "1:2", "gw"));
         assert_eq!(a.to_string().parse::<FirmwareId>(), Ok(a));
     }
 

@@ -8,12 +8,14 @@
 pub mod bus;
 pub mod campaign;
 pub mod decide;
+pub mod device;
 pub mod device_update;
 pub mod firmware;
 pub mod ids;
 pub mod meta;
 pub mod record;
 pub mod refusal;
+pub mod rollout;
 
 pub use decide::Decide;
 pub use ids::{CampaignId, DeviceId, FirmwareId, IdError};

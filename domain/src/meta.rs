@@ -51,22 +51,13 @@ pub struct Actor {
 
 impl Actor {
     pub fn user(id: impl Into<String>) -> Self {
-        Self {
-            kind: ActorKind::User,
-            id: id.into(),
-        }
+        Self { kind: ActorKind::User, id: id.into() }
     }
     pub fn system(component: impl Into<String>) -> Self {
-        Self {
-            kind: ActorKind::System,
-            id: component.into(),
-        }
+        Self { kind: ActorKind::System, id: component.into() }
     }
     pub fn device(id: impl Into<String>) -> Self {
-        Self {
-            kind: ActorKind::Device,
-            id: id.into(),
-        }
+        Self { kind: ActorKind::Device, id: id.into() }
     }
 }
 
@@ -87,11 +78,7 @@ pub struct CommandMeta {
 
 impl CommandMeta {
     pub fn new(actor: Actor) -> Self {
-        Self {
-            actor,
-            request_id: None,
-            causation_id: None,
-        }
+        Self { actor, request_id: None, causation_id: None }
     }
     pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
         self.request_id = Some(request_id.into());
@@ -134,9 +121,7 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_through_the_cqrs_map() {
-        let meta = CommandMeta::new(Actor::user("alice"))
-            .with_request_id("r-1")
-            .caused_by("Campaign:c:3");
+        let meta = CommandMeta::new(Actor::user("alice")).with_request_id("r-1").caused_by("Campaign:c:3");
         assert_eq!(CommandMeta::from_map(&meta.to_map()), Some(meta));
     }
 }

@@ -28,10 +28,7 @@ pub struct EventRecord {
 impl EventRecord {
     /// The id used for deduplication and causation: `<type>:<id>:<sequence>`.
     pub fn event_id(&self) -> String {
-        format!(
-            "{}:{}:{}",
-            self.aggregate_type, self.aggregate_id, self.sequence
-        )
+        format!("{}:{}:{}", self.aggregate_type, self.aggregate_id, self.sequence)
     }
 
     pub fn meta(&self) -> Option<CommandMeta> {

@@ -20,17 +20,11 @@ pub enum SchemaError {
 
 /// Creates the database if it does not exist yet (needs CREATEDB), then connects.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SchemaError> {
-    if !Postgres::database_exists(url)
-        .await
-        .map_err(SchemaError::Connect)?
-    {
+    if !Postgres::database_exists(url).await.map_err(SchemaError::Connect)? {
         tracing::info!("creating database");
         if let Err(e) = Postgres::create_database(url).await {
             // Another instance may have created it in the meantime.
-            if !Postgres::database_exists(url)
-                .await
-                .map_err(SchemaError::Connect)?
-            {
+            if !Postgres::database_exists(url).await.map_err(SchemaError::Connect)? {
                 return Err(SchemaError::Connect(e));
             }
         }

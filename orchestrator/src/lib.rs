@@ -5,7 +5,11 @@
 //! Decisions are made in `ota-domain`; this crate only loads, decides, stores
 //! and publishes.
 
+pub mod devices;
+pub mod dispatch;
+pub mod membership;
 pub mod relay;
+pub mod rollout;
 pub mod store;
 
 pub use relay::{Relay, RelayError, RelayHandle};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
 use ota_domain::campaign::Campaign;
+use ota_domain::device::Device;
 use ota_domain::device_update::DeviceUpdate;
 use ota_domain::firmware::Firmware;
 use ota_domain::{CommandMeta, Decide};
@@ -31,6 +32,7 @@ where
 }
 
 impl Stored for Firmware {}
+impl Stored for Device {}
 impl Stored for DeviceUpdate {}
 impl Stored for Campaign {
     const SNAPSHOT_EVERY: Option<usize> = Some(50);
@@ -49,10 +51,7 @@ pub enum StoreError<E: std::error::Error + 'static> {
     Unavailable(String),
     /// Stored events could not be read back.
     #[error("stored events of {aggregate_id} cannot be decoded: {detail}")]
-    Corrupt {
-        aggregate_id: String,
-        detail: String,
-    },
+    Corrupt { aggregate_id: String, detail: String },
 }
 
 /// The outcome of a command: the state after it and the events it stored.
@@ -86,10 +85,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            committed: Arc::new(Notify::new()),
-        }
+        Self { pool, committed: Arc::new(Notify::new()) }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -117,11 +113,7 @@ impl Store {
     where
         A::Command: Clone + Send,
     {
-        let ctx = self
-            .event_store::<A>()
-            .load_aggregate(id)
-            .await
-            .map_err(|e| classify(id, e))?;
+        let ctx = self.event_store::<A>().load_aggregate(id).await.map_err(|e| classify(id, e))?;
         Ok((ctx.aggregate, ctx.current_sequence))
     }
 
@@ -137,20 +129,10 @@ impl Store {
     {
         let store = self.event_store::<A>();
         for attempt in 1..=MAX_ATTEMPTS {
-            let ctx = store
-                .load_aggregate(id)
-                .await
-                .map_err(|e| classify(id, e))?;
-            let events = ctx
-                .aggregate
-                .decide(command.clone())
-                .map_err(StoreError::Rejected)?;
+            let ctx = store.load_aggregate(id).await.map_err(|e| classify(id, e))?;
+            let events = ctx.aggregate.decide(command.clone()).map_err(StoreError::Rejected)?;
             if events.is_empty() {
-                return Ok(Committed {
-                    version: ctx.current_sequence,
-                    state: ctx.aggregate,
-                    events: vec![],
-                });
+                return Ok(Committed { version: ctx.current_sequence, state: ctx.aggregate, events: vec![] });
             }
             let mut state = ctx.aggregate.clone();
             for event in &events {
@@ -160,28 +142,16 @@ impl Store {
             match store.commit(events, ctx, meta.to_map()).await {
                 Ok(events) => {
                     self.committed.notify_one();
-                    return Ok(Committed {
-                        state,
-                        version,
-                        events,
-                    });
+                    return Ok(Committed { state, version, events });
                 }
                 Err(AggregateError::AggregateConflict) => {
-                    tracing::debug!(
-                        aggregate = A::TYPE,
-                        id,
-                        attempt,
-                        "append conflict, deciding again"
-                    );
+                    tracing::debug!(aggregate = A::TYPE, id, attempt, "append conflict, deciding again");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => return Err(classify(id, e)),
             }
         }
-        Err(StoreError::Contended {
-            aggregate_id: id.to_owned(),
-            attempts: MAX_ATTEMPTS,
-        })
+        Err(StoreError::Contended { aggregate_id: id.to_owned(), attempts: MAX_ATTEMPTS })
     }
 }
 
@@ -193,14 +163,10 @@ fn backoff(attempt: u32) -> Duration {
 fn classify<E: std::error::Error + 'static>(id: &str, error: AggregateError<E>) -> StoreError<E> {
     match error {
         AggregateError::UserError(e) => StoreError::Rejected(e),
-        AggregateError::AggregateConflict => StoreError::Contended {
-            aggregate_id: id.to_owned(),
-            attempts: 1,
-        },
-        AggregateError::DeserializationError(e) => StoreError::Corrupt {
-            aggregate_id: id.to_owned(),
-            detail: e.to_string(),
-        },
+        AggregateError::AggregateConflict => StoreError::Contended { aggregate_id: id.to_owned(), attempts: 1 },
+        AggregateError::DeserializationError(e) => {
+            StoreError::Corrupt { aggregate_id: id.to_owned(), detail: e.to_string() }
+        }
         AggregateError::DatabaseConnectionError(e) | AggregateError::UnexpectedError(e) => {
             StoreError::Unavailable(e.to_string())
         }

@@ -52,19 +52,10 @@ pub async fn apply_record<P: Projection>(
     if record.sequence > last + 1 || record.payload_omitted {
         // Read the gap (and a payload NATS did not carry) from the source of truth.
         let from = last + 1;
-        todo = event_log::events_between(
-            conn,
-            &record.aggregate_type,
-            &record.aggregate_id,
-            from,
-            record.sequence,
-        )
-        .await?;
+        todo = event_log::events_between(conn, &record.aggregate_type, &record.aggregate_id, from, record.sequence)
+            .await?;
         if todo.last().map(|r| r.sequence) != Some(record.sequence) {
-            return Err(ProjectionError::poison(
-                record,
-                "event announced by NATS is missing from the event store",
-            ));
+            return Err(ProjectionError::poison(record, "event announced by NATS is missing from the event store"));
         }
     }
     let owned;
@@ -105,10 +96,7 @@ pub async fn apply_record<P: Projection>(
 /// Applies one event; an undecodable one is recorded and passed over so it
 /// cannot block the aggregates behind it. Projections decode before they write,
 /// so a poison event has written nothing.
-async fn apply_one<P: Projection>(
-    conn: &mut PgConnection,
-    record: &EventRecord,
-) -> Result<(), ProjectionError> {
+async fn apply_one<P: Projection>(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
     match P::apply(conn, record).await {
         Err(ProjectionError::Poison { event_id, detail }) => {
             tracing::error!(projection = %P::NAME, event_id, detail, "undecodable event recorded and skipped");

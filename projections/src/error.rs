@@ -14,9 +14,6 @@ pub enum ProjectionError {
 
 impl ProjectionError {
     pub fn poison(record: &ota_domain::EventRecord, detail: impl ToString) -> Self {
-        Self::Poison {
-            event_id: record.event_id(),
-            detail: detail.to_string(),
-        }
+        Self::Poison { event_id: record.event_id(), detail: detail.to_string() }
     }
 }

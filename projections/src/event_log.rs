@@ -7,17 +7,13 @@ use ota_domain::EventRecord;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-const COLUMNS: &str =
-    "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+const COLUMNS: &str = "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
                        global_seq, recorded_at";
 
 fn decode(row: PgRow) -> Result<EventRecord, sqlx::Error> {
     let metadata: serde_json::Value = row.try_get("metadata")?;
-    let metadata: HashMap<String, String> =
-        serde_json::from_value(metadata).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "metadata".into(),
-            source: Box::new(e),
-        })?;
+    let metadata: HashMap<String, String> = serde_json::from_value(metadata)
+        .map_err(|e| sqlx::Error::ColumnDecode { index: "metadata".into(), source: Box::new(e) })?;
     Ok(EventRecord {
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
@@ -44,13 +40,7 @@ pub async fn events_between(
         "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
          AND sequence BETWEEN $3 AND $4 ORDER BY sequence"
     );
-    let rows = sqlx::query(&sql)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id).bind(from).bind(to).fetch_all(conn).await?;
     rows.into_iter().map(decode).collect()
 }
 
@@ -62,17 +52,11 @@ pub async fn page_after(
     after_global_seq: i64,
     limit: i64,
 ) -> Result<Vec<EventRecord>, sqlx::Error> {
-    let types: Option<Vec<String>> =
-        aggregate_types.map(|t| t.iter().map(|s| s.to_string()).collect());
+    let types: Option<Vec<String>> = aggregate_types.map(|t| t.iter().map(|s| s.to_string()).collect());
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE global_seq > $1
          AND ($2::text[] IS NULL OR aggregate_type = ANY($2)) ORDER BY global_seq LIMIT $3"
     );
-    let rows = sqlx::query(&sql)
-        .bind(after_global_seq)
-        .bind(types)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query(&sql).bind(after_global_seq).bind(types).bind(limit).fetch_all(conn).await?;
     rows.into_iter().map(decode).collect()
 }

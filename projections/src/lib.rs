@@ -9,6 +9,7 @@
 pub mod activity;
 pub mod apply;
 pub mod campaigns;
+pub mod devices;
 pub mod error;
 pub mod event_log;
 pub mod firmware;
@@ -16,6 +17,7 @@ pub mod page;
 pub mod projection;
 pub mod replay;
 pub mod status;
+pub mod updates;
 pub mod worker;
 
 pub use error::ProjectionError;
@@ -28,15 +30,13 @@ use ota_domain::bus::BusNames;
 use sqlx::PgPool;
 
 /// Starts one worker per projection.
-pub fn spawn_all_workers(
-    pool: &PgPool,
-    js: &jetstream::Context,
-    names: &BusNames,
-) -> Vec<WorkerHandle> {
+pub fn spawn_all_workers(pool: &PgPool, js: &jetstream::Context, names: &BusNames) -> Vec<WorkerHandle> {
     vec![
         spawn_worker::<firmware::FirmwareProjection>(pool.clone(), js.clone(), names.clone()),
         spawn_worker::<campaigns::CampaignsProjection>(pool.clone(), js.clone(), names.clone()),
         spawn_worker::<activity::ActivityProjection>(pool.clone(), js.clone(), names.clone()),
+        spawn_worker::<devices::DevicesProjection>(pool.clone(), js.clone(), names.clone()),
+        spawn_worker::<updates::UpdatesProjection>(pool.clone(), js.clone(), names.clone()),
     ]
 }
 
@@ -46,5 +46,7 @@ pub async fn rebuild(pool: &PgPool, name: ProjectionName) -> Result<u64, Project
         ProjectionName::Firmware => replay::rebuild::<firmware::FirmwareProjection>(pool).await,
         ProjectionName::Campaigns => replay::rebuild::<campaigns::CampaignsProjection>(pool).await,
         ProjectionName::Activity => replay::rebuild::<activity::ActivityProjection>(pool).await,
+        ProjectionName::Devices => replay::rebuild::<devices::DevicesProjection>(pool).await,
+        ProjectionName::Updates => replay::rebuild::<updates::UpdatesProjection>(pool).await,
     }
 }

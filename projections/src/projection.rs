@@ -15,20 +15,32 @@ pub enum ProjectionName {
     Firmware,
     Campaigns,
     Activity,
+    Devices,
+    Updates,
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 3] = [
-        ProjectionName::Firmware,
-        ProjectionName::Campaigns,
-        ProjectionName::Activity,
-    ];
+    pub const ALL: [ProjectionName; 3] =
+        [ProjectionName::Firmware, ProjectionName::Campaigns, ProjectionName::Activity];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             ProjectionName::Firmware => "firmware",
             ProjectionName::Campaigns => "campaigns",
             ProjectionName::Activity => "activity",
+            ProjectionName::Devices => "devices",
+            ProjectionName::Updates => "updates",
+        }
+    }
+
+    /// The aggregate types the projection reads; `None` means all.
+    pub fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        match self {
+            ProjectionName::Firmware => Some(&["Firmware"]),
+            ProjectionName::Campaigns => Some(&["Campaign"]),
+            ProjectionName::Activity => None,
+            ProjectionName::Devices => Some(&["Device"]),
+            ProjectionName::Updates => Some(&["DeviceUpdate"]),
         }
     }
 }
@@ -42,17 +54,12 @@ impl fmt::Display for ProjectionName {
 impl FromStr for ProjectionName {
     type Err = ProjectionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| ProjectionError::UnknownProjection(s.to_owned()))
+        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| ProjectionError::UnknownProjection(s.to_owned()))
     }
 }
 
 pub trait Projection: Send + Sync + 'static {
     const NAME: ProjectionName;
-    /// Aggregate types it reads; `None` means all.
-    const AGGREGATE_TYPES: Option<&'static [&'static str]>;
     /// Tables it owns, emptied before a rebuild.
     const TABLES: &'static [&'static str];
 
@@ -64,13 +71,13 @@ pub trait Projection: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), ProjectionError>> + Send;
 
     fn subject_filter(names: &BusNames) -> String {
-        match Self::AGGREGATE_TYPES {
+        match Self::NAME.aggregate_types() {
             Some([only]) => names.events_of_type(only),
             _ => names.all_events(),
         }
     }
 
     fn wants(record: &EventRecord) -> bool {
-        Self::AGGREGATE_TYPES.is_none_or(|types| types.contains(&record.aggregate_type.as_str()))
+        Self::NAME.aggregate_types().is_none_or(|types| types.contains(&record.aggregate_type.as_str()))
     }
 }

@@ -17,15 +17,9 @@ pub async fn rebuild<P: Projection>(pool: &PgPool) -> Result<u64, ProjectionErro
     let mut tx = pool.begin().await?;
     lock_projection::<P>(&mut tx).await?;
     for table in P::TABLES {
-        sqlx::query(&format!("DELETE FROM {table}"))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
     }
-    for table in [
-        "projection_offsets",
-        "projection_status",
-        "projection_failures",
-    ] {
+    for table in ["projection_offsets", "projection_status", "projection_failures"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
             .bind(P::NAME.as_str())
             .execute(&mut *tx)
@@ -34,7 +28,7 @@ pub async fn rebuild<P: Projection>(pool: &PgPool) -> Result<u64, ProjectionErro
     let mut after = 0i64;
     let mut applied = 0u64;
     loop {
-        let page = event_log::page_after(&mut tx, P::AGGREGATE_TYPES, after, REPLAY_PAGE).await?;
+        let page = event_log::page_after(&mut tx, P::NAME.aggregate_types(), after, REPLAY_PAGE).await?;
         let Some(last) = page.last().map(|r| r.global_seq) else {
             break;
         };

@@ -20,7 +20,5 @@ pub async fn all(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
 }
 
 pub async fn failures(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM projection_failures")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("SELECT count(*) FROM projection_failures").fetch_one(pool).await
 }

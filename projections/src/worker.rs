@@ -55,11 +55,7 @@ impl Drop for WorkerHandle {
     }
 }
 
-pub fn spawn_worker<P: Projection>(
-    pool: PgPool,
-    js: jetstream::Context,
-    names: BusNames,
-) -> WorkerHandle {
+pub fn spawn_worker<P: Projection>(pool: PgPool, js: jetstream::Context, names: BusNames) -> WorkerHandle {
     let task = tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -79,9 +75,7 @@ async fn consume<P: Projection>(
     names: &BusNames,
 ) -> Result<(), ProjectionError> {
     let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
-    let stream = ensure_events_stream(js, names)
-        .await
-        .map_err(|e| nats(&e))?;
+    let stream = ensure_events_stream(js, names).await.map_err(|e| nats(&e))?;
     let durable = consumer_name::<P>(names);
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -98,12 +92,7 @@ async fn consume<P: Projection>(
         )
         .await
         .map_err(|e| nats(&e))?;
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(BATCH)
-        .messages()
-        .await
-        .map_err(|e| nats(&e))?;
+    let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await.map_err(|e| nats(&e))?;
     let mut batches = messages.ready_chunks(BATCH);
     while let Some(batch) = batches.next().await {
         let mut received = Vec::with_capacity(batch.len());
@@ -114,18 +103,30 @@ async fn consume<P: Projection>(
                 Err(e) => broken = Some(nats(&e)),
             }
         }
-        match apply_batch::<P>(pool, &received).await {
-            Ok(_) => {
-                for m in &received {
-                    // A lost ack only means a redelivery, which the offsets make a no-op.
-                    let _ = m.ack().await;
+        let mut attempts = 0u32;
+        loop {
+            match apply_batch::<P>(pool, &received).await {
+                Ok(_) => {
+                    for m in &received {
+                        // A lost ack only means a redelivery, which the offsets make a no-op.
+                        let _ = m.ack().await;
+                    }
+                    break;
                 }
-            }
-            Err(e) => {
-                for m in &received {
-                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                // Postgres is away: retry the same batch on the same subscription.
+                // Leaving it would strand the messages it has already received
+                // beyond this batch until their ack_wait runs out.
+                Err(ProjectionError::Database(e)) => {
+                    attempts += 1;
+                    tracing::warn!(projection = %P::NAME, error = %e, attempts, "cannot apply a batch; retrying");
+                    tokio::time::sleep(Duration::from_millis(200) * attempts.min(10)).await;
                 }
-                return Err(e);
+                Err(e) => {
+                    for m in &received {
+                        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    }
+                    return Err(e);
+                }
             }
         }
         if let Some(e) = broken {
@@ -135,10 +136,7 @@ async fn consume<P: Projection>(
     Ok(())
 }
 
-async fn apply_batch<P: Projection>(
-    pool: &PgPool,
-    messages: &[Message],
-) -> Result<Applied, ProjectionError> {
+async fn apply_batch<P: Projection>(pool: &PgPool, messages: &[Message]) -> Result<Applied, ProjectionError> {
     let mut total = Applied::default();
     if messages.is_empty() {
         return Ok(total);

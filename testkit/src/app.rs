@@ -28,10 +28,19 @@ pub struct TestOptions {
     pub nats_proxy: bool,
 }
 
+impl TestOptions {
+    /// Everything `ota serve` runs, the rollout process manager included.
+    pub fn full() -> Self {
+        Self { components: Components::default(), ..Self::default() }
+    }
+}
+
 impl Default for TestOptions {
+    /// The server without the rollout process manager: spine and API tests drive
+    /// campaigns by hand and must not race it. Rollout tests use `full()`.
     fn default() -> Self {
         Self {
-            components: Components::default(),
+            components: Components { rollouts: false, ..Components::default() },
             max_firmware_bytes: 64 * 1024 * 1024,
             postgres_proxy: false,
             nats_proxy: false,
@@ -71,29 +80,13 @@ impl TestApp {
         let prefix = format!("t{}", &id[..12]);
         let storage = tempfile::tempdir().expect("temp dir");
         // Create and migrate directly, so a proxied server starts on a ready schema.
-        let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5)
-            .await
-            .expect("create test database");
-        ota_migrations::migrate(&db)
-            .await
-            .expect("migrate test database");
+        let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5).await.expect("create test database");
+        ota_migrations::migrate(&db).await.expect("migrate test database");
 
-        let postgres_proxy = if options.postgres_proxy {
-            Some(FaultProxy::start(parse(POSTGRES)).await)
-        } else {
-            None
-        };
-        let nats_proxy = if options.nats_proxy {
-            Some(FaultProxy::start(parse(NATS)).await)
-        } else {
-            None
-        };
-        let pg_host = postgres_proxy
-            .as_ref()
-            .map_or(POSTGRES.to_owned(), |p| p.addr.to_string());
-        let nats_host = nats_proxy
-            .as_ref()
-            .map_or(NATS.to_owned(), |p| p.addr.to_string());
+        let postgres_proxy = if options.postgres_proxy { Some(FaultProxy::start(parse(POSTGRES)).await) } else { None };
+        let nats_proxy = if options.nats_proxy { Some(FaultProxy::start(parse(NATS)).await) } else { None };
+        let pg_host = postgres_proxy.as_ref().map_or(POSTGRES.to_owned(), |p| p.addr.to_string());
+        let nats_host = nats_proxy.as_ref().map_or(NATS.to_owned(), |p| p.addr.to_string());
 
         let mut settings = Settings::defaults();
         settings.database_url = database_url(&pg_host, &db_name);
@@ -105,9 +98,7 @@ impl TestApp {
         settings.jwt_secret = Some(SECRET.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;
 
-        let server = server::start(&settings, options.components)
-            .await
-            .expect("start server");
+        let server = server::start(&settings, options.components).await.expect("start server");
         let nats = async_nats::connect(NATS).await.expect("connect NATS");
         Self {
             addr: server.addr,
@@ -129,9 +120,7 @@ impl TestApp {
     }
 
     pub fn token(&self, role: Role) -> String {
-        Auth::from_secret(Some(SECRET))
-            .and_then(|a| a.issue("tester", role, Duration::from_secs(600)))
-            .expect("token")
+        Auth::from_secret(Some(SECRET)).and_then(|a| a.issue("tester", role, Duration::from_secs(600))).expect("token")
     }
 
     /// The secret the server verifies tokens with, for tests that forge them.
@@ -140,15 +129,11 @@ impl TestApp {
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(self.token(Role::Operator))
+        self.http.get(self.url(path)).bearer_auth(self.token(Role::Operator))
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(self.token(Role::Operator))
+        self.http.post(self.url(path)).bearer_auth(self.token(Role::Operator))
     }
 
     /// Uploads `bytes` as firmware `name:version:model`; returns status and JSON body.
@@ -160,8 +145,7 @@ impl TestApp {
         bytes: Vec<u8>,
     ) -> (u16, serde_json::Value) {
         let metadata = serde_json::json!({"name": name, "version": version, "device_model": model});
-        self.upload_firmware_with(metadata, "image.swu", bytes)
-            .await
+        self.upload_firmware_with(metadata, "image.swu", bytes).await
     }
 
     pub async fn upload_firmware_with(
@@ -173,70 +157,53 @@ impl TestApp {
         let form = reqwest::multipart::Form::new()
             .part(
                 "metadata",
-                reqwest::multipart::Part::text(metadata.to_string())
-                    .mime_str("application/json")
-                    .expect("mime"),
+                reqwest::multipart::Part::text(metadata.to_string()).mime_str("application/json").expect("mime"),
             )
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
-            );
-        let response = self
-            .post("/api/v1/firmware")
-            .multipart(form)
-            .send()
-            .await
-            .expect("upload request");
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()));
+        let response = self.post("/api/v1/firmware").multipart(form).send().await.expect("upload request");
         json_of(response).await
     }
 
     /// Uploads a small firmware and returns its id.
     pub async fn firmware(&self, version: &str) -> String {
-        let (status, body) = self
-            .upload_firmware("os", version, "gw", format!("image {version}").into_bytes())
-            .await;
-        assert!(
-            status == 201 || status == 200,
-            "upload failed: {status} {body}"
-        );
+        let (status, body) = self.upload_firmware("os", version, "gw", format!("image {version}").into_bytes()).await;
+        assert!(status == 201 || status == 200, "upload failed: {status} {body}");
         body["id"].as_str().expect("firmware id").to_owned()
     }
 
-    pub async fn create_campaign(
-        &self,
-        name: &str,
-        firmware_id: &str,
-        devices: &[&str],
-    ) -> (u16, serde_json::Value) {
+    /// Creates a campaign; the valid target ids are registered first (model `gw`),
+    /// as a fleet would be, so the campaign can start.
+    pub async fn create_campaign(&self, name: &str, firmware_id: &str, devices: &[&str]) -> (u16, serde_json::Value) {
+        for id in devices.iter().filter(|d| ota_domain::DeviceId::parse(d).is_ok()) {
+            let body = serde_json::json!({"id": id, "device_model": "gw", "firmware_version": "1.0"});
+            let _ = self.post("/api/v1/devices").json(&body).send().await;
+        }
         let body = serde_json::json!({"name": name, "firmware_id": firmware_id, "target": {"device_ids": devices}});
-        json_of(
-            self.post("/api/v1/campaigns")
-                .json(&body)
-                .send()
-                .await
-                .expect("create campaign"),
-        )
-        .await
+        json_of(self.post("/api/v1/campaigns").json(&body).send().await.expect("create campaign")).await
     }
 
     /// Posts a lifecycle action (`start`, `pause`, ...) for a campaign.
     pub async fn campaign_action(&self, id: &str, action: &str) -> (u16, serde_json::Value) {
-        json_of(
-            self.post(&format!("/api/v1/campaigns/{id}/{action}"))
-                .send()
-                .await
-                .expect("campaign action"),
-        )
-        .await
+        json_of(self.post(&format!("/api/v1/campaigns/{id}/{action}")).send().await.expect("campaign action")).await
+    }
+
+    /// Registers devices of model `gw` with the given hardware version and firmware `1.0`.
+    pub async fn register_devices(&self, ids: &[String], hardware: &str) {
+        for id in ids {
+            let body = serde_json::json!({"id": id, "device_model": "gw", "hardware_version": hardware, "firmware_version": "1.0"});
+            let (status, body) = json_of(self.post("/api/v1/devices").json(&body).send().await.expect("register")).await;
+            assert!(status == 201 || status == 200, "register {id}: {status} {body}");
+        }
+    }
+
+    /// A simulated fleet listening on this server's NATS prefix.
+    pub async fn fleet(&self) -> crate::fleet::Fleet {
+        crate::fleet::Fleet::start(NATS, &self.names).await
     }
 
     /// Waits until a projection has applied every stored event it reads.
     pub async fn caught_up(&self, projection: ProjectionName) {
-        let types: Option<&[&str]> = match projection {
-            ProjectionName::Firmware => Some(&["Firmware"]),
-            ProjectionName::Campaigns => Some(&["Campaign"]),
-            ProjectionName::Activity => None,
-        };
+        let types = projection.aggregate_types();
         let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
         let db = self.db.clone();
         eventually(&format!("projection {projection} to catch up"), Duration::from_secs(30), || {
@@ -271,10 +238,7 @@ impl TestApp {
 pub async fn json_of(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     let bytes = response.bytes().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
 
 fn parse(addr: &str) -> SocketAddr {
@@ -285,19 +249,13 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let db_name = self.db_name.clone();
         if std::thread::panicking() {
-            eprintln!(
-                "test failed; kept database {db_name} and NATS prefix {}",
-                self.names.prefix()
-            );
+            eprintln!("test failed; kept database {db_name} and NATS prefix {}", self.names.prefix());
             return;
         }
         let stream = self.names.events_stream();
         // Drop cannot await; clean up on a thread with its own runtime.
         let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
@@ -306,9 +264,8 @@ impl Drop for TestApp {
                     let _ = jetstream::new(nats).delete_stream(&stream).await;
                 }
                 if let Ok(admin) = PgPool::connect(&database_url(POSTGRES, "postgres")).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-                        .execute(&admin)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&admin).await;
                 }
             });
         });

@@ -2,10 +2,12 @@
 //! storage directory, plus a TCP proxy that can cut a dependency away.
 
 mod app;
+mod fleet;
 mod proxy;
 mod wait;
 
 pub use app::{json_of, TestApp, TestOptions};
+pub use fleet::{Behavior, Fleet};
 pub use proxy::FaultProxy;
 pub use wait::eventually;
 
@@ -13,10 +15,7 @@ pub use wait::eventually;
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info".into()),
-            )
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
             .with_test_writer()
             .try_init();
     }

@@ -23,12 +23,7 @@ impl FaultProxy {
         let cut = Arc::new(AtomicBool::new(false));
         let (kill, _) = broadcast::channel(1);
         let task = tokio::spawn(accept_loop(listener, target, cut.clone(), kill.clone()));
-        Self {
-            addr,
-            cut,
-            kill,
-            task,
-        }
+        Self { addr, cut, kill, task }
     }
 
     /// Drops every open connection and refuses new ones until `restore`.
@@ -49,12 +44,7 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    target: SocketAddr,
-    cut: Arc<AtomicBool>,
-    kill: broadcast::Sender<()>,
-) {
+async fn accept_loop(listener: TcpListener, target: SocketAddr, cut: Arc<AtomicBool>, kill: broadcast::Sender<()>) {
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             continue;

@@ -3,6 +3,8 @@
 
 mod auth;
 mod campaigns;
+mod devices;
 mod faults;
 mod firmware;
+mod rollouts;
 mod spine;

@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use ota_domain::campaign::{
-    Campaign, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target,
+    Campaign, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target, TargetFilter,
 };
 use ota_domain::firmware::{Firmware, FirmwareStatus};
+use ota_domain::rollout::RolloutPlan;
 use ota_domain::{CampaignId, DeviceId, FirmwareId, Refusal};
 use ota_projections::campaigns::{CampaignFilter, CampaignView};
 use ota_projections::Page;
@@ -29,6 +30,8 @@ pub struct CreateCampaign {
     name: String,
     firmware_id: String,
     target: TargetBody,
+    #[serde(default)]
+    rollout: RolloutPlan,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +39,10 @@ pub struct CreateCampaign {
 pub struct TargetBody {
     #[serde(default)]
     device_ids: Vec<String>,
+    #[serde(default)]
+    filter: Option<TargetFilter>,
+    #[serde(default)]
+    continuous: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,7 +52,16 @@ pub struct CampaignBody {
     status: CampaignStatus,
     firmware: Option<CampaignFirmware>,
     target: Target,
+    rollout: RolloutPlan,
     device_count: usize,
+    /// Devices per wave once the campaign started.
+    waves: Vec<usize>,
+    /// Devices assigned so far per wave.
+    assigned_per_wave: Vec<u32>,
+    excluded: u32,
+    current_wave: Option<usize>,
+    awaiting_approval: bool,
+    scheduled_for: Option<DateTime<Utc>>,
     created_at: Option<DateTime<Utc>>,
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -58,8 +74,18 @@ impl From<Campaign> for CampaignBody {
             name: c.name,
             status: c.status,
             firmware: c.firmware,
-            device_count: c.target.device_ids.len(),
+            device_count: c
+                .membership
+                .as_ref()
+                .map_or(c.target.device_ids.len(), |m| m.waves.iter().map(Vec::len).sum()),
+            waves: c.membership.as_ref().map_or_else(Vec::new, |m| m.waves.iter().map(Vec::len).collect()),
+            excluded: c.membership.as_ref().map_or(0, |m| m.excluded),
+            assigned_per_wave: c.assigned.clone(),
+            current_wave: c.current_wave,
+            awaiting_approval: c.awaiting_approval,
+            scheduled_for: c.scheduled_for,
             target: c.target,
+            rollout: c.rollout,
             created_at: c.created_at,
             started_at: c.started_at,
             ended_at: c.ended_at,
@@ -89,22 +115,19 @@ pub async fn create(
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            DeviceId::parse(d).map_err(|e| {
-                ApiError::invalid("invalid_field", format!("target.device_ids[{i}]: {e}"))
-            })
+            DeviceId::parse(d).map_err(|e| ApiError::invalid("invalid_field", format!("target.device_ids[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let firmware_id: FirmwareId = body
-        .firmware_id
-        .parse()
-        .map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
+    let firmware_id: FirmwareId =
+        body.firmware_id.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
     let firmware = load_firmware(&state, firmware_id).await?;
     let id = CampaignId::new_random();
     let command = CampaignCommand::Create {
         id,
         name,
         firmware,
-        target: Target { device_ids },
+        target: Target { device_ids, filter: body.target.filter, continuous: body.target.continuous },
+        rollout: body.rollout,
         at: Utc::now(),
     };
     let committed = state
@@ -117,16 +140,10 @@ pub async fn create(
 
 /// The firmware must exist (in the event store, not merely in a lagging read model) and be active.
 async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
-    let (firmware, _) = state
-        .store
-        .load::<Firmware>(&id.to_string())
-        .await
-        .map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
+    let (firmware, _) =
+        state.store.load::<Firmware>(&id.to_string()).await.map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
     let Some(spec) = firmware.spec.as_ref() else {
-        return Err(ApiError::invalid(
-            "campaign.unknown_firmware",
-            format!("firmware_id: no firmware {id}"),
-        ));
+        return Err(ApiError::invalid("campaign.unknown_firmware", format!("firmware_id: no firmware {id}")));
     };
     if firmware.status == FirmwareStatus::Deprecated {
         return Err(ApiError::invalid(
@@ -155,25 +172,90 @@ pub async fn list(
 ) -> Result<Json<Page<CampaignView>>, ApiError> {
     let page = q.paging.request()?;
     if let Some(status) = &q.status {
-        status
-            .parse::<CampaignStatus>()
-            .map_err(ApiError::bad_request)?;
+        status.parse::<CampaignStatus>().map_err(ApiError::bad_request)?;
     }
     let filter = CampaignFilter { status: q.status };
-    Ok(Json(
-        ota_projections::campaigns::list(&state.pool, &filter, page).await?,
-    ))
+    Ok(Json(ota_projections::campaigns::list(&state.pool, &filter, page).await?))
 }
 
-pub async fn get_one(
+/// A campaign with its waves (sizes and per-state counts) and every decision taken.
+#[derive(Debug, Serialize)]
+pub struct CampaignDetail {
+    #[serde(flatten)]
+    campaign: CampaignView,
+    waves: Vec<WaveDetail>,
+    decisions: Vec<ota_projections::campaigns::DecisionView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WaveDetail {
+    wave: i32,
+    size: i32,
+    assigned: i32,
+    skipped: i32,
+    started_at: Option<DateTime<Utc>>,
+    in_progress: i64,
+    succeeded: i64,
+    failed: i64,
+    rejected: i64,
+    timed_out: i64,
+    cancelled: i64,
+    rolled_back: i64,
+}
+
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CampaignDetail>, ApiError> {
+    let id = validate::uuid("id", &id)?;
+    let campaign =
+        ota_projections::campaigns::get(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("campaign"))?;
+    let counts = ota_projections::updates::wave_counts(&state.pool, id).await?;
+    let waves = ota_projections::campaigns::waves(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|w| {
+            let by_state = counts.iter().find(|c| c.wave == w.wave).map(|c| c.by_state.clone()).unwrap_or_default();
+            let n = |s: &str| by_state.get(s).copied().unwrap_or(0);
+            WaveDetail {
+                wave: w.wave,
+                size: w.size,
+                assigned: w.assigned,
+                skipped: w.skipped,
+                started_at: w.started_at,
+                in_progress: ["assigned", "notified", "downloading", "downloaded", "installing"]
+                    .iter()
+                    .map(|s| n(s))
+                    .sum(),
+                succeeded: n("succeeded"),
+                failed: n("failed"),
+                rejected: n("rejected"),
+                timed_out: n("timed_out"),
+                cancelled: n("cancelled"),
+                rolled_back: n("rolled_back"),
+            }
+        })
+        .collect();
+    let decisions = ota_projections::campaigns::decisions(&state.pool, id).await?;
+    Ok(Json(CampaignDetail { campaign, waves, decisions }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DevicesQuery {
+    state: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+pub async fn devices(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<CampaignView>, ApiError> {
+    Query(q): Query<DevicesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     let id = validate::uuid("id", &id)?;
-    let campaign = ota_projections::campaigns::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("campaign"))?;
-    Ok(Json(campaign))
+    if let Some(s) = &q.state {
+        s.parse::<ota_domain::device_update::UpdateState>().map_err(ApiError::bad_request)?;
+    }
+    let page =
+        ota_projections::updates::campaign_devices(&state.pool, id, q.state.as_deref(), q.paging.request()?).await?;
+    Ok(Json(page))
 }
 
 pub async fn history(
@@ -182,13 +264,7 @@ pub async fn history(
     Query(paging): Query<Paging>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = validate::uuid("id", &id)?;
-    let page = ota_projections::activity::history(
-        &state.pool,
-        "Campaign",
-        &id.to_string(),
-        paging.request()?,
-    )
-    .await?;
+    let page = ota_projections::activity::history(&state.pool, "Campaign", &id.to_string(), paging.request()?).await?;
     Ok(Json(page))
 }
 
@@ -200,9 +276,7 @@ pub struct ReasonBody {
 
 fn reason(body: &[u8]) -> Result<Option<String>, ApiError> {
     let reason = optional_json::<ReasonBody>(body)?.and_then(|b| b.reason);
-    reason
-        .map(|r| validate::text("reason", &r, 1000))
-        .transpose()
+    reason.map(|r| validate::text("reason", &r, 1000)).transpose()
 }
 
 async fn transition(
@@ -220,18 +294,41 @@ async fn transition(
     Ok(Json(committed.state.into()))
 }
 
+/// Starts a campaign: resolves its target into waves now, or schedules it for `start_at`.
 pub async fn start(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignBody>, ApiError> {
-    transition(
-        &state,
-        &writer,
-        &id,
-        CampaignCommand::Start { at: Utc::now() },
-    )
-    .await
+    let id = validate::uuid("id", &id)?.to_string();
+    let (campaign, _) = state.store.load::<Campaign>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let now = Utc::now();
+    let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);
+    let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
+        let seed = rand_seed();
+        Some(ota_orchestrator::membership::resolve(&state.store, &campaign, seed).await.map_err(|e| ApiError::unavailable("inventory", e))?)
+    } else {
+        None
+    };
+    let command = CampaignCommand::Start { membership, at: now };
+    let committed =
+        state.store.execute::<Campaign>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    Ok(Json(committed.state.into()))
+}
+
+/// A fresh seed per start; it is recorded, so the membership stays reproducible.
+fn rand_seed() -> u64 {
+    let id = uuid::Uuid::new_v4();
+    let bytes = id.as_bytes();
+    u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignBody>, ApiError> {
+    transition(&state, &writer, &id, CampaignCommand::Approve { at: Utc::now() }).await
 }
 
 pub async fn pause(
@@ -241,16 +338,7 @@ pub async fn pause(
     body: Bytes,
 ) -> Result<Json<CampaignBody>, ApiError> {
     let reason = reason(&body)?;
-    transition(
-        &state,
-        &writer,
-        &id,
-        CampaignCommand::Pause {
-            reason,
-            at: Utc::now(),
-        },
-    )
-    .await
+    transition(&state, &writer, &id, CampaignCommand::Pause { reason, gate: None, at: Utc::now() }).await
 }
 
 pub async fn resume(
@@ -258,13 +346,27 @@ pub async fn resume(
     writer: Writer,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignBody>, ApiError> {
-    transition(
-        &state,
-        &writer,
-        &id,
-        CampaignCommand::Resume { at: Utc::now() },
-    )
-    .await
+    transition(&state, &writer, &id, CampaignCommand::Resume { at: Utc::now() }).await
+}
+
+/// An operator stops a campaign for good (devices in flight get a cancel).
+pub async fn abort(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CampaignBody>, ApiError> {
+    let reason = reason(&body)?.unwrap_or_else(|| format!("aborted by {}", writer.meta.actor));
+    transition(&state, &writer, &id, CampaignCommand::Abort { reason, gate: None, at: Utc::now() }).await
+}
+
+/// What a cancel did: members never assigned stay so; devices in flight get a cancel.
+#[derive(Debug, Serialize)]
+pub struct CancelBody {
+    #[serde(flatten)]
+    campaign: CampaignBody,
+    never_assigned: u64,
+    in_flight: i64,
 }
 
 pub async fn cancel(
@@ -272,24 +374,40 @@ pub async fn cancel(
     writer: Writer,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<CampaignBody>, ApiError> {
+) -> Result<Json<CancelBody>, ApiError> {
     let reason = reason(&body)?;
-    transition(
-        &state,
-        &writer,
-        &id,
-        CampaignCommand::Cancel {
-            reason,
-            at: Utc::now(),
-        },
-    )
-    .await
+    let Json(campaign) = transition(&state, &writer, &id, CampaignCommand::Cancel { reason, at: Utc::now() }).await?;
+    let never_assigned = campaign.waves.iter().enumerate().map(|(w, size)| {
+        (*size as u64).saturating_sub(campaign.assigned_per_wave.get(w).copied().unwrap_or(0) as u64)
+    });
+    let never_assigned = never_assigned.sum();
+    let mut in_flight = 0;
+    if let Some(id) = campaign.id {
+        for wave in ota_projections::updates::wave_counts(&state.pool, id.as_uuid()).await? {
+            in_flight += ["assigned", "notified", "downloading", "downloaded", "installing"]
+                .iter()
+                .map(|s| wave.by_state.get(*s).copied().unwrap_or(0))
+                .sum::<i64>();
+        }
+    }
+    Ok(Json(CancelBody { campaign, never_assigned, in_flight }))
 }
 
+/// Fleet-wide figures, from incrementally kept counters.
 pub async fn stats(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let campaigns = ota_projections::campaigns::counts_by_status(&state.pool).await?;
     let firmware = ota_projections::firmware::count(&state.pool).await?;
-    Ok(Json(
-        serde_json::json!({ "firmware": firmware, "campaigns_by_status": campaigns }),
-    ))
+    let devices = ota_projections::devices::count(&state.pool).await?;
+    let updates = ota_projections::updates::state_counts(&state.pool).await?;
+    let n = |s: &str| updates.get(s).copied().unwrap_or(0);
+    let succeeded = n("succeeded");
+    let decided = succeeded + n("failed") + n("timed_out") + n("rejected");
+    let success_rate = if decided > 0 { Some(succeeded as f64 / decided as f64) } else { None };
+    Ok(Json(serde_json::json!({
+        "devices": devices,
+        "firmware": firmware,
+        "campaigns_by_status": campaigns,
+        "updates_by_state": updates,
+        "success_rate": success_rate,
+    })))
 }

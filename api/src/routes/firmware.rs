@@ -1,14 +1,12 @@
 //! Firmware: streamed upload, catalog queries, ranged download.
 
 use axum::body::Body;
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use ota_domain::firmware::{
-    Firmware, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec,
-};
+use ota_domain::firmware::{Firmware, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
 use ota_domain::FirmwareId;
 use ota_projections::firmware::{FirmwareFilter, FirmwareView};
 use ota_projections::Page;
@@ -18,7 +16,7 @@ use super::validate;
 use crate::auth::Writer;
 use crate::blobs::{BlobError, Staged};
 use crate::error::{from_store, ApiError};
-use crate::extract::{optional_json, Json, Paging, Path, Query};
+use crate::extract::{optional_json, Json, Multipart, Paging, Path, Query};
 use crate::state::AppState;
 
 const METADATA_LIMIT: usize = 64 * 1024;
@@ -56,8 +54,7 @@ pub struct FirmwareBody {
 
 impl FirmwareBody {
     fn from_state(firmware: Firmware) -> Result<Self, ApiError> {
-        let (Some(id), Some(spec), Some(binary)) = (firmware.id, firmware.spec, firmware.binary)
-        else {
+        let (Some(id), Some(spec), Some(binary)) = (firmware.id, firmware.spec, firmware.binary) else {
             return Err(ApiError::internal("firmware state without upload"));
         };
         Ok(Self {
@@ -113,26 +110,18 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> A
     }
 }
 
-fn spec_from(
-    meta: UploadMetadata,
-) -> Result<(FirmwareSpec, Option<String>, Option<String>), ApiError> {
+fn spec_from(meta: UploadMetadata) -> Result<(FirmwareSpec, Option<String>, Option<String>), ApiError> {
     let hardware_versions = meta
         .hardware_versions
         .iter()
         .map(|h| validate::text("hardware_versions", h, 64))
         .collect::<Result<Vec<_>, _>>()?;
     if hardware_versions.len() > 100 {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            "hardware_versions: at most 100 entries",
-        ));
+        return Err(ApiError::invalid("invalid_field", "hardware_versions: at most 100 entries"));
     }
     let release_notes = match meta.release_notes {
         Some(notes) if notes.chars().count() > 20_000 => {
-            return Err(ApiError::invalid(
-                "invalid_field",
-                "release_notes: at most 20000 characters",
-            ))
+            return Err(ApiError::invalid("invalid_field", "release_notes: at most 20000 characters"))
         }
         other => other,
     };
@@ -143,23 +132,14 @@ fn spec_from(
         hardware_versions,
         release_notes,
     };
-    let sha256 = meta
-        .checksum_sha256
-        .map(|c| validate::hex_digest("checksum_sha256", &c, 64))
-        .transpose()?;
-    let md5 = meta
-        .checksum_md5
-        .map(|c| validate::hex_digest("checksum_md5", &c, 32))
-        .transpose()?;
+    let sha256 = meta.checksum_sha256.map(|c| validate::hex_digest("checksum_sha256", &c, 64)).transpose()?;
+    let md5 = meta.checksum_md5.map(|c| validate::hex_digest("checksum_md5", &c, 32)).transpose()?;
     Ok((spec, sha256, md5))
 }
 
 /// A safe file name for the artifact: the upload's own name without any path.
 fn artifact_filename(given: Option<&str>, spec: &FirmwareSpec) -> String {
-    let base = given
-        .and_then(|g| g.rsplit(['/', '\\']).next())
-        .map(str::trim)
-        .unwrap_or("");
+    let base = given.and_then(|g| g.rsplit(['/', '\\']).next()).map(str::trim).unwrap_or("");
     let clean = !base.is_empty()
         && base.len() <= 255
         && base != "."
@@ -175,34 +155,28 @@ fn artifact_filename(given: Option<&str>, spec: &FirmwareSpec) -> String {
 pub async fn upload(
     State(state): State<AppState>,
     writer: Writer,
-    mut multipart: Multipart,
+    Multipart(mut multipart): Multipart,
 ) -> Result<(StatusCode, Json<FirmwareBody>), ApiError> {
     let limit = state.max_firmware_bytes;
     let mut metadata = None;
     let mut staged: Option<(Staged, Option<String>)> = None;
     let outcome = async {
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| multipart_error(e, limit))?
-        {
+        while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
             match field.name() {
                 Some("metadata") => {
-                    let bytes = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
-                    if bytes.len() > METADATA_LIMIT {
-                        return Err(ApiError::invalid(
-                            "invalid_field",
-                            "metadata: larger than 64 KiB",
-                        ));
+                    // Read up to the limit only: the part may be as large as the whole upload.
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+                        if bytes.len() + chunk.len() > METADATA_LIMIT {
+                            return Err(ApiError::invalid("invalid_field", "metadata: larger than 64 KiB"));
+                        }
+                        bytes.extend_from_slice(&chunk);
                     }
-                    let parsed: UploadMetadata = serde_json::from_slice(&bytes).map_err(|e| {
-                        ApiError::invalid("invalid_field", format!("metadata: {e}"))
-                    })?;
+                    let parsed: UploadMetadata = serde_json::from_slice(&bytes)
+                        .map_err(|e| ApiError::invalid("invalid_field", format!("metadata: {e}")))?;
                     metadata = Some(parsed);
                 }
-                Some("file") if staged.is_some() => {
-                    return Err(ApiError::bad_request("more than one file part"))
-                }
+                Some("file") if staged.is_some() => return Err(ApiError::bad_request("more than one file part")),
                 Some("file") => {
                     let filename = field.file_name().map(str::to_owned);
                     let chunks = field.map_err(BlobError::from);
@@ -216,8 +190,7 @@ pub async fn upload(
                 }
             }
         }
-        let metadata =
-            metadata.ok_or_else(|| ApiError::bad_request("missing multipart part 'metadata'"))?;
+        let metadata = metadata.ok_or_else(|| ApiError::bad_request("missing multipart part 'metadata'"))?;
         let Some((blob, filename)) = &staged else {
             return Err(ApiError::bad_request("missing multipart part 'file'"));
         };
@@ -240,34 +213,37 @@ async fn store_upload(
     filename: Option<&str>,
 ) -> Result<(StatusCode, Json<FirmwareBody>), ApiError> {
     let (spec, want_sha256, want_md5) = spec_from(metadata)?;
-    if want_sha256
-        .as_ref()
-        .is_some_and(|want| *want != blob.sha256)
-    {
+    if want_sha256.as_ref().is_some_and(|want| *want != blob.sha256) {
         return Err(ApiError::invalid(
             "checksum_mismatch",
-            format!(
-                "checksum_sha256 does not match the uploaded file (computed {})",
-                blob.sha256
-            ),
+            format!("checksum_sha256 does not match the uploaded file (computed {})", blob.sha256),
         ));
     }
     if want_md5.as_ref().is_some_and(|want| *want != blob.md5) {
         return Err(ApiError::invalid(
             "checksum_mismatch",
-            format!(
-                "checksum_md5 does not match the uploaded file (computed {})",
-                blob.md5
-            ),
+            format!("checksum_md5 does not match the uploaded file (computed {})", blob.md5),
         ));
     }
     let id = spec.id().to_string();
     // Answer a repeat or a conflict before touching the stored binaries.
-    let (existing, _) = state
-        .store
-        .load::<Firmware>(&id)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let (existing, _) = state.store.load::<Firmware>(&id).await.map_err(|e| from_store(e, refusal))?;
+    // The id hashes `name:version:device_model`, so ("a:b", "c") and ("a", "b:c") share it:
+    // never answer for, or conflict with, a firmware that is not the one uploaded.
+    if let Some(taken) = existing
+        .spec
+        .as_ref()
+        .filter(|s| (&s.name, &s.version, &s.device_model) != (&spec.name, &spec.version, &spec.device_model))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "firmware.id_collision",
+            format!(
+                "firmware id {id} already belongs to {:?} version {:?} for {:?}; avoid ':' in name and device_model",
+                taken.name, taken.version, taken.device_model
+            ),
+        ));
+    }
     if let Some(stored) = existing.binary.as_ref() {
         if stored.sha256 == blob.sha256 {
             state.blobs.discard(blob).await;
@@ -278,11 +254,7 @@ async fn store_upload(
             stored_sha256: stored.sha256.clone(),
             uploaded_sha256: blob.sha256.clone(),
         };
-        return Err(ApiError::refused(
-            conflict.refusal(),
-            conflict.code(),
-            conflict.to_string(),
-        ));
+        return Err(ApiError::refused(conflict.refusal(), conflict.code(), conflict.to_string()));
     }
     let storage_path = state.blobs.promote(blob).await?;
     let binary = FirmwareBinary {
@@ -293,21 +265,10 @@ async fn store_upload(
         md5: blob.md5.clone(),
         storage_path,
     };
-    let command = FirmwareCommand::Upload {
-        spec,
-        binary,
-        at: Utc::now(),
-    };
-    let committed = state
-        .store
-        .execute::<Firmware>(&id, command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
-    let status = if committed.unchanged() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let command = FirmwareCommand::Upload { spec, binary, at: Utc::now() };
+    let committed =
+        state.store.execute::<Firmware>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    let status = if committed.unchanged() { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(FirmwareBody::from_state(committed.state)?)))
 }
 
@@ -323,25 +284,16 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<FirmwareView>>, ApiError> {
     let page = q.paging.request()?;
-    let filter = FirmwareFilter {
-        device_model: q.device_model,
-    };
-    Ok(Json(
-        ota_projections::firmware::list(&state.pool, &filter, page).await?,
-    ))
+    let filter = FirmwareFilter { device_model: q.device_model };
+    Ok(Json(ota_projections::firmware::list(&state.pool, &filter, page).await?))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<FirmwareView, ApiError> {
     let id = validate::uuid("id", id)?;
-    ota_projections::firmware::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("firmware"))
+    ota_projections::firmware::get(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("firmware"))
 }
 
-pub async fn get_one(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<FirmwareView>, ApiError> {
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<FirmwareView>, ApiError> {
     Ok(Json(find(&state, &id).await?))
 }
 
@@ -351,13 +303,7 @@ pub async fn history(
     Query(paging): Query<Paging>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = validate::uuid("id", &id)?;
-    let page = ota_projections::activity::history(
-        &state.pool,
-        "Firmware",
-        &id.to_string(),
-        paging.request()?,
-    )
-    .await?;
+    let page = ota_projections::activity::history(&state.pool, "Firmware", &id.to_string(), paging.request()?).await?;
     Ok(Json(page))
 }
 
@@ -375,10 +321,7 @@ pub async fn deprecate(
 ) -> Result<Json<FirmwareBody>, ApiError> {
     let id = validate::uuid("id", &id)?;
     let reason = optional_json::<DeprecateBody>(&body)?.and_then(|b| b.reason);
-    let command = FirmwareCommand::Deprecate {
-        reason,
-        at: Utc::now(),
-    };
+    let command = FirmwareCommand::Deprecate { reason, at: Utc::now() };
     let committed = state
         .store
         .execute::<Firmware>(&id.to_string(), command, &writer.meta)
@@ -397,19 +340,28 @@ pub async fn content(
     let size = u64::try_from(firmware.size).unwrap_or(0);
     let etag = format!("\"{}\"", firmware.sha1);
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if header_str(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
+    if header_str(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let range_applies = header_str(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
     let range = match header_str(header::RANGE).filter(|_| range_applies) {
         None => None,
-        Some(raw) => match http_range_header::parse_range_header(raw).and_then(|r| r.validate(size)) {
-            Ok(ranges) if ranges.len() == 1 => ranges.first().map(|r| *r.start()..*r.end() + 1),
+        Some(raw) => match http_range_header::parse_range_header(raw).map(|r| r.validate(size)) {
+            // Another range unit must be ignored, a malformed range may be (RFC 9110 14.2).
+            Err(_) => None,
+            Ok(Ok(ranges)) if ranges.len() == 1 && size > 0 => {
+                ranges.first().map(|r| *r.start()..*r.end() + 1)
+            }
             // Several ranges: RFC 9110 lets us answer with the whole representation.
-            Ok(_) => None,
-            Err(_) => {
+            Ok(Ok(ranges)) if ranges.len() > 1 => None,
+            // A suffix longer than the image selects all of it (RFC 9110 14.1.3).
+            Ok(Err(http_range_header::RangeUnsatisfiableError::FileSuffixOutOfBounds))
+                if size > 0 =>
+            {
+                Some(0..size)
+            }
+            // Past the end, reversed, overlapping, or any range of an empty image.
+            Ok(_) => {
                 return Ok((
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     [(header::CONTENT_RANGE, format!("bytes */{size}"))],
@@ -419,22 +371,15 @@ pub async fn content(
             }
         },
     };
-    let stream = state
-        .blobs
-        .read(&firmware.storage_path, range.clone())
-        .await?;
+    let stream = state.blobs.read(&firmware.storage_path, range.clone()).await?;
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", firmware.filename))
-    {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", firmware.filename)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     match range {
@@ -442,15 +387,12 @@ pub async fn content(
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = response.headers_mut();
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1))
-            {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
                 h.insert(header::CONTENT_RANGE, v);
             }
         }
         None => {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         }
     }
     Ok(response)

@@ -15,10 +15,7 @@ pub async fn live() -> impl IntoResponse {
 
 pub async fn detailed(State(state): State<AppState>) -> impl IntoResponse {
     let started = Instant::now();
-    let postgres = match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await
-    {
+    let postgres = match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
         Ok(_) => json!({"ok": true, "latency_ms": started.elapsed().as_millis()}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
@@ -29,20 +26,13 @@ pub async fn detailed(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
-    let relay =
-        match ota_orchestrator::relay::pending_count(&state.pool, state.names.prefix()).await {
-            Ok(pending) => json!({"ok": true, "unpublished_events": pending}),
-            Err(e) => json!({"ok": false, "error": e.to_string()}),
-        };
-    let projections = projections(&state, nats_ok).await;
-    let all_ok = [&postgres, &nats, &object_store, &relay]
-        .iter()
-        .all(|v| v["ok"] == json!(true));
-    let status = if all_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let relay = match ota_orchestrator::relay::pending_count(&state.pool, state.names.prefix()).await {
+        Ok(pending) => json!({"ok": true, "unpublished_events": pending}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
+    let projections = projections(&state, nats_ok).await;
+    let all_ok = [&postgres, &nats, &object_store, &relay].iter().all(|v| v["ok"] == json!(true));
+    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if all_ok { "ok" } else { "degraded" },
         "postgres": postgres,
@@ -55,9 +45,7 @@ pub async fn detailed(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn projections(state: &AppState, nats_ok: bool) -> Value {
-    let applied = ota_projections::status::all(&state.pool)
-        .await
-        .unwrap_or_default();
+    let applied = ota_projections::status::all(&state.pool).await.unwrap_or_default();
     let mut out = Vec::new();
     for name in ota_projections::ProjectionName::ALL {
         let row = applied.iter().find(|s| s.projection == name.as_str());
@@ -69,9 +57,7 @@ async fn projections(state: &AppState, nats_ok: bool) -> Value {
         if nats_ok {
             let consumer = state.names.consumer(&format!("proj_{name}"));
             if let Ok(stream) = state.js.get_stream(state.names.events_stream()).await {
-                if let Ok(mut c) = stream
-                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer)
-                    .await
+                if let Ok(mut c) = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await
                 {
                     if let Ok(info) = c.info().await {
                         entry["pending"] = json!(info.num_pending + info.num_ack_pending as u64);

@@ -1,6 +1,7 @@
 //! The route table.
 
 mod campaigns;
+mod devices;
 mod firmware;
 mod health;
 mod validate;
@@ -22,16 +23,9 @@ use crate::state::AppState;
 const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let upload_limit = usize::try_from(state.max_firmware_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(1024 * 1024);
+    let upload_limit = usize::try_from(state.max_firmware_bytes).unwrap_or(usize::MAX).saturating_add(1024 * 1024);
     let api = Router::new()
-        .route(
-            "/firmware",
-            get(firmware::list)
-                .post(firmware::upload)
-                .layer(DefaultBodyLimit::max(upload_limit)),
-        )
+        .route("/firmware", get(firmware::list).post(firmware::upload).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/firmware/{id}", get(firmware::get_one))
         .route("/firmware/{id}/content", get(firmware::content))
         .route("/firmware/{id}/history", get(firmware::history))
@@ -43,6 +37,15 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/campaigns/{id}/approve", post(campaigns::approve))
+        .route("/campaigns/{id}/abort", post(campaigns::abort))
+        .route("/campaigns/{id}/devices", get(campaigns::devices))
+        .route("/devices", get(devices::list).post(devices::register))
+        .route("/devices/{id}", get(devices::get_one))
+        .route("/devices/{id}/update", get(devices::current_update).post(devices::update))
+        .route("/devices/{id}/history", get(devices::history))
+        .route("/devices/{id}/rollback", post(devices::rollback))
+        .route("/devices/{id}/status", post(devices::status))
         .route("/stats", get(campaigns::stats))
         .fallback(api_not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -54,9 +57,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("handler panicked").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

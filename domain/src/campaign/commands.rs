@@ -1,8 +1,9 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::state::{CampaignFirmware, Target};
+use super::state::{CampaignFirmware, Membership, Target};
 use crate::ids::CampaignId;
+use crate::rollout::{GateReport, RolloutPlan};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum CampaignCommand {
@@ -11,13 +12,38 @@ pub enum CampaignCommand {
         name: String,
         firmware: CampaignFirmware,
         target: Target,
+        rollout: RolloutPlan,
         at: DateTime<Utc>,
     },
+    /// Without membership a campaign with a future `start_at` is scheduled; with
+    /// it the campaign starts and records who is in which wave.
     Start {
+        membership: Option<Membership>,
+        at: DateTime<Utc>,
+    },
+    StartWave {
+        wave: usize,
+        passed: Option<GateReport>,
+        at: DateTime<Utc>,
+    },
+    /// The process manager assigned the wave's devices up to `through` (exclusive).
+    RecordAssignments {
+        wave: usize,
+        through: u32,
+        skipped: u32,
+        at: DateTime<Utc>,
+    },
+    AwaitApproval {
+        wave: usize,
+        passed: Option<GateReport>,
+        at: DateTime<Utc>,
+    },
+    Approve {
         at: DateTime<Utc>,
     },
     Pause {
         reason: Option<String>,
+        gate: Option<GateReport>,
         at: DateTime<Utc>,
     },
     Resume {
@@ -28,10 +54,12 @@ pub enum CampaignCommand {
         at: DateTime<Utc>,
     },
     Complete {
+        passed: Option<GateReport>,
         at: DateTime<Utc>,
     },
     Abort {
         reason: String,
+        gate: Option<GateReport>,
         at: DateTime<Utc>,
     },
 }
@@ -42,6 +70,10 @@ impl CampaignCommand {
         match self {
             CampaignCommand::Create { .. } => "create",
             CampaignCommand::Start { .. } => "start",
+            CampaignCommand::StartWave { .. } => "start a wave of",
+            CampaignCommand::RecordAssignments { .. } => "assign devices of",
+            CampaignCommand::AwaitApproval { .. } => "await approval of",
+            CampaignCommand::Approve { .. } => "approve",
             CampaignCommand::Pause { .. } => "pause",
             CampaignCommand::Resume { .. } => "resume",
             CampaignCommand::Cancel { .. } => "cancel",

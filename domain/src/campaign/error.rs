@@ -1,5 +1,6 @@
 use super::state::CampaignStatus;
 use crate::refusal::Refusal;
+use crate::rollout::PlanError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CampaignError {
@@ -8,28 +9,39 @@ pub enum CampaignError {
     #[error("campaign does not exist")]
     NotFound,
     #[error("cannot {action} a campaign that is {status}")]
-    InvalidTransition {
-        action: &'static str,
-        status: CampaignStatus,
-    },
+    InvalidTransition { action: &'static str, status: CampaignStatus },
     #[error("campaign name must be 1 to 200 characters")]
     BadName,
-    #[error("campaign target names no device")]
+    #[error("campaign target names no device and no filter")]
     EmptyTarget,
     #[error("campaign target lists device {0} more than once")]
     DuplicateDevice(String),
+    #[error(transparent)]
+    BadPlan(#[from] PlanError),
+    #[error("campaign cannot start without a membership")]
+    MembershipMissing,
+    #[error("the membership matches no device")]
+    NoMembers,
+    #[error("wave {wave} does not follow the current wave {current:?} of {waves}")]
+    WaveOutOfOrder { wave: usize, current: Option<usize>, waves: usize },
+    #[error("no wave is waiting for approval")]
+    NothingToApprove,
 }
 
 impl CampaignError {
     pub fn refusal(&self) -> Refusal {
         match self {
-            CampaignError::AlreadyExists | CampaignError::InvalidTransition { .. } => {
-                Refusal::Conflict
-            }
+            CampaignError::AlreadyExists
+            | CampaignError::InvalidTransition { .. }
+            | CampaignError::WaveOutOfOrder { .. }
+            | CampaignError::NothingToApprove => Refusal::Conflict,
             CampaignError::NotFound => Refusal::NotFound,
             CampaignError::BadName
             | CampaignError::EmptyTarget
-            | CampaignError::DuplicateDevice(_) => Refusal::Invalid,
+            | CampaignError::DuplicateDevice(_)
+            | CampaignError::BadPlan(_)
+            | CampaignError::MembershipMissing
+            | CampaignError::NoMembers => Refusal::Invalid,
         }
     }
     pub fn code(&self) -> &'static str {
@@ -40,6 +52,11 @@ impl CampaignError {
             CampaignError::BadName => "campaign.bad_name",
             CampaignError::EmptyTarget => "campaign.empty_target",
             CampaignError::DuplicateDevice(_) => "campaign.duplicate_device",
+            CampaignError::BadPlan(e) => e.code(),
+            CampaignError::MembershipMissing => "campaign.membership_missing",
+            CampaignError::NoMembers => "campaign.no_members",
+            CampaignError::WaveOutOfOrder { .. } => "campaign.wave_out_of_order",
+            CampaignError::NothingToApprove => "campaign.nothing_to_approve",
         }
     }
 }

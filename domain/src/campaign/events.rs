@@ -3,8 +3,11 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::state::{CampaignFirmware, Target};
-use crate::ids::CampaignId;
+use crate::ids::{CampaignId, DeviceId};
+use crate::rollout::{GateReport, RolloutPlan};
 
+/// Decisions carry the gate numbers they saw (`passed`, `gate`), so the stream
+/// explains itself to an auditor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CampaignEvent {
     CampaignCreated {
@@ -12,13 +15,51 @@ pub enum CampaignEvent {
         name: String,
         firmware: CampaignFirmware,
         target: Target,
+        #[serde(default)]
+        rollout: RolloutPlan,
+        at: DateTime<Utc>,
+    },
+    CampaignScheduled {
+        start_at: DateTime<Utc>,
         at: DateTime<Utc>,
     },
     CampaignStarted {
         at: DateTime<Utc>,
     },
+    /// The reproducible membership snapshot taken at start.
+    MembershipResolved {
+        seed: u64,
+        waves: Vec<Vec<DeviceId>>,
+        /// Targeted devices left out (unknown, or of another model).
+        excluded: u32,
+        at: DateTime<Utc>,
+    },
+    WaveStarted {
+        wave: usize,
+        #[serde(default)]
+        passed: Option<GateReport>,
+        at: DateTime<Utc>,
+    },
+    AssignmentsRecorded {
+        wave: usize,
+        through: u32,
+        skipped: u32,
+        at: DateTime<Utc>,
+    },
+    ApprovalRequested {
+        wave: usize,
+        #[serde(default)]
+        passed: Option<GateReport>,
+        at: DateTime<Utc>,
+    },
+    WaveApproved {
+        wave: usize,
+        at: DateTime<Utc>,
+    },
     CampaignPaused {
         reason: Option<String>,
+        #[serde(default)]
+        gate: Option<GateReport>,
         at: DateTime<Utc>,
     },
     CampaignResumed {
@@ -29,10 +70,14 @@ pub enum CampaignEvent {
         at: DateTime<Utc>,
     },
     CampaignCompleted {
+        #[serde(default)]
+        passed: Option<GateReport>,
         at: DateTime<Utc>,
     },
     CampaignAborted {
         reason: String,
+        #[serde(default)]
+        gate: Option<GateReport>,
         at: DateTime<Utc>,
     },
 }
@@ -41,7 +86,13 @@ impl DomainEvent for CampaignEvent {
     fn event_type(&self) -> String {
         match self {
             CampaignEvent::CampaignCreated { .. } => "CampaignCreated",
+            CampaignEvent::CampaignScheduled { .. } => "CampaignScheduled",
             CampaignEvent::CampaignStarted { .. } => "CampaignStarted",
+            CampaignEvent::MembershipResolved { .. } => "MembershipResolved",
+            CampaignEvent::WaveStarted { .. } => "WaveStarted",
+            CampaignEvent::AssignmentsRecorded { .. } => "AssignmentsRecorded",
+            CampaignEvent::ApprovalRequested { .. } => "ApprovalRequested",
+            CampaignEvent::WaveApproved { .. } => "WaveApproved",
             CampaignEvent::CampaignPaused { .. } => "CampaignPaused",
             CampaignEvent::CampaignResumed { .. } => "CampaignResumed",
             CampaignEvent::CampaignCancelled { .. } => "CampaignCancelled",

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{CampaignCommand, CampaignError, CampaignEvent};
 use crate::decide::Decide;
 use crate::ids::{CampaignId, DeviceId, FirmwareId};
+use crate::rollout::{minute_bucket, RolloutPlan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -48,10 +49,7 @@ impl CampaignStatus {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            CampaignStatus::Completed | CampaignStatus::Cancelled | CampaignStatus::Aborted
-        )
+        matches!(self, CampaignStatus::Completed | CampaignStatus::Cancelled | CampaignStatus::Aborted)
     }
 }
 
@@ -80,11 +78,39 @@ pub struct CampaignFirmware {
     pub device_model: String,
 }
 
-/// Who a campaign targets.
+/// Who a campaign targets: explicit devices and/or a filter over the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     #[serde(default)]
     pub device_ids: Vec<DeviceId>,
+    #[serde(default)]
+    pub filter: Option<TargetFilter>,
+    /// Devices that come to match the filter later join while the campaign runs.
+    #[serde(default)]
+    pub continuous: bool,
+}
+
+/// Inventory criteria; every given criterion must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFilter {
+    #[serde(default)]
+    pub device_model: Option<String>,
+    #[serde(default)]
+    pub hardware_versions: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub firmware_version: Option<String>,
+}
+
+/// Who is in which wave, fixed at start by a seeded, stratified shuffle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Membership {
+    pub seed: u64,
+    pub waves: Vec<Vec<DeviceId>>,
+    pub excluded: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,10 +119,26 @@ pub struct Campaign {
     pub name: String,
     pub firmware: Option<CampaignFirmware>,
     pub target: Target,
+    #[serde(default)]
+    pub rollout: RolloutPlan,
     pub status: CampaignStatus,
     pub created_at: Option<DateTime<Utc>>,
+    pub scheduled_for: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    pub membership: Option<Membership>,
+    pub current_wave: Option<usize>,
+    /// Per wave: devices assigned so far (a cursor into the wave's members).
+    pub assigned: Vec<u32>,
+    /// Per wave: members that could not be assigned (busy with another update).
+    pub skipped: Vec<u32>,
+    pub awaiting_approval: bool,
+    /// The wave whose successor an operator approved.
+    #[serde(default)]
+    pub approved_wave: Option<usize>,
+    /// Assignments in the minute bucket `rate_minute`, for the rate limit.
+    pub rate_minute: Option<DateTime<Utc>>,
+    pub rate_count: u32,
 }
 
 impl Campaign {
@@ -104,84 +146,144 @@ impl Campaign {
         self.id.is_some()
     }
 
-    fn refuse(&self, command: &CampaignCommand) -> CampaignError {
-        CampaignError::InvalidTransition {
-            action: command.action(),
-            status: self.status,
+    pub fn wave_members(&self, wave: usize) -> &[DeviceId] {
+        self.membership.as_ref().and_then(|m| m.waves.get(wave)).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn wave_count(&self) -> usize {
+        self.membership.as_ref().map_or(0, |m| m.waves.len())
+    }
+
+    /// Members of `wave` not assigned yet.
+    pub fn unassigned(&self, wave: usize) -> u32 {
+        let members = self.wave_members(wave).len() as u32;
+        members.saturating_sub(self.assigned.get(wave).copied().unwrap_or(0))
+    }
+
+    /// Assignments made in the minute bucket of `now`.
+    pub fn assigned_in_minute(&self, now: DateTime<Utc>) -> u32 {
+        if self.rate_minute == Some(minute_bucket(now)) {
+            self.rate_count
+        } else {
+            0
         }
     }
 
-    fn validate_new(name: &str, target: &Target) -> Result<(), CampaignError> {
+    fn refuse(&self, command: &CampaignCommand) -> CampaignError {
+        CampaignError::InvalidTransition { action: command.action(), status: self.status }
+    }
+
+    fn validate_new(name: &str, target: &Target, rollout: &RolloutPlan) -> Result<(), CampaignError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
             return Err(CampaignError::BadName);
         }
-        if target.device_ids.is_empty() {
+        if target.device_ids.is_empty() && target.filter.is_none() {
             return Err(CampaignError::EmptyTarget);
         }
         let mut seen = BTreeSet::new();
         if let Some(dup) = target.device_ids.iter().find(|d| !seen.insert(*d)) {
             return Err(CampaignError::DuplicateDevice(dup.to_string()));
         }
+        rollout.validate()?;
         Ok(())
+    }
+
+    fn decide_start(
+        &self,
+        membership: Option<Membership>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<CampaignEvent>, CampaignError> {
+        use CampaignStatus as S;
+        if !matches!(self.status, S::Draft | S::Scheduled) {
+            return Err(CampaignError::InvalidTransition { action: "start", status: self.status });
+        }
+        match (membership, self.rollout.start_at) {
+            (None, Some(start_at)) if start_at > at && self.status == S::Draft => {
+                Ok(vec![CampaignEvent::CampaignScheduled { start_at, at }])
+            }
+            (None, _) => Err(CampaignError::MembershipMissing),
+            (Some(m), _) if m.waves.iter().all(Vec::is_empty) => Err(CampaignError::NoMembers),
+            (Some(m), _) => Ok(vec![
+                CampaignEvent::CampaignStarted { at },
+                CampaignEvent::MembershipResolved { seed: m.seed, waves: m.waves, excluded: m.excluded, at },
+            ]),
+        }
+    }
+
+    fn decide_rollout_step(&self, command: CampaignCommand) -> Result<Vec<CampaignEvent>, CampaignError> {
+        let waves = self.wave_count();
+        match command {
+            CampaignCommand::StartWave { wave, passed, at } => {
+                let expected = self.current_wave.map_or(0, |w| w + 1);
+                if self.current_wave.is_some_and(|w| wave <= w) {
+                    return Ok(vec![]);
+                }
+                if wave != expected || wave >= waves {
+                    return Err(CampaignError::WaveOutOfOrder { wave, current: self.current_wave, waves });
+                }
+                Ok(vec![CampaignEvent::WaveStarted { wave, passed, at }])
+            }
+            CampaignCommand::RecordAssignments { wave, through, skipped, at } => {
+                if self.current_wave != Some(wave) {
+                    return Err(CampaignError::WaveOutOfOrder { wave, current: self.current_wave, waves });
+                }
+                let done = self.assigned.get(wave).copied().unwrap_or(0);
+                if through <= done {
+                    return Ok(vec![]);
+                }
+                let members = self.wave_members(wave).len() as u32;
+                Ok(vec![CampaignEvent::AssignmentsRecorded { wave, through: through.min(members), skipped, at }])
+            }
+            CampaignCommand::AwaitApproval { wave, passed, at } => {
+                if self.awaiting_approval && self.current_wave == Some(wave) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![CampaignEvent::ApprovalRequested { wave, passed, at }])
+            }
+            _ => Ok(vec![]),
+        }
     }
 }
 
 impl Decide for Campaign {
     fn decide(&self, command: CampaignCommand) -> Result<Vec<CampaignEvent>, CampaignError> {
         use CampaignStatus as S;
-        if let CampaignCommand::Create {
-            id,
-            name,
-            firmware,
-            target,
-            at,
-        } = command
-        {
+        if let CampaignCommand::Create { id, name, firmware, target, rollout, at } = command {
             if self.exists() {
                 return Err(CampaignError::AlreadyExists);
             }
-            Self::validate_new(&name, &target)?;
+            Self::validate_new(&name, &target, &rollout)?;
             let name = name.trim().to_owned();
-            return Ok(vec![CampaignEvent::CampaignCreated {
-                id,
-                name,
-                firmware,
-                target,
-                at,
-            }]);
+            return Ok(vec![CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, at }]);
         }
         if !self.exists() {
             return Err(CampaignError::NotFound);
         }
-        let event = match (&command, self.status) {
-            (CampaignCommand::Start { at }, S::Draft | S::Scheduled) => {
-                CampaignEvent::CampaignStarted { at: *at }
-            }
-            (CampaignCommand::Pause { reason, at }, S::Running) => CampaignEvent::CampaignPaused {
-                reason: reason.clone(),
-                at: *at,
-            },
-            (CampaignCommand::Resume { at }, S::Paused) => {
-                CampaignEvent::CampaignResumed { at: *at }
-            }
+        let event = match (command, self.status) {
+            (CampaignCommand::Start { membership, at }, _) => return self.decide_start(membership, at),
             (
-                CampaignCommand::Cancel { reason, at },
-                S::Draft | S::Scheduled | S::Running | S::Paused,
-            ) => CampaignEvent::CampaignCancelled {
-                reason: reason.clone(),
-                at: *at,
+                command @ (CampaignCommand::StartWave { .. }
+                | CampaignCommand::RecordAssignments { .. }
+                | CampaignCommand::AwaitApproval { .. }),
+                S::Running,
+            ) => return self.decide_rollout_step(command),
+            (CampaignCommand::Approve { at }, S::Running | S::Paused) => match self.current_wave {
+                Some(wave) if self.awaiting_approval => CampaignEvent::WaveApproved { wave, at },
+                _ => return Err(CampaignError::NothingToApprove),
             },
-            (CampaignCommand::Complete { at }, S::Running) => {
-                CampaignEvent::CampaignCompleted { at: *at }
+            (CampaignCommand::Pause { reason, gate, at }, S::Running) => {
+                CampaignEvent::CampaignPaused { reason, gate, at }
             }
-            (CampaignCommand::Abort { reason, at }, S::Running | S::Paused) => {
-                CampaignEvent::CampaignAborted {
-                    reason: reason.clone(),
-                    at: *at,
-                }
+            (CampaignCommand::Resume { at }, S::Paused) => CampaignEvent::CampaignResumed { at },
+            (CampaignCommand::Cancel { reason, at }, S::Draft | S::Scheduled | S::Running | S::Paused) => {
+                CampaignEvent::CampaignCancelled { reason, at }
             }
-            _ => return Err(self.refuse(&command)),
+            (CampaignCommand::Complete { passed, at }, S::Running) => CampaignEvent::CampaignCompleted { passed, at },
+            (CampaignCommand::Abort { reason, gate, at }, S::Running | S::Paused) => {
+                CampaignEvent::CampaignAborted { reason, gate, at }
+            }
+            (command, _) => return Err(self.refuse(&command)),
         };
         Ok(vec![event])
     }
@@ -194,12 +296,7 @@ impl Aggregate for Campaign {
     type Error = CampaignError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: CampaignCommand,
-        _: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), CampaignError> {
+    async fn handle(&mut self, command: CampaignCommand, _: &(), sink: &EventSink<Self>) -> Result<(), CampaignError> {
         for event in self.decide(command)? {
             sink.write(event, self).await;
         }
@@ -208,23 +305,51 @@ impl Aggregate for Campaign {
 
     fn apply(&mut self, event: CampaignEvent) {
         match event {
-            CampaignEvent::CampaignCreated {
-                id,
-                name,
-                firmware,
-                target,
-                at,
-            } => {
+            CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, at } => {
                 self.id = Some(id);
                 self.name = name;
                 self.firmware = Some(firmware);
                 self.target = target;
+                self.rollout = rollout;
                 self.status = CampaignStatus::Draft;
                 self.created_at = Some(at);
+            }
+            CampaignEvent::CampaignScheduled { start_at, .. } => {
+                self.status = CampaignStatus::Scheduled;
+                self.scheduled_for = Some(start_at);
             }
             CampaignEvent::CampaignStarted { at } => {
                 self.status = CampaignStatus::Running;
                 self.started_at = Some(at);
+            }
+            CampaignEvent::MembershipResolved { seed, waves, excluded, .. } => {
+                self.assigned = vec![0; waves.len()];
+                self.skipped = vec![0; waves.len()];
+                self.membership = Some(Membership { seed, waves, excluded });
+            }
+            CampaignEvent::WaveStarted { wave, .. } => {
+                self.current_wave = Some(wave);
+                self.awaiting_approval = false;
+            }
+            CampaignEvent::AssignmentsRecorded { wave, through, skipped, at } => {
+                let before = self.assigned.get(wave).copied().unwrap_or(0);
+                if let Some(slot) = self.assigned.get_mut(wave) {
+                    *slot = through;
+                }
+                if let Some(slot) = self.skipped.get_mut(wave) {
+                    *slot += skipped;
+                }
+                let bucket = minute_bucket(at);
+                if self.rate_minute != Some(bucket) {
+                    self.rate_minute = Some(bucket);
+                    self.rate_count = 0;
+                }
+                self.rate_count += through.saturating_sub(before);
+            }
+            CampaignEvent::ApprovalRequested { .. } => self.awaiting_approval = true,
+            CampaignEvent::WaveApproved { wave, .. } => {
+                self.awaiting_approval = false;
+                self.approved_wave = Some(wave);
             }
             CampaignEvent::CampaignPaused { .. } => self.status = CampaignStatus::Paused,
             CampaignEvent::CampaignResumed { .. } => self.status = CampaignStatus::Running,
@@ -232,7 +357,7 @@ impl Aggregate for Campaign {
                 self.status = CampaignStatus::Cancelled;
                 self.ended_at = Some(at);
             }
-            CampaignEvent::CampaignCompleted { at } => {
+            CampaignEvent::CampaignCompleted { at, .. } => {
                 self.status = CampaignStatus::Completed;
                 self.ended_at = Some(at);
             }

@@ -1,18 +1,17 @@
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
 use proptest::prelude::*;
 
 use super::*;
 use crate::decide::Decide;
 use crate::ids::{CampaignId, DeviceId, FirmwareId};
-use cqrs_es::Aggregate;
+use crate::rollout::RolloutPlan;
 
 type Given = TestFramework<Campaign>;
 
 fn at() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().unwrap_or_default()
 }
 
 fn id() -> CampaignId {
@@ -28,33 +27,59 @@ fn firmware() -> CampaignFirmware {
     }
 }
 
-fn target(ids: &[&str]) -> Target {
-    Target {
-        device_ids: ids
-            .iter()
-            .map(|d| DeviceId::parse(d).unwrap_or_else(|e| panic!("{e}")))
-            .collect(),
-    }
+fn devices(ids: &[&str]) -> Vec<DeviceId> {
+    ids.iter().map(|d| DeviceId::parse(d).unwrap_or_else(|e| panic!("{e}"))).collect()
 }
 
-fn created() -> CampaignEvent {
+fn target(ids: &[&str]) -> Target {
+    Target { device_ids: devices(ids), filter: None, continuous: false }
+}
+
+fn members() -> Membership {
+    Membership { seed: 7, waves: vec![devices(&["a"]), devices(&["b"])], excluded: 0 }
+}
+
+fn created_with(rollout: RolloutPlan) -> CampaignEvent {
     CampaignEvent::CampaignCreated {
         id: id(),
         name: "spring".into(),
         firmware: firmware(),
         target: target(&["a", "b"]),
+        rollout,
         at: at(),
     }
 }
 
-fn create(name: &str, devices: &[&str]) -> CampaignCommand {
+fn created() -> CampaignEvent {
+    created_with(RolloutPlan::default())
+}
+
+fn started() -> Vec<CampaignEvent> {
+    let m = members();
+    vec![
+        created(),
+        CampaignEvent::CampaignStarted { at: at() },
+        CampaignEvent::MembershipResolved { seed: m.seed, waves: m.waves, excluded: 0, at: at() },
+    ]
+}
+
+fn create(name: &str, ids: &[&str]) -> CampaignCommand {
     CampaignCommand::Create {
         id: id(),
         name: name.into(),
         firmware: firmware(),
-        target: target(devices),
+        target: target(ids),
+        rollout: RolloutPlan::default(),
         at: at(),
     }
+}
+
+fn start() -> CampaignCommand {
+    CampaignCommand::Start { membership: Some(members()), at: at() }
+}
+
+fn pause() -> CampaignCommand {
+    CampaignCommand::Pause { reason: None, gate: None, at: at() }
 }
 
 #[test]
@@ -66,112 +91,116 @@ fn create_records_the_plan_with_a_trimmed_name() {
 }
 
 #[test]
-fn create_refuses_empty_targets_duplicates_and_blank_names() {
-    Given::with(())
-        .given_no_previous_events()
-        .when(create("x", &[]))
-        .then_expect_error(CampaignError::EmptyTarget);
+fn create_refuses_empty_targets_duplicates_blank_names_and_bad_plans() {
+    Given::with(()).given_no_previous_events().when(create("x", &[])).then_expect_error(CampaignError::EmptyTarget);
     Given::with(())
         .given_no_previous_events()
         .when(create("x", &["a", "a"]))
         .then_expect_error(CampaignError::DuplicateDevice("a".into()));
-    Given::with(())
-        .given_no_previous_events()
-        .when(create("  ", &["a"]))
-        .then_expect_error(CampaignError::BadName);
-    Given::with(())
-        .given(vec![created()])
-        .when(create("x", &["a"]))
-        .then_expect_error(CampaignError::AlreadyExists);
+    Given::with(()).given_no_previous_events().when(create("  ", &["a"])).then_expect_error(CampaignError::BadName);
+    Given::with(()).given(vec![created()]).when(create("x", &["a"])).then_expect_error(CampaignError::AlreadyExists);
+    let bad_plan = RolloutPlan { max_retries: 99, ..RolloutPlan::default() };
+    let result = Campaign::default().decide(CampaignCommand::Create {
+        id: id(),
+        name: "x".into(),
+        firmware: firmware(),
+        target: target(&["a"]),
+        rollout: bad_plan,
+        at: at(),
+    });
+    assert!(matches!(result, Err(CampaignError::BadPlan(_))), "{result:?}");
 }
 
 #[test]
 fn commands_to_a_missing_campaign_are_not_found() {
-    Given::with(())
-        .given_no_previous_events()
-        .when(CampaignCommand::Start { at: at() })
-        .then_expect_error(CampaignError::NotFound);
+    Given::with(()).given_no_previous_events().when(start()).then_expect_error(CampaignError::NotFound);
 }
 
 #[test]
-fn start_pause_resume_cancel_follow_the_lifecycle() {
+fn start_records_the_membership_snapshot() {
+    let m = members();
+    Given::with(()).given(vec![created()]).when(start()).then_expect_events(vec![
+        CampaignEvent::CampaignStarted { at: at() },
+        CampaignEvent::MembershipResolved { seed: 7, waves: m.waves, excluded: 0, at: at() },
+    ]);
     Given::with(())
         .given(vec![created()])
-        .when(CampaignCommand::Start { at: at() })
-        .then_expect_events(vec![CampaignEvent::CampaignStarted { at: at() }]);
+        .when(CampaignCommand::Start { membership: None, at: at() })
+        .then_expect_error(CampaignError::MembershipMissing);
+}
+
+#[test]
+fn a_future_start_time_schedules_the_campaign() {
+    let later = at() + Duration::hours(2);
     Given::with(())
-        .given(vec![created(), CampaignEvent::CampaignStarted { at: at() }])
-        .when(CampaignCommand::Pause {
-            reason: None,
-            at: at(),
-        })
-        .then_expect_events(vec![CampaignEvent::CampaignPaused {
-            reason: None,
-            at: at(),
-        }]);
+        .given(vec![created_with(RolloutPlan { start_at: Some(later), ..RolloutPlan::default() })])
+        .when(CampaignCommand::Start { membership: None, at: at() })
+        .then_expect_events(vec![CampaignEvent::CampaignScheduled { start_at: later, at: at() }]);
+}
+
+#[test]
+fn waves_start_in_order_and_assignments_only_move_forward() {
+    let mut campaign = Campaign::default();
+    for e in started() {
+        campaign.apply(e);
+    }
+    let step = |c: &Campaign, cmd| c.decide(cmd);
+    assert!(matches!(
+        step(&campaign, CampaignCommand::StartWave { wave: 1, passed: None, at: at() }),
+        Err(CampaignError::WaveOutOfOrder { .. })
+    ));
+    for e in step(&campaign, CampaignCommand::StartWave { wave: 0, passed: None, at: at() }).unwrap_or_default() {
+        campaign.apply(e);
+    }
+    assert_eq!(campaign.unassigned(0), 1);
+    let record = CampaignCommand::RecordAssignments { wave: 0, through: 1, skipped: 0, at: at() };
+    for e in step(&campaign, record.clone()).unwrap_or_default() {
+        campaign.apply(e);
+    }
+    assert_eq!((campaign.unassigned(0), campaign.assigned_in_minute(at())), (0, 1));
+    assert_eq!(step(&campaign, record), Ok(vec![]), "a repeated record is a no-op");
+}
+
+#[test]
+fn approve_needs_a_wave_waiting_for_it() {
+    let mut history = started();
+    history.push(CampaignEvent::WaveStarted { wave: 0, passed: None, at: at() });
     Given::with(())
-        .given(vec![
-            created(),
-            CampaignEvent::CampaignStarted { at: at() },
-            CampaignEvent::CampaignPaused {
-                reason: None,
-                at: at(),
-            },
-        ])
-        .when(CampaignCommand::Resume { at: at() })
-        .then_expect_events(vec![CampaignEvent::CampaignResumed { at: at() }]);
+        .given(history.clone())
+        .when(CampaignCommand::Approve { at: at() })
+        .then_expect_error(CampaignError::NothingToApprove);
+    history.push(CampaignEvent::ApprovalRequested { wave: 0, passed: None, at: at() });
+    Given::with(())
+        .given(history)
+        .when(CampaignCommand::Approve { at: at() })
+        .then_expect_events(vec![CampaignEvent::WaveApproved { wave: 0, at: at() }]);
 }
 
 #[test]
 fn pause_is_refused_unless_running_and_names_the_status() {
     Given::with(())
         .given(vec![created()])
-        .when(CampaignCommand::Pause {
-            reason: None,
-            at: at(),
-        })
-        .then_expect_error(CampaignError::InvalidTransition {
-            action: "pause",
-            status: CampaignStatus::Draft,
-        });
+        .when(pause())
+        .then_expect_error(CampaignError::InvalidTransition { action: "pause", status: CampaignStatus::Draft });
 }
 
 #[test]
 fn a_cancelled_campaign_accepts_nothing_more() {
-    let history = vec![
-        created(),
-        CampaignEvent::CampaignCancelled {
-            reason: None,
-            at: at(),
-        },
-    ];
     Given::with(())
-        .given(history)
-        .when(CampaignCommand::Start { at: at() })
-        .then_expect_error(CampaignError::InvalidTransition {
-            action: "start",
-            status: CampaignStatus::Cancelled,
-        });
+        .given(vec![created(), CampaignEvent::CampaignCancelled { reason: None, at: at() }])
+        .when(start())
+        .then_expect_error(CampaignError::InvalidTransition { action: "start", status: CampaignStatus::Cancelled });
 }
 
 fn any_command() -> impl Strategy<Value = CampaignCommand> {
     prop_oneof![
         Just(create("c", &["a"])),
-        Just(CampaignCommand::Start { at: at() }),
-        Just(CampaignCommand::Pause {
-            reason: None,
-            at: at()
-        }),
+        Just(start()),
+        Just(pause()),
         Just(CampaignCommand::Resume { at: at() }),
-        Just(CampaignCommand::Cancel {
-            reason: None,
-            at: at()
-        }),
-        Just(CampaignCommand::Complete { at: at() }),
-        Just(CampaignCommand::Abort {
-            reason: "x".into(),
-            at: at()
-        }),
+        Just(CampaignCommand::Cancel { reason: None, at: at() }),
+        Just(CampaignCommand::Complete { passed: None, at: at() }),
+        Just(CampaignCommand::Abort { reason: "x".into(), gate: None, at: at() }),
     ]
 }
 
@@ -199,7 +228,7 @@ proptest! {
             let existed = campaign.exists();
             match campaign.decide(command) {
                 Ok(events) => {
-                    prop_assert_eq!(events.len(), 1);
+                    prop_assert!(!events.is_empty());
                     for e in events { campaign.apply(e); }
                     if existed {
                         prop_assert_eq!(Some(campaign.status), allowed(before, action));

@@ -9,6 +9,6 @@ mod model;
 mod tests;
 
 pub use model::{
-    DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, DeviceUpdateEvent, IgnoredReason, Lane,
+    DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, DeviceUpdateEvent, IgnoredReason, Lane, LaneKind, Origin,
     UpdateFirmware, UpdateState,
 };

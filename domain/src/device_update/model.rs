@@ -98,10 +98,7 @@ impl fmt::Display for UpdateState {
 impl FromStr for UpdateState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown update state {s:?}"))
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown update state {s:?}"))
     }
 }
 
@@ -111,12 +108,34 @@ pub struct UpdateFirmware {
     pub version: String,
 }
 
+/// Why an update was assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LaneKind {
+    #[default]
+    Update,
+    /// Back to the previous good firmware; success ends in `rolled_back`.
+    Rollback { of_action: u32 },
+}
+
+/// Where an assignment comes from: a campaign wave, and the how-manieth try it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Origin {
+    pub campaign: Option<CampaignId>,
+    #[serde(default)]
+    pub wave: Option<u32>,
+    /// 0 for the first try, then one more per retry.
+    #[serde(default)]
+    pub retry: u32,
+}
+
 /// One update of the device: from assignment to its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lane {
     /// Numbered per device from 1; with the device id it is the hawkBit action id.
     pub action: u32,
-    pub campaign: Option<CampaignId>,
+    pub kind: LaneKind,
+    pub origin: Origin,
     pub firmware: UpdateFirmware,
     pub from: Option<UpdateFirmware>,
     pub state: UpdateState,
@@ -139,9 +158,14 @@ pub enum IgnoredReason {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum DeviceUpdateCommand {
     Assign {
-        campaign: Option<CampaignId>,
+        origin: Origin,
         firmware: UpdateFirmware,
         from: Option<UpdateFirmware>,
+        at: DateTime<Utc>,
+    },
+    /// Assigns the firmware the device ran before its last successful update.
+    RollBack {
+        origin: Origin,
         at: DateTime<Utc>,
     },
     MarkNotified {
@@ -154,10 +178,14 @@ pub enum DeviceUpdateCommand {
         message: Option<String>,
         at: DateTime<Utc>,
     },
+    /// With `campaign`, only an update of that campaign is cancelled.
     Cancel {
+        campaign: Option<CampaignId>,
         at: DateTime<Utc>,
     },
+    /// With `action`, only that update times out (the reader may be behind).
     TimeOut {
+        action: Option<u32>,
         at: DateTime<Utc>,
     },
 }
@@ -166,7 +194,9 @@ pub enum DeviceUpdateCommand {
 pub enum DeviceUpdateEvent {
     UpdateAssigned {
         action: u32,
-        campaign: Option<CampaignId>,
+        #[serde(default)]
+        kind: LaneKind,
+        origin: Origin,
         firmware: UpdateFirmware,
         from: Option<UpdateFirmware>,
         at: DateTime<Utc>,
@@ -198,6 +228,20 @@ pub enum DeviceUpdateEvent {
     },
 }
 
+impl DeviceUpdateEvent {
+    /// The action (update number) the event belongs to.
+    pub fn action(&self) -> u32 {
+        match self {
+            DeviceUpdateEvent::UpdateAssigned { action, .. }
+            | DeviceUpdateEvent::DeviceNotified { action, .. }
+            | DeviceUpdateEvent::ProgressReported { action, .. }
+            | DeviceUpdateEvent::ReportIgnored { action, .. }
+            | DeviceUpdateEvent::UpdateCancelled { action, .. }
+            | DeviceUpdateEvent::UpdateTimedOut { action, .. } => *action,
+        }
+    }
+}
+
 impl DomainEvent for DeviceUpdateEvent {
     fn event_type(&self) -> String {
         match self {
@@ -221,6 +265,8 @@ pub enum DeviceUpdateError {
     AlreadyActive { action: u32, state: UpdateState },
     #[error("device has no update")]
     NoUpdate,
+    #[error("no previous good firmware is recorded for this device")]
+    NothingToRollBackTo,
     #[error("device has no active update (last one is {state})")]
     NotActive { state: UpdateState },
     #[error("a device cannot report state {0}")]
@@ -232,19 +278,18 @@ pub enum DeviceUpdateError {
 impl DeviceUpdateError {
     pub fn refusal(&self) -> Refusal {
         match self {
-            DeviceUpdateError::AlreadyActive { .. } | DeviceUpdateError::NotActive { .. } => {
-                Refusal::Conflict
-            }
+            DeviceUpdateError::AlreadyActive { .. }
+            | DeviceUpdateError::NotActive { .. }
+            | DeviceUpdateError::NothingToRollBackTo => Refusal::Conflict,
             DeviceUpdateError::NoUpdate => Refusal::NotFound,
-            DeviceUpdateError::NotReportable(_) | DeviceUpdateError::BadProgress(_) => {
-                Refusal::Invalid
-            }
+            DeviceUpdateError::NotReportable(_) | DeviceUpdateError::BadProgress(_) => Refusal::Invalid,
         }
     }
     pub fn code(&self) -> &'static str {
         match self {
             DeviceUpdateError::AlreadyActive { .. } => "device_update.already_active",
             DeviceUpdateError::NoUpdate => "device_update.none",
+            DeviceUpdateError::NothingToRollBackTo => "device_update.no_rollback_target",
             DeviceUpdateError::NotActive { .. } => "device_update.not_active",
             DeviceUpdateError::NotReportable(_) => "device_update.state_not_reportable",
             DeviceUpdateError::BadProgress(_) => "device_update.bad_progress",
@@ -255,25 +300,34 @@ impl DeviceUpdateError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceUpdate {
     pub current: Option<Lane>,
-    /// Versions this device ran successfully, oldest first: the rollback ladder.
-    pub good_firmware: Vec<UpdateFirmware>,
+    /// Firmware the device ran successfully, oldest first; the last is what it runs
+    /// now, the one before is where a rollback goes.
+    pub installed: Vec<UpdateFirmware>,
 }
 
 impl DeviceUpdate {
+    /// The firmware a rollback would install.
+    pub fn rollback_target(&self) -> Option<&UpdateFirmware> {
+        self.installed.len().checked_sub(2).and_then(|i| self.installed.get(i))
+    }
+
     pub fn active(&self) -> Option<&Lane> {
-        self.current
-            .as_ref()
-            .filter(|lane| !lane.state.is_terminal())
+        self.current.as_ref().filter(|lane| !lane.state.is_terminal())
     }
 
     fn active_or_refuse(&self) -> Result<&Lane, DeviceUpdateError> {
         match &self.current {
             None => Err(DeviceUpdateError::NoUpdate),
-            Some(lane) if lane.state.is_terminal() => {
-                Err(DeviceUpdateError::NotActive { state: lane.state })
-            }
+            Some(lane) if lane.state.is_terminal() => Err(DeviceUpdateError::NotActive { state: lane.state }),
             Some(lane) => Ok(lane),
         }
+    }
+
+    fn next_action(&self) -> Result<u32, DeviceUpdateError> {
+        if let Some(lane) = self.active() {
+            return Err(DeviceUpdateError::AlreadyActive { action: lane.action, state: lane.state });
+        }
+        Ok(self.current.as_ref().map_or(1, |lane| lane.action + 1))
     }
 
     fn decide_report(
@@ -291,24 +345,18 @@ impl DeviceUpdate {
             return Err(DeviceUpdateError::BadProgress(p));
         }
         let lane = self.current.as_ref().ok_or(DeviceUpdateError::NoUpdate)?;
-        let ignored = |reason| {
-            Ok(vec![DeviceUpdateEvent::ReportIgnored {
-                action: lane.action,
-                state,
-                reason,
-                at,
-            }])
+        // A rollback that worked is recorded as rolled back, not as another success.
+        let state = match (state, lane.kind) {
+            (UpdateState::Succeeded, LaneKind::Rollback { .. }) => UpdateState::RolledBack,
+            _ => state,
         };
+        let ignored = |reason| Ok(vec![DeviceUpdateEvent::ReportIgnored { action: lane.action, state, reason, at }]);
         if action.is_some_and(|a| a != lane.action) {
             return ignored(IgnoredReason::StaleAction);
         }
         if lane.state.is_terminal() {
             // The same final word twice is a duplicate, not news.
-            return if lane.state == state {
-                Ok(vec![])
-            } else {
-                ignored(IgnoredReason::Closed)
-            };
+            return if lane.state == state { Ok(vec![]) } else { ignored(IgnoredReason::Closed) };
         }
         if state.rank() < lane.state.rank() {
             return ignored(IgnoredReason::OutOfOrder);
@@ -316,73 +364,61 @@ impl DeviceUpdate {
         if state == lane.state && progress.is_none_or(|p| Some(p) == lane.progress) {
             return Ok(vec![]);
         }
-        Ok(vec![DeviceUpdateEvent::ProgressReported {
-            action: lane.action,
-            state,
-            progress,
-            message,
-            at,
-        }])
+        Ok(vec![DeviceUpdateEvent::ProgressReported { action: lane.action, state, progress, message, at }])
     }
 }
 
 impl Decide for DeviceUpdate {
-    fn decide(
-        &self,
-        command: DeviceUpdateCommand,
-    ) -> Result<Vec<DeviceUpdateEvent>, DeviceUpdateError> {
+    fn decide(&self, command: DeviceUpdateCommand) -> Result<Vec<DeviceUpdateEvent>, DeviceUpdateError> {
         match command {
-            DeviceUpdateCommand::Assign {
-                campaign,
-                firmware,
-                from,
-                at,
-            } => {
-                if let Some(lane) = self.active() {
-                    return Err(DeviceUpdateError::AlreadyActive {
-                        action: lane.action,
-                        state: lane.state,
-                    });
+            DeviceUpdateCommand::Assign { origin, firmware, from, at } => {
+                // A campaign re-sending the same assignment (after a restart) is a repeat, not a second update.
+                let repeat =
+                    self.current.as_ref().is_some_and(|lane| origin.campaign.is_some() && lane.origin == origin);
+                if repeat {
+                    return Ok(vec![]);
                 }
-                let action = self.current.as_ref().map_or(1, |lane| lane.action + 1);
+                let action = self.next_action()?;
                 Ok(vec![DeviceUpdateEvent::UpdateAssigned {
                     action,
-                    campaign,
+                    kind: LaneKind::Update,
+                    origin,
                     firmware,
                     from,
                     at,
                 }])
             }
+            DeviceUpdateCommand::RollBack { origin, at } => {
+                let action = self.next_action()?;
+                let firmware = self.rollback_target().cloned().ok_or(DeviceUpdateError::NothingToRollBackTo)?;
+                let of_action = self.current.as_ref().map_or(0, |lane| lane.action);
+                let from = self.installed.last().cloned();
+                let kind = LaneKind::Rollback { of_action };
+                Ok(vec![DeviceUpdateEvent::UpdateAssigned { action, kind, origin, firmware, from, at }])
+            }
             DeviceUpdateCommand::MarkNotified { at } => {
                 let lane = self.active_or_refuse()?;
                 match lane.state {
-                    UpdateState::Assigned => Ok(vec![DeviceUpdateEvent::DeviceNotified {
-                        action: lane.action,
-                        at,
-                    }]),
+                    UpdateState::Assigned => Ok(vec![DeviceUpdateEvent::DeviceNotified { action: lane.action, at }]),
                     _ => Ok(vec![]),
                 }
             }
-            DeviceUpdateCommand::Report {
-                action,
-                state,
-                progress,
-                message,
-                at,
-            } => self.decide_report(action, state, progress, message, at),
-            DeviceUpdateCommand::Cancel { at } => {
-                let lane = self.active_or_refuse()?;
-                Ok(vec![DeviceUpdateEvent::UpdateCancelled {
-                    action: lane.action,
-                    at,
-                }])
+            DeviceUpdateCommand::Report { action, state, progress, message, at } => {
+                self.decide_report(action, state, progress, message, at)
             }
-            DeviceUpdateCommand::TimeOut { at } => {
+            DeviceUpdateCommand::Cancel { campaign, at } => {
                 let lane = self.active_or_refuse()?;
-                Ok(vec![DeviceUpdateEvent::UpdateTimedOut {
-                    action: lane.action,
-                    at,
-                }])
+                if campaign.is_some() && lane.origin.campaign != campaign {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DeviceUpdateEvent::UpdateCancelled { action: lane.action, at }])
+            }
+            DeviceUpdateCommand::TimeOut { action, at } => {
+                let lane = self.active_or_refuse()?;
+                if action.is_some_and(|a| a != lane.action) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DeviceUpdateEvent::UpdateTimedOut { action: lane.action, at }])
             }
         }
     }
@@ -415,16 +451,15 @@ impl Aggregate for DeviceUpdate {
             }
         };
         match event {
-            DeviceUpdateEvent::UpdateAssigned {
-                action,
-                campaign,
-                firmware,
-                from,
-                at,
-            } => {
+            DeviceUpdateEvent::UpdateAssigned { action, kind, origin, firmware, from, at } => {
+                // The first update tells us what the device ran before.
+                if self.installed.is_empty() {
+                    self.installed.extend(from.clone());
+                }
                 self.current = Some(Lane {
                     action,
-                    campaign,
+                    kind,
+                    origin,
                     firmware,
                     from,
                     state: UpdateState::Assigned,
@@ -433,30 +468,23 @@ impl Aggregate for DeviceUpdate {
                     updated_at: at,
                 });
             }
-            DeviceUpdateEvent::DeviceNotified { at, .. } => {
-                set_state(&mut self.current, UpdateState::Notified, at)
-            }
-            DeviceUpdateEvent::ProgressReported {
-                state,
-                progress,
-                at,
-                ..
-            } => {
+            DeviceUpdateEvent::DeviceNotified { at, .. } => set_state(&mut self.current, UpdateState::Notified, at),
+            DeviceUpdateEvent::ProgressReported { state, progress, at, .. } => {
                 set_state(&mut self.current, state, at);
                 if let Some(lane) = &mut self.current {
                     lane.progress = progress.or(lane.progress);
-                    if state == UpdateState::Succeeded {
-                        self.good_firmware.push(lane.firmware.clone());
+                    match state {
+                        UpdateState::Succeeded => self.installed.push(lane.firmware.clone()),
+                        UpdateState::RolledBack => {
+                            self.installed.pop();
+                        }
+                        _ => {}
                     }
                 }
             }
             DeviceUpdateEvent::ReportIgnored { .. } => {}
-            DeviceUpdateEvent::UpdateCancelled { at, .. } => {
-                set_state(&mut self.current, UpdateState::Cancelled, at)
-            }
-            DeviceUpdateEvent::UpdateTimedOut { at, .. } => {
-                set_state(&mut self.current, UpdateState::TimedOut, at)
-            }
+            DeviceUpdateEvent::UpdateCancelled { at, .. } => set_state(&mut self.current, UpdateState::Cancelled, at),
+            DeviceUpdateEvent::UpdateTimedOut { at, .. } => set_state(&mut self.current, UpdateState::TimedOut, at),
         }
     }
 }

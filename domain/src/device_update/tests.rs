@@ -10,22 +10,18 @@ use crate::ids::FirmwareId;
 type Given = TestFramework<DeviceUpdate>;
 
 fn at() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).single().unwrap_or_default()
 }
 
 fn fw(version: &str) -> UpdateFirmware {
-    UpdateFirmware {
-        id: FirmwareId::derive("os", version, "gw"),
-        version: version.into(),
-    }
+    UpdateFirmware { id: FirmwareId::derive("os", version, "gw"), version: version.into() }
 }
 
 fn assigned(action: u32) -> DeviceUpdateEvent {
     DeviceUpdateEvent::UpdateAssigned {
         action,
-        campaign: None,
+        kind: LaneKind::Update,
+        origin: Origin::default(),
         firmware: fw("2"),
         from: Some(fw("1")),
         at: at(),
@@ -33,39 +29,19 @@ fn assigned(action: u32) -> DeviceUpdateEvent {
 }
 
 fn report(state: UpdateState) -> DeviceUpdateCommand {
-    DeviceUpdateCommand::Report {
-        action: None,
-        state,
-        progress: None,
-        message: None,
-        at: at(),
-    }
+    DeviceUpdateCommand::Report { action: None, state, progress: None, message: None, at: at() }
 }
 
 fn reported(state: UpdateState) -> DeviceUpdateEvent {
-    DeviceUpdateEvent::ProgressReported {
-        action: 1,
-        state,
-        progress: None,
-        message: None,
-        at: at(),
-    }
+    DeviceUpdateEvent::ProgressReported { action: 1, state, progress: None, message: None, at: at() }
 }
 
 #[test]
 fn a_second_assignment_while_one_is_active_is_refused() {
     Given::with(())
         .given(vec![assigned(1)])
-        .when(DeviceUpdateCommand::Assign {
-            campaign: None,
-            firmware: fw("3"),
-            from: None,
-            at: at(),
-        })
-        .then_expect_error(DeviceUpdateError::AlreadyActive {
-            action: 1,
-            state: UpdateState::Assigned,
-        });
+        .when(DeviceUpdateCommand::Assign { origin: Origin::default(), firmware: fw("3"), from: None, at: at() })
+        .then_expect_error(DeviceUpdateError::AlreadyActive { action: 1, state: UpdateState::Assigned });
 }
 
 #[test]
@@ -73,7 +49,7 @@ fn a_new_assignment_after_the_last_one_ended_gets_the_next_action_number() {
     Given::with(())
         .given(vec![assigned(1), reported(UpdateState::Failed)])
         .when(DeviceUpdateCommand::Assign {
-            campaign: None,
+            origin: Origin::default(),
             firmware: fw("2"),
             from: Some(fw("1")),
             at: at(),
@@ -105,13 +81,7 @@ fn an_out_of_order_report_is_recorded_and_changes_nothing() {
 #[test]
 fn a_late_report_never_reopens_a_cancelled_update() {
     Given::with(())
-        .given(vec![
-            assigned(1),
-            DeviceUpdateEvent::UpdateCancelled {
-                action: 1,
-                at: at(),
-            },
-        ])
+        .given(vec![assigned(1), DeviceUpdateEvent::UpdateCancelled { action: 1, at: at() }])
         .when(report(UpdateState::Succeeded))
         .then_expect_events(vec![DeviceUpdateEvent::ReportIgnored {
             action: 1,
@@ -132,29 +102,15 @@ fn devices_cannot_report_server_side_states() {
 fn any_command() -> impl Strategy<Value = DeviceUpdateCommand> {
     let state = proptest::sample::select(UpdateState::ALL.to_vec());
     prop_oneof![
-        Just(DeviceUpdateCommand::Assign {
-            campaign: None,
-            firmware: fw("2"),
-            from: None,
-            at: at()
-        }),
+        Just(DeviceUpdateCommand::Assign { origin: Origin::default(), firmware: fw("2"), from: None, at: at() }),
         Just(DeviceUpdateCommand::MarkNotified { at: at() }),
-        (
-            state,
-            proptest::option::of(0u8..=120),
-            proptest::option::of(0u32..4)
-        )
-            .prop_map(|(state, progress, action)| {
-                DeviceUpdateCommand::Report {
-                    action,
-                    state,
-                    progress,
-                    message: None,
-                    at: at(),
-                }
-            }),
-        Just(DeviceUpdateCommand::Cancel { at: at() }),
-        Just(DeviceUpdateCommand::TimeOut { at: at() }),
+        (state, proptest::option::of(0u8..=120), proptest::option::of(0u32..4)).prop_map(
+            |(state, progress, action)| {
+                DeviceUpdateCommand::Report { action, state, progress, message: None, at: at() }
+            }
+        ),
+        Just(DeviceUpdateCommand::Cancel { campaign: None, at: at() }),
+        Just(DeviceUpdateCommand::TimeOut { action: None, at: at() }),
     ]
 }
 
@@ -186,4 +142,56 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn rollback_goes_to_the_firmware_before_the_last_success_and_ends_rolled_back() {
+    let history = vec![assigned(1), reported(UpdateState::Succeeded)];
+    let mut device = DeviceUpdate::default();
+    for e in history {
+        device.apply(e);
+    }
+    assert_eq!(device.rollback_target(), Some(&fw("1")));
+    let events =
+        device.decide(DeviceUpdateCommand::RollBack { origin: Origin::default(), at: at() }).unwrap_or_default();
+    assert_eq!(
+        events,
+        vec![DeviceUpdateEvent::UpdateAssigned {
+            action: 2,
+            kind: LaneKind::Rollback { of_action: 1 },
+            origin: Origin::default(),
+            firmware: fw("1"),
+            from: Some(fw("2")),
+            at: at(),
+        }]
+    );
+    for e in events {
+        device.apply(e);
+    }
+    let done = device
+        .decide(DeviceUpdateCommand::Report {
+            action: Some(2),
+            state: UpdateState::Succeeded,
+            progress: None,
+            message: None,
+            at: at(),
+        })
+        .unwrap_or_default();
+    for e in done {
+        device.apply(e);
+    }
+    assert_eq!(device.current.as_ref().map(|l| l.state), Some(UpdateState::RolledBack));
+    assert_eq!(device.installed, vec![fw("1")]);
+    assert_eq!(
+        device.decide(DeviceUpdateCommand::RollBack { origin: Origin::default(), at: at() }),
+        Err(DeviceUpdateError::NothingToRollBackTo)
+    );
+}
+
+#[test]
+fn a_device_without_a_recorded_previous_version_cannot_roll_back() {
+    Given::with(())
+        .given_no_previous_events()
+        .when(DeviceUpdateCommand::RollBack { origin: Origin::default(), at: at() })
+        .then_expect_error(DeviceUpdateError::NothingToRollBackTo);
 }

@@ -6,9 +6,7 @@ use super::*;
 type Given = TestFramework<Firmware>;
 
 fn at() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_default()
 }
 
 fn spec() -> FirmwareSpec {
@@ -33,23 +31,14 @@ fn binary(sha256: &str) -> FirmwareBinary {
 }
 
 fn uploaded(sha256: &str) -> FirmwareEvent {
-    FirmwareEvent::FirmwareUploaded {
-        id: spec().id(),
-        spec: spec(),
-        binary: binary(sha256),
-        at: at(),
-    }
+    FirmwareEvent::FirmwareUploaded { id: spec().id(), spec: spec(), binary: binary(sha256), at: at() }
 }
 
 #[test]
 fn first_upload_records_the_firmware_under_its_derived_id() {
     Given::with(())
         .given_no_previous_events()
-        .when(FirmwareCommand::Upload {
-            spec: spec(),
-            binary: binary("aa"),
-            at: at(),
-        })
+        .when(FirmwareCommand::Upload { spec: spec(), binary: binary("aa"), at: at() })
         .then_expect_events(vec![uploaded("aa")]);
 }
 
@@ -57,11 +46,7 @@ fn first_upload_records_the_firmware_under_its_derived_id() {
 fn identical_upload_is_a_no_op() {
     Given::with(())
         .given(vec![uploaded("aa")])
-        .when(FirmwareCommand::Upload {
-            spec: spec(),
-            binary: binary("aa"),
-            at: at(),
-        })
+        .when(FirmwareCommand::Upload { spec: spec(), binary: binary("aa"), at: at() })
         .then_expect_events(vec![]);
 }
 
@@ -69,11 +54,7 @@ fn identical_upload_is_a_no_op() {
 fn other_bytes_under_the_same_id_are_a_conflict() {
     Given::with(())
         .given(vec![uploaded("aa")])
-        .when(FirmwareCommand::Upload {
-            spec: spec(),
-            binary: binary("bb"),
-            at: at(),
-        })
+        .when(FirmwareCommand::Upload { spec: spec(), binary: binary("bb"), at: at() })
         .then_expect_error(FirmwareError::DifferentContent {
             id: spec().id(),
             stored_sha256: "aa".into(),
@@ -85,22 +66,10 @@ fn other_bytes_under_the_same_id_are_a_conflict() {
 fn deprecate_needs_an_existing_active_firmware() {
     Given::with(())
         .given_no_previous_events()
-        .when(FirmwareCommand::Deprecate {
-            reason: None,
-            at: at(),
-        })
+        .when(FirmwareCommand::Deprecate { reason: None, at: at() })
         .then_expect_error(FirmwareError::NotFound);
     Given::with(())
-        .given(vec![
-            uploaded("aa"),
-            FirmwareEvent::FirmwareDeprecated {
-                reason: None,
-                at: at(),
-            },
-        ])
-        .when(FirmwareCommand::Deprecate {
-            reason: None,
-            at: at(),
-        })
+        .given(vec![uploaded("aa"), FirmwareEvent::FirmwareDeprecated { reason: None, at: at() }])
+        .when(FirmwareCommand::Deprecate { reason: None, at: at() })
         .then_expect_error(FirmwareError::AlreadyDeprecated);
 }

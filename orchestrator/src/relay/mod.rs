@@ -77,13 +77,7 @@ impl Drop for RelayHandle {
 
 impl Relay {
     pub fn new(pool: PgPool, js: jetstream::Context, names: BusNames, wake: Arc<Notify>) -> Self {
-        Self {
-            pool,
-            js,
-            names,
-            wake,
-            poll: Duration::from_millis(100),
-        }
+        Self { pool, js, names, wake, poll: Duration::from_millis(100) }
     }
 
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {

@@ -19,23 +19,13 @@ fn encode(record: &EventRecord) -> Result<Bytes, RelayError> {
     if bytes.len() <= MAX_INLINE_PAYLOAD {
         return Ok(bytes.into());
     }
-    let announced = EventRecord {
-        payload: serde_json::Value::Null,
-        payload_omitted: true,
-        ..record.clone()
-    };
-    serde_json::to_vec(&announced)
-        .map(Bytes::from)
-        .map_err(|e| RelayError::Encode(e.to_string()))
+    let announced = EventRecord { payload: serde_json::Value::Null, payload_omitted: true, ..record.clone() };
+    serde_json::to_vec(&announced).map(Bytes::from).map_err(|e| RelayError::Encode(e.to_string()))
 }
 
 /// Publishes a page and waits for every acknowledgement. A duplicate ack (the
 /// message was already stored within the window) counts as success.
-pub async fn publish_all(
-    js: &jetstream::Context,
-    names: &BusNames,
-    page: &[PageRow],
-) -> Result<(), RelayError> {
+pub async fn publish_all(js: &jetstream::Context, names: &BusNames, page: &[PageRow]) -> Result<(), RelayError> {
     let mut acks = Vec::with_capacity(page.len());
     for row in page {
         let record = &row.record;
@@ -44,14 +34,9 @@ pub async fn publish_all(
             .message_id(record.event_id())
             .header("Ota-Global-Seq", record.global_seq.to_string().as_str());
         let subject = names.event_subject(&record.aggregate_type, &record.aggregate_id);
-        let ack = js
-            .send_publish(subject, message)
-            .await
-            .map_err(|e| RelayError::Publish(e.to_string()))?;
+        let ack = js.send_publish(subject, message).await.map_err(|e| RelayError::Publish(e.to_string()))?;
         acks.push(ack.into_future());
     }
-    try_join_all(acks)
-        .await
-        .map_err(|e| RelayError::Publish(e.to_string()))?;
+    try_join_all(acks).await.map_err(|e| RelayError::Publish(e.to_string()))?;
     Ok(())
 }

@@ -25,26 +25,17 @@ pub struct PageRow {
 }
 
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT tx_id::text::bigint AS tx_id, global_seq FROM relay_checkpoint WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_optional(conn)
-    .await?;
+    let row = sqlx::query("SELECT tx_id::text::bigint AS tx_id, global_seq FROM relay_checkpoint WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
     Ok(match row {
-        Some(row) => Checkpoint {
-            tx_id: row.try_get("tx_id")?,
-            global_seq: row.try_get("global_seq")?,
-        },
+        Some(row) => Checkpoint { tx_id: row.try_get("tx_id")?, global_seq: row.try_get("global_seq")? },
         None => Checkpoint::default(),
     })
 }
 
-pub async fn page(
-    conn: &mut PgConnection,
-    after: Checkpoint,
-    limit: i64,
-) -> Result<Vec<PageRow>, RelayError> {
+pub async fn page(conn: &mut PgConnection, after: Checkpoint, limit: i64) -> Result<Vec<PageRow>, RelayError> {
     let rows = sqlx::query(
         "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
                 global_seq, tx_id::text::bigint AS tx_id, recorded_at
@@ -64,15 +55,12 @@ pub async fn page(
 
 fn decode(row: sqlx::postgres::PgRow) -> Result<PageRow, RelayError> {
     let metadata: serde_json::Value = row.try_get("metadata")?;
-    let metadata: HashMap<String, String> = serde_json::from_value(metadata)
-        .map_err(|e| RelayError::Encode(format!("metadata: {e}")))?;
+    let metadata: HashMap<String, String> =
+        serde_json::from_value(metadata).map_err(|e| RelayError::Encode(format!("metadata: {e}")))?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
     let global_seq: i64 = row.try_get("global_seq")?;
     Ok(PageRow {
-        position: Checkpoint {
-            tx_id: row.try_get("tx_id")?,
-            global_seq,
-        },
+        position: Checkpoint { tx_id: row.try_get("tx_id")?, global_seq },
         record: EventRecord {
             aggregate_type: row.try_get("aggregate_type")?,
             aggregate_id: row.try_get("aggregate_id")?,
@@ -88,12 +76,7 @@ fn decode(row: sqlx::postgres::PgRow) -> Result<PageRow, RelayError> {
     })
 }
 
-pub async fn advance(
-    conn: &mut PgConnection,
-    name: &str,
-    to: Checkpoint,
-    published: i64,
-) -> Result<(), sqlx::Error> {
+pub async fn advance(conn: &mut PgConnection, name: &str, to: Checkpoint, published: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO relay_checkpoint (name, tx_id, global_seq, published, updated_at)
          VALUES ($1, $2::text::xid8, $3, $4, now())

@@ -13,7 +13,6 @@ pub struct ActivityProjection;
 
 impl Projection for ActivityProjection {
     const NAME: ProjectionName = ProjectionName::Activity;
-    const AGGREGATE_TYPES: Option<&'static [&'static str]> = None;
     const TABLES: &'static [&'static str] = &["activity"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
@@ -66,17 +65,10 @@ pub async fn history(
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM activity WHERE aggregate_type = $1 AND aggregate_id = $2",
-    )
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .fetch_one(pool)
-    .await?;
-    Ok(Page {
-        items,
-        total,
-        page: page.page,
-        page_size: page.page_size,
-    })
+    let total = sqlx::query_scalar("SELECT count(*) FROM activity WHERE aggregate_type = $1 AND aggregate_id = $2")
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }

@@ -1,9 +1,14 @@
-//! Campaigns: status, firmware and size, plus counts by status.
+//! Campaigns: status, firmware, size, waves with their sizes and assignment
+//! cursors, every rollout decision, and counts by status.
 
+mod decisions;
 mod queries;
 
-pub use queries::{counts_by_status, get, list, CampaignFilter, CampaignView};
+pub use queries::{
+    counts_by_status, decisions, get, list, waves, CampaignFilter, CampaignView, DecisionView, WaveView,
+};
 
+use chrono::{DateTime, Utc};
 use ota_domain::campaign::{CampaignEvent, CampaignStatus};
 use ota_domain::EventRecord;
 use sqlx::PgConnection;
@@ -16,27 +21,20 @@ pub struct CampaignsProjection;
 
 impl Projection for CampaignsProjection {
     const NAME: ProjectionName = ProjectionName::Campaigns;
-    const AGGREGATE_TYPES: Option<&'static [&'static str]> = Some(&["Campaign"]);
-    const TABLES: &'static [&'static str] = &["campaigns", "campaign_status_counts"];
+    const TABLES: &'static [&'static str] =
+        &["campaigns", "campaign_status_counts", "campaign_waves", "campaign_decisions"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        let event: CampaignEvent = record
-            .decode()
-            .map_err(|e| ProjectionError::poison(record, e))?;
-        let id = Uuid::parse_str(&record.aggregate_id)
-            .map_err(|e| ProjectionError::poison(record, e))?;
+        let event: CampaignEvent = record.decode().map_err(|e| ProjectionError::poison(record, e))?;
+        let id = Uuid::parse_str(&record.aggregate_id).map_err(|e| ProjectionError::poison(record, e))?;
+        decisions::record(conn, id, record, &event).await?;
         let (status, at, reason) = match event {
-            CampaignEvent::CampaignCreated {
-                name,
-                firmware,
-                target,
-                at,
-                ..
-            } => {
+            CampaignEvent::CampaignCreated { name, firmware, target, rollout, at, .. } => {
+                let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| ProjectionError::poison(record, e));
                 sqlx::query(
                     "INSERT INTO campaigns (id, name, firmware_id, firmware_name, firmware_version, device_model,
-                        status, device_count, created_at, updated_at, created_by)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,$10)",
+                        status, device_count, created_at, updated_at, created_by, rollout, target)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,$10,$11,$12)",
                 )
                 .bind(id)
                 .bind(&name)
@@ -48,49 +46,108 @@ impl Projection for CampaignsProjection {
                 .bind(target.device_ids.len() as i32)
                 .bind(at)
                 .bind(record.meta().map(|m| m.actor.to_string()))
+                .bind(json(serde_json::to_value(&rollout))?)
+                .bind(json(serde_json::to_value(&target))?)
                 .execute(&mut *conn)
                 .await?;
                 bump_count(conn, CampaignStatus::Draft, 1).await?;
                 return Ok(());
             }
+            CampaignEvent::MembershipResolved { waves, excluded, .. } => {
+                let total: usize = waves.iter().map(Vec::len).sum();
+                for (wave, members) in waves.iter().enumerate() {
+                    sqlx::query("INSERT INTO campaign_waves (campaign_id, wave, size) VALUES ($1, $2, $3)")
+                        .bind(id)
+                        .bind(wave as i32)
+                        .bind(members.len() as i32)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                sqlx::query("UPDATE campaigns SET device_count = $2, excluded = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(total as i32)
+                    .bind(excluded as i32)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            CampaignEvent::WaveStarted { wave, at, .. } => {
+                sqlx::query("UPDATE campaign_waves SET started_at = $3 WHERE campaign_id = $1 AND wave = $2")
+                    .bind(id)
+                    .bind(wave as i32)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("UPDATE campaigns SET current_wave = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(wave as i32)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            CampaignEvent::AssignmentsRecorded { wave, through, skipped, .. } => {
+                sqlx::query(
+                    "UPDATE campaign_waves SET assigned = GREATEST(assigned, $3), skipped = skipped + $4
+                     WHERE campaign_id = $1 AND wave = $2",
+                )
+                .bind(id)
+                .bind(wave as i32)
+                .bind(through as i32)
+                .bind(skipped as i32)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            CampaignEvent::ApprovalRequested { .. } | CampaignEvent::WaveApproved { .. } => return Ok(()),
+            CampaignEvent::CampaignScheduled { start_at, at } => {
+                sqlx::query("UPDATE campaigns SET scheduled_for = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(start_at)
+                    .execute(&mut *conn)
+                    .await?;
+                (CampaignStatus::Scheduled, at, None)
+            }
             CampaignEvent::CampaignStarted { at } => (CampaignStatus::Running, at, None),
-            CampaignEvent::CampaignPaused { reason, at } => (CampaignStatus::Paused, at, reason),
+            CampaignEvent::CampaignPaused { reason, at, .. } => (CampaignStatus::Paused, at, reason),
             CampaignEvent::CampaignResumed { at } => (CampaignStatus::Running, at, None),
-            CampaignEvent::CampaignCancelled { reason, at } => {
-                (CampaignStatus::Cancelled, at, reason)
-            }
-            CampaignEvent::CampaignCompleted { at } => (CampaignStatus::Completed, at, None),
-            CampaignEvent::CampaignAborted { reason, at } => {
-                (CampaignStatus::Aborted, at, Some(reason))
-            }
+            CampaignEvent::CampaignCancelled { reason, at } => (CampaignStatus::Cancelled, at, reason),
+            CampaignEvent::CampaignCompleted { at, .. } => (CampaignStatus::Completed, at, None),
+            CampaignEvent::CampaignAborted { reason, at, .. } => (CampaignStatus::Aborted, at, Some(reason)),
         };
-        let previous: Option<String> = sqlx::query_scalar(
-            "UPDATE campaigns c SET status = $2, updated_at = $3, status_changes = status_changes + 1,
-                started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $3) ELSE started_at END,
-                ended_at = CASE WHEN $2 IN ('completed', 'cancelled', 'aborted') THEN $3 ELSE ended_at END,
-                last_reason = COALESCE($4, last_reason)
-             FROM (SELECT id, status FROM campaigns WHERE id = $1 FOR UPDATE) old
-             WHERE c.id = old.id RETURNING old.status",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(at)
-        .bind(reason)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(previous) = previous.and_then(|p| p.parse::<CampaignStatus>().ok()) {
-            bump_count(conn, previous, -1).await?;
-            bump_count(conn, status, 1).await?;
-        }
-        Ok(())
+        set_status(conn, id, status, at, reason).await
     }
 }
 
-async fn bump_count(
+async fn set_status(
     conn: &mut PgConnection,
+    id: Uuid,
     status: CampaignStatus,
-    by: i64,
-) -> Result<(), sqlx::Error> {
+    at: DateTime<Utc>,
+    reason: Option<String>,
+) -> Result<(), ProjectionError> {
+    let previous: Option<String> = sqlx::query_scalar(
+        "UPDATE campaigns c SET status = $2, updated_at = $3, status_changes = status_changes + 1,
+            started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $3) ELSE started_at END,
+            ended_at = CASE WHEN $2 IN ('completed', 'cancelled', 'aborted') THEN $3 ELSE ended_at END,
+            last_reason = COALESCE($4, last_reason)
+         FROM (SELECT id, status FROM campaigns WHERE id = $1 FOR UPDATE) old
+         WHERE c.id = old.id RETURNING old.status",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(at)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(previous) = previous.and_then(|p| p.parse::<CampaignStatus>().ok()) {
+        bump_count(conn, previous, -1).await?;
+        bump_count(conn, status, 1).await?;
+    }
+    Ok(())
+}
+
+async fn bump_count(conn: &mut PgConnection, status: CampaignStatus, by: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO campaign_status_counts (status, count) VALUES ($1, $2)
          ON CONFLICT (status) DO UPDATE SET count = campaign_status_counts.count + EXCLUDED.count",

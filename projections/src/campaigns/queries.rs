@@ -24,6 +24,11 @@ pub struct CampaignView {
     pub ended_at: Option<DateTime<Utc>>,
     pub created_by: Option<String>,
     pub last_reason: Option<String>,
+    pub excluded: i32,
+    pub current_wave: Option<i32>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub rollout: serde_json::Value,
+    pub target: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -32,13 +37,11 @@ pub struct CampaignFilter {
 }
 
 const COLUMNS: &str = "id, name, firmware_id, firmware_name, firmware_version, device_model, status, device_count, \
-                       status_changes, created_at, updated_at, started_at, ended_at, created_by, last_reason";
+                       status_changes, created_at, updated_at, started_at, ended_at, created_by, last_reason, excluded, \
+                       current_wave, scheduled_for, rollout, target";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<CampaignView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1")).bind(id).fetch_optional(pool).await
 }
 
 pub async fn list(
@@ -55,25 +58,55 @@ pub async fn list(
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM campaigns WHERE ($1::text IS NULL OR status = $1)",
-    )
-    .bind(&filter.status)
-    .fetch_one(pool)
-    .await?;
-    Ok(Page {
-        items,
-        total,
-        page: page.page,
-        page_size: page.page_size,
-    })
+    let total = sqlx::query_scalar("SELECT count(*) FROM campaigns WHERE ($1::text IS NULL OR status = $1)")
+        .bind(&filter.status)
+        .fetch_one(pool)
+        .await?;
+    Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 
 /// Campaigns per status, from the incrementally kept counters.
 pub async fn counts_by_status(pool: &PgPool) -> Result<BTreeMap<String, i64>, sqlx::Error> {
     let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count FROM campaign_status_counts WHERE count <> 0")
-            .fetch_all(pool)
-            .await?;
+        sqlx::query_as("SELECT status, count FROM campaign_status_counts WHERE count <> 0").fetch_all(pool).await?;
     Ok(rows.into_iter().collect())
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct WaveView {
+    pub wave: i32,
+    pub size: i32,
+    pub assigned: i32,
+    pub skipped: i32,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+pub async fn waves(pool: &PgPool, campaign: Uuid) -> Result<Vec<WaveView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT wave, size, assigned, skipped, started_at FROM campaign_waves WHERE campaign_id = $1 ORDER BY wave",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct DecisionView {
+    pub sequence: i64,
+    pub decision: String,
+    pub wave: Option<i32>,
+    pub gate: Option<serde_json::Value>,
+    pub reason: Option<String>,
+    pub actor: Option<String>,
+    pub decided_at: DateTime<Utc>,
+}
+
+pub async fn decisions(pool: &PgPool, campaign: Uuid) -> Result<Vec<DecisionView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT sequence, decision, wave, gate, reason, actor, decided_at FROM campaign_decisions
+         WHERE campaign_id = $1 ORDER BY sequence",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await
 }

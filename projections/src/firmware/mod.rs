@@ -16,21 +16,15 @@ pub struct FirmwareProjection;
 
 impl Projection for FirmwareProjection {
     const NAME: ProjectionName = ProjectionName::Firmware;
-    const AGGREGATE_TYPES: Option<&'static [&'static str]> = Some(&["Firmware"]);
     const TABLES: &'static [&'static str] = &["firmware"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        let event: FirmwareEvent = record
-            .decode()
-            .map_err(|e| ProjectionError::poison(record, e))?;
-        let id = Uuid::parse_str(&record.aggregate_id)
-            .map_err(|e| ProjectionError::poison(record, e))?;
+        let event: FirmwareEvent = record.decode().map_err(|e| ProjectionError::poison(record, e))?;
+        let id = Uuid::parse_str(&record.aggregate_id).map_err(|e| ProjectionError::poison(record, e))?;
         match event {
-            FirmwareEvent::FirmwareUploaded {
-                spec, binary, at, ..
-            } => {
-                let hardware = serde_json::to_value(&spec.hardware_versions)
-                    .map_err(|e| ProjectionError::poison(record, e))?;
+            FirmwareEvent::FirmwareUploaded { spec, binary, at, .. } => {
+                let hardware =
+                    serde_json::to_value(&spec.hardware_versions).map_err(|e| ProjectionError::poison(record, e))?;
                 sqlx::query(
                     "INSERT INTO firmware (id, name, version, device_model, hardware_versions, release_notes, filename,
                         size, sha256, sha1, md5, storage_path, status, created_at, updated_at, created_by)

@@ -31,15 +31,11 @@ pub struct FirmwareFilter {
     pub device_model: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, name, version, device_model, hardware_versions, release_notes, filename, size, sha256, \
+const COLUMNS: &str = "id, name, version, device_model, hardware_versions, release_notes, filename, size, sha256, \
                        sha1, md5, storage_path, status, created_at, updated_at, created_by";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<FirmwareView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM firmware WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM firmware WHERE id = $1")).bind(id).fetch_optional(pool).await
 }
 
 pub async fn list(
@@ -56,22 +52,13 @@ pub async fn list(
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM firmware WHERE ($1::text IS NULL OR device_model = $1)",
-    )
-    .bind(&filter.device_model)
-    .fetch_one(pool)
-    .await?;
-    Ok(Page {
-        items,
-        total,
-        page: page.page,
-        page_size: page.page_size,
-    })
+    let total = sqlx::query_scalar("SELECT count(*) FROM firmware WHERE ($1::text IS NULL OR device_model = $1)")
+        .bind(&filter.device_model)
+        .fetch_one(pool)
+        .await?;
+    Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 
 pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM firmware")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("SELECT count(*) FROM firmware").fetch_one(pool).await
 }

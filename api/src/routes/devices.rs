@@ -1,0 +1,254 @@
+//! Devices: inventory, single-device updates, status reports, history, rollback.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use ota_domain::device::{Device, DeviceCommand, DeviceError, DeviceProfile};
+use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError, Lane, LaneKind, Origin, UpdateFirmware, UpdateState};
+use ota_domain::{DeviceId, FirmwareId, Refusal};
+use ota_orchestrator::devices::{assign_update, report_status, AssignError, StatusReport};
+use ota_projections::devices::{DeviceFilter, DeviceView};
+use ota_projections::updates::{HistoryEntry, UpdateView};
+use ota_projections::Page;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Writer;
+use crate::error::{from_store, ApiError};
+use crate::extract::{Json, Paging, Path, Query};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    id: String,
+    device_model: String,
+    hardware_version: Option<String>,
+    firmware_version: Option<String>,
+    #[serde(default)]
+    tags: BTreeSet<String>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceBody {
+    id: Option<DeviceId>,
+    #[serde(flatten)]
+    profile: DeviceProfile,
+    registered_at: Option<chrono::DateTime<Utc>>,
+    updated_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl From<Device> for DeviceBody {
+    fn from(d: Device) -> Self {
+        Self { id: d.id, profile: d.profile, registered_at: d.registered_at, updated_at: d.updated_at }
+    }
+}
+
+fn device_refusal(e: &DeviceError) -> (Refusal, &'static str) {
+    (e.refusal(), e.code())
+}
+
+fn update_refusal(e: &DeviceUpdateError) -> (Refusal, &'static str) {
+    (e.refusal(), e.code())
+}
+
+pub fn parse_device_id(raw: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(raw).map_err(|e| ApiError::bad_request(format!("device id: {e}")))
+}
+
+/// Registers a device, or replaces its profile: 201 when new, 200 otherwise.
+pub async fn register(
+    State(state): State<AppState>,
+    writer: Writer,
+    Json(body): Json<RegisterDevice>,
+) -> Result<(StatusCode, Json<DeviceBody>), ApiError> {
+    let id = DeviceId::parse(&body.id).map_err(|e| ApiError::invalid("invalid_field", format!("id: {e}")))?;
+    let profile = DeviceProfile {
+        device_model: body.device_model.trim().to_owned(),
+        hardware_version: body.hardware_version,
+        firmware_version: body.firmware_version,
+        tags: body.tags,
+        attributes: body.attributes,
+    };
+    let command = DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() };
+    let committed = state
+        .store
+        .execute::<Device>(id.as_str(), command, &writer.meta)
+        .await
+        .map_err(|e| from_store(e, device_refusal))?;
+    let created = committed.events.iter().any(|e| e.sequence == 1);
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(committed.state.into())))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    device_model: Option<String>,
+    hardware_version: Option<String>,
+    firmware_version: Option<String>,
+    tag: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<DeviceView>>, ApiError> {
+    let page = q.paging.request()?;
+    let filter = DeviceFilter {
+        device_model: q.device_model,
+        hardware_version: q.hardware_version,
+        firmware_version: q.firmware_version,
+        tag: q.tag,
+    };
+    Ok(Json(ota_projections::devices::list(&state.pool, &filter, page).await?))
+}
+
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeviceView>, ApiError> {
+    let id = parse_device_id(&id)?;
+    let device = ota_projections::devices::get(&state.pool, id.as_str()).await?;
+    Ok(Json(device.ok_or_else(|| ApiError::not_found("device"))?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    firmware_id: String,
+}
+
+impl From<AssignError> for ApiError {
+    fn from(e: AssignError) -> Self {
+        if e.is_unavailable() {
+            return ApiError::unavailable("event store", e);
+        }
+        if let AssignError::Update(inner) = e {
+            return from_store(inner, update_refusal);
+        }
+        let (refusal, code) = e.refusal();
+        ApiError::refused(refusal, code, e.to_string())
+    }
+}
+
+/// The device's current update, straight from its stream.
+#[derive(Debug, Serialize)]
+pub struct LaneBody {
+    device_id: String,
+    action: u32,
+    /// `update`, or `rollback` (then `rolls_back_action` names the update it undoes).
+    kind: &'static str,
+    rolls_back_action: Option<u32>,
+    campaign_id: Option<ota_domain::CampaignId>,
+    wave: Option<u32>,
+    retry: u32,
+    firmware: UpdateFirmware,
+    from: Option<UpdateFirmware>,
+    state: UpdateState,
+    progress: Option<u8>,
+    assigned_at: chrono::DateTime<Utc>,
+    updated_at: chrono::DateTime<Utc>,
+}
+
+impl LaneBody {
+    fn new(device: &DeviceId, lane: Lane) -> Self {
+        let (kind, rolls_back_action) = match lane.kind {
+            LaneKind::Update => ("update", None),
+            LaneKind::Rollback { of_action } => ("rollback", Some(of_action)),
+        };
+        Self {
+            device_id: device.to_string(),
+            action: lane.action,
+            kind,
+            rolls_back_action,
+            campaign_id: lane.origin.campaign,
+            wave: lane.origin.wave,
+            retry: lane.origin.retry,
+            firmware: lane.firmware,
+            from: lane.from,
+            state: lane.state,
+            progress: lane.progress,
+            assigned_at: lane.assigned_at,
+            updated_at: lane.updated_at,
+        }
+    }
+}
+
+/// Assigns one firmware to one device (outside any campaign).
+pub async fn update(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateRequest>,
+) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
+    let device = parse_device_id(&id)?;
+    let firmware: FirmwareId =
+        body.firmware_id.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
+    let committed = assign_update(&state.store, &device, firmware, Origin::default(), &writer.meta, Utc::now()).await?;
+    lane_response(device, committed.state, StatusCode::CREATED)
+}
+
+fn lane_response(
+    device: DeviceId,
+    update: DeviceUpdate,
+    status: StatusCode,
+) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
+    let lane = update.current.ok_or_else(|| ApiError::internal("update without lane"))?;
+    Ok((status, Json(LaneBody::new(&device, lane))))
+}
+
+pub async fn current_update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<UpdateView>, ApiError> {
+    let device = parse_device_id(&id)?;
+    let update = ota_projections::updates::current(&state.pool, device.as_str()).await?;
+    Ok(Json(update.ok_or_else(|| ApiError::not_found("update for this device"))?))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<Page<HistoryEntry>>, ApiError> {
+    let device = parse_device_id(&id)?;
+    Ok(Json(ota_projections::updates::history(&state.pool, device.as_str(), paging.request()?).await?))
+}
+
+/// Rolls the device back to the firmware it ran before its last successful update.
+pub async fn rollback(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
+    let device = parse_device_id(&id)?;
+    let (registered, _) =
+        state.store.load::<Device>(device.as_str()).await.map_err(|e| from_store(e, device_refusal))?;
+    if !registered.exists() {
+        return Err(ApiError::not_found("device"));
+    }
+    let command =
+        ota_domain::device_update::DeviceUpdateCommand::RollBack { origin: Origin::default(), at: Utc::now() };
+    let committed = state
+        .store
+        .execute::<DeviceUpdate>(device.as_str(), command, &writer.meta)
+        .await
+        .map_err(|e| from_store(e, update_refusal))?;
+    lane_response(device, committed.state, StatusCode::CREATED)
+}
+
+/// A device's status report (native protocol over HTTP; the same body works on NATS).
+pub async fn status(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+    Json(report): Json<StatusReport>,
+) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
+    let device = parse_device_id(&id)?;
+    let committed = report_status(&state.store, &device, report, &writer.meta, Utc::now())
+        .await
+        .map_err(|e| from_store(e, update_refusal))?;
+    lane_response(device, committed.state, StatusCode::OK)
+}

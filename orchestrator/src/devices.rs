@@ -1,0 +1,168 @@
+//! Device-side operations shared by every edge (HTTP, NATS, DDI, the process
+//! manager): assigning an update with its compatibility checks, rolling back,
+//! and recording a device's status report.
+
+use chrono::{DateTime, Utc};
+use ota_domain::device::{Device, DeviceCommand, DeviceError};
+use ota_domain::device_update::{
+    DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, Origin, UpdateFirmware, UpdateState,
+};
+use ota_domain::firmware::{Firmware, FirmwareError, FirmwareStatus};
+use ota_domain::{CommandMeta, DeviceId, FirmwareId, Refusal};
+use serde::Deserialize;
+
+use crate::store::{Committed, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("device {0} is not registered")]
+    UnknownDevice(String),
+    #[error("firmware {0} does not exist")]
+    UnknownFirmware(FirmwareId),
+    #[error("firmware {0} is deprecated")]
+    DeprecatedFirmware(FirmwareId),
+    #[error("firmware is for device model {firmware}, device is {device}")]
+    ModelMismatch { device: String, firmware: String },
+    #[error("firmware supports hardware versions {supported:?}, device has {device:?}")]
+    HardwareMismatch { device: Option<String>, supported: Vec<String> },
+    #[error("device already runs version {0}")]
+    AlreadyInstalled(String),
+    #[error(transparent)]
+    Update(StoreError<DeviceUpdateError>),
+    #[error("{0}")]
+    Store(String),
+}
+
+impl AssignError {
+    pub fn refusal(&self) -> (Refusal, &'static str) {
+        match self {
+            AssignError::UnknownDevice(_) => (Refusal::NotFound, "device.not_found"),
+            AssignError::UnknownFirmware(_) => (Refusal::Invalid, "update.unknown_firmware"),
+            AssignError::DeprecatedFirmware(_) => (Refusal::Invalid, "update.deprecated_firmware"),
+            AssignError::ModelMismatch { .. } => (Refusal::Invalid, "update.model_mismatch"),
+            AssignError::HardwareMismatch { .. } => (Refusal::Invalid, "update.hardware_mismatch"),
+            AssignError::AlreadyInstalled(_) => (Refusal::Invalid, "update.already_installed"),
+            AssignError::Update(StoreError::Rejected(e)) => (e.refusal(), e.code()),
+            AssignError::Update(_) | AssignError::Store(_) => (Refusal::Conflict, "unavailable"),
+        }
+    }
+
+    /// True when the failure is a dependency's, not the request's.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AssignError::Store(_) | AssignError::Update(StoreError::Unavailable(_)))
+    }
+}
+
+fn unavailable<E: std::error::Error>(e: StoreError<E>) -> AssignError {
+    AssignError::Store(e.to_string())
+}
+
+/// Checks that `firmware` fits the device and assigns it.
+pub async fn assign_update(
+    store: &Store,
+    device_id: &DeviceId,
+    firmware_id: FirmwareId,
+    origin: Origin,
+    meta: &CommandMeta,
+    at: DateTime<Utc>,
+) -> Result<Committed<DeviceUpdate>, AssignError> {
+    let (device, _) = store.load::<Device>(device_id.as_str()).await.map_err(unavailable::<DeviceError>)?;
+    if !device.exists() {
+        return Err(AssignError::UnknownDevice(device_id.to_string()));
+    }
+    let (firmware, _) = store.load::<Firmware>(&firmware_id.to_string()).await.map_err(unavailable::<FirmwareError>)?;
+    let Some(spec) = firmware.spec.as_ref() else {
+        return Err(AssignError::UnknownFirmware(firmware_id));
+    };
+    if firmware.status == FirmwareStatus::Deprecated {
+        return Err(AssignError::DeprecatedFirmware(firmware_id));
+    }
+    let profile = &device.profile;
+    if profile.device_model != spec.device_model {
+        return Err(AssignError::ModelMismatch {
+            device: profile.device_model.clone(),
+            firmware: spec.device_model.clone(),
+        });
+    }
+    let hardware_fits = spec.hardware_versions.is_empty()
+        || profile.hardware_version.as_ref().is_some_and(|h| spec.hardware_versions.contains(h));
+    if !hardware_fits {
+        return Err(AssignError::HardwareMismatch {
+            device: profile.hardware_version.clone(),
+            supported: spec.hardware_versions.clone(),
+        });
+    }
+    if profile.firmware_version.as_deref() == Some(spec.version.as_str()) {
+        return Err(AssignError::AlreadyInstalled(spec.version.clone()));
+    }
+    let from = match &profile.firmware_version {
+        Some(version) => running_firmware(store, &spec.name, version, &spec.device_model).await?,
+        None => None,
+    };
+    let command = DeviceUpdateCommand::Assign {
+        origin,
+        firmware: UpdateFirmware { id: firmware_id, version: spec.version.clone() },
+        from,
+        at,
+    };
+    store.execute::<DeviceUpdate>(device_id.as_str(), command, meta).await.map_err(AssignError::Update)
+}
+
+/// The catalog entry of what the device runs now, if we have it (a rollback can only ship what we store).
+async fn running_firmware(
+    store: &Store,
+    name: &str,
+    version: &str,
+    model: &str,
+) -> Result<Option<UpdateFirmware>, AssignError> {
+    let id = FirmwareId::derive(name, version, model);
+    let (firmware, _) = store.load::<Firmware>(&id.to_string()).await.map_err(unavailable::<FirmwareError>)?;
+    Ok(firmware.exists().then(|| UpdateFirmware { id, version: version.to_owned() }))
+}
+
+/// A device's own report about its current update, from any channel.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub state: UpdateState,
+    #[serde(default)]
+    pub progress: Option<u8>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub firmware_version: Option<String>,
+    /// The action the report is about; absent means the current one.
+    #[serde(default)]
+    pub action: Option<u32>,
+}
+
+/// Records a report; a success also updates the device's inventory version.
+pub async fn report_status(
+    store: &Store,
+    device_id: &DeviceId,
+    report: StatusReport,
+    meta: &CommandMeta,
+    at: DateTime<Utc>,
+) -> Result<Committed<DeviceUpdate>, StoreError<DeviceUpdateError>> {
+    let message = report.message.map(|m| m.chars().take(1000).collect());
+    let command = DeviceUpdateCommand::Report {
+        action: report.action,
+        state: report.state,
+        progress: report.progress,
+        message,
+        at,
+    };
+    let committed = store.execute::<DeviceUpdate>(device_id.as_str(), command, meta).await?;
+    let installed = committed.state.current.as_ref().filter(|lane| {
+        matches!(lane.state, UpdateState::Succeeded | UpdateState::RolledBack) && !committed.unchanged()
+    });
+    let version = installed.map(|lane| lane.firmware.version.clone()).or(report.firmware_version);
+    if let Some(version) = version {
+        let command = DeviceCommand::ReportFirmware { version, at };
+        if let Err(e) = store.execute::<Device>(device_id.as_str(), command, meta).await {
+            // The update's outcome is stored; the inventory catches up with the next report.
+            tracing::warn!(device = %device_id, error = %e, "could not record the device's firmware version");
+        }
+    }
+    Ok(committed)
+}

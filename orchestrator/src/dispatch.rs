@@ -1,0 +1,188 @@
+//! The native device channel on NATS.
+//!
+//! Out: every assignment and cancellation is published to
+//! `<prefix>.devices.<id>.commands` (a durable consumer of DeviceUpdate events
+//! drives it, so a restart re-sends rather than forgets). In: devices report on
+//! `<prefix>.devices.<id>.status` with the same body as the HTTP status route;
+//! instances share the subscription as a queue group.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self};
+use chrono::Utc;
+use futures::StreamExt;
+use ota_domain::bus::{decode_subject_token, BusNames};
+use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, DeviceUpdateEvent, LaneKind};
+use ota_domain::firmware::Firmware;
+use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::devices::{report_status, StatusReport};
+use crate::store::Store;
+
+/// What a device receives on its commands subject.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeviceMessage {
+    Update { action: u32, kind: &'static str, campaign_id: Option<String>, firmware: FirmwareOffer },
+    Cancel { action: u32 },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FirmwareOffer {
+    pub id: FirmwareId,
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+    pub sha1: String,
+    pub md5: String,
+}
+
+pub struct DispatchHandle {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for DispatchHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub fn spawn(store: Store, client: async_nats::Client, js: jetstream::Context, names: BusNames) -> DispatchHandle {
+    let out = {
+        let (store, client, js, names) = (store.clone(), client.clone(), js, names.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = send_commands(&store, &client, &js, &names).await {
+                    tracing::warn!(error = %e, "device command dispatch interrupted; retrying");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let inbound = tokio::spawn(async move {
+        loop {
+            if let Err(e) = receive_status(&store, &client, &names).await {
+                tracing::warn!(error = %e, "device status subscription interrupted; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    DispatchHandle { tasks: vec![out, inbound] }
+}
+
+async fn send_commands(
+    store: &Store,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    names: &BusNames,
+) -> Result<(), async_nats::Error> {
+    let stream = ota_projections::worker::ensure_events_stream(js, names).await?;
+    let durable = names.consumer("dispatch");
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: names.events_of_type("DeviceUpdate"),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::New,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut offers: HashMap<FirmwareId, FirmwareOffer> = HashMap::new();
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
+            if let Some(out) = command_for(store, &record, &mut offers).await {
+                let subject = names.device_commands(&record.aggregate_id);
+                client.publish(subject, serde_json::to_vec(&out)?.into()).await?;
+                if matches!(out, DeviceMessage::Update { .. }) {
+                    notified(store, &record).await;
+                }
+            }
+        }
+        message.ack().await?;
+    }
+    Ok(())
+}
+
+async fn command_for(
+    store: &Store,
+    record: &EventRecord,
+    offers: &mut HashMap<FirmwareId, FirmwareOffer>,
+) -> Option<DeviceMessage> {
+    match record.decode::<DeviceUpdateEvent>().ok()? {
+        DeviceUpdateEvent::UpdateAssigned { action, kind, origin, firmware, .. } => {
+            if !offers.contains_key(&firmware.id) {
+                let (stored, _) = store.load::<Firmware>(&firmware.id.to_string()).await.ok()?;
+                let (spec, binary) = (stored.spec?, stored.binary?);
+                let offer = FirmwareOffer {
+                    id: firmware.id,
+                    name: spec.name,
+                    version: spec.version,
+                    filename: binary.filename,
+                    size: binary.size,
+                    sha256: binary.sha256,
+                    sha1: binary.sha1,
+                    md5: binary.md5,
+                };
+                offers.insert(firmware.id, offer);
+            }
+            let kind = match kind {
+                LaneKind::Update => "update",
+                LaneKind::Rollback { .. } => "rollback",
+            };
+            Some(DeviceMessage::Update {
+                action,
+                kind,
+                campaign_id: origin.campaign.map(|c| c.to_string()),
+                firmware: offers.get(&firmware.id)?.clone(),
+            })
+        }
+        DeviceUpdateEvent::UpdateCancelled { action, .. } => Some(DeviceMessage::Cancel { action }),
+        _ => None,
+    }
+}
+
+async fn notified(store: &Store, record: &EventRecord) {
+    let meta = CommandMeta::new(Actor::system("dispatch")).caused_by(record.event_id());
+    let command = DeviceUpdateCommand::MarkNotified { at: Utc::now() };
+    if let Err(e) = store.execute::<DeviceUpdate>(&record.aggregate_id, command, &meta).await {
+        tracing::debug!(device = record.aggregate_id, error = %e, "not marked notified");
+    }
+}
+
+async fn receive_status(store: &Store, client: &async_nats::Client, names: &BusNames) -> Result<(), async_nats::Error> {
+    let mut subscription = client
+        .queue_subscribe(format!("{}.devices.*.status", names.prefix()), format!("{}_status", names.prefix()))
+        .await?;
+    while let Some(message) = subscription.next().await {
+        let token = message.subject.split('.').nth(2).unwrap_or_default();
+        let Some(device) = decode_subject_token(token).and_then(|raw| DeviceId::parse(&raw).ok()) else { continue };
+        let reply = match serde_json::from_slice::<StatusReport>(&message.payload) {
+            Ok(report) => {
+                let meta = CommandMeta::new(Actor::device(device.to_string()));
+                match report_status(store, &device, report, &meta, Utc::now()).await {
+                    Ok(c) => serde_json::json!({"ok": true, "state": c.state.current.map(|l| l.state)}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+                }
+            }
+            Err(e) => serde_json::json!({"ok": false, "error": format!("invalid status report: {e}")}),
+        };
+        if let Some(inbox) = message.reply {
+            client.publish(inbox, reply.to_string().into()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The rollout process manager: reacts to events and the clock with the next
+//! commands of every running campaign.
+//!
+//! It holds no rules: each step asks `ota_domain::rollout::next_steps` what to
+//! do, given the campaign's state (from its stream), the wave tallies (from the
+//! incrementally kept counters) and the time, and carries the decisions out.
+//! Its timers are derived from events, so a restart continues where it was; the
+//! assignment cursor is an event and assignments are idempotent per campaign,
+//! so a device is never assigned twice.
+
+mod step;
+mod tally;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self};
+use chrono::Utc;
+use futures::StreamExt;
+use ota_domain::bus::BusNames;
+use ota_domain::campaign::CampaignEvent;
+use ota_domain::{CampaignId, EventRecord};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use crate::store::Store;
+
+pub use step::StepError;
+
+/// How often running campaigns are looked at even without events (timeouts, rate, windows).
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct ProcessManager {
+    store: Store,
+    pool: PgPool,
+    js: jetstream::Context,
+    names: BusNames,
+    dirty: Arc<Mutex<BTreeSet<CampaignId>>>,
+    wake: Arc<Notify>,
+}
+
+pub struct RolloutHandle {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RolloutHandle {
+    /// Stops the process manager as a crash would.
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for RolloutHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl ProcessManager {
+    pub fn new(store: Store, js: jetstream::Context, names: BusNames) -> Self {
+        let pool = store.pool().clone();
+        Self { store, pool, js, names, dirty: Arc::default(), wake: Arc::default() }
+    }
+
+    pub fn spawn(self) -> RolloutHandle {
+        let listener = self.clone();
+        let listen = tokio::spawn(async move { listener.listen().await });
+        let drive = tokio::spawn(async move { self.drive().await });
+        RolloutHandle { tasks: vec![listen, drive] }
+    }
+
+    /// Leads (one process manager per database and prefix), then steps campaigns forever.
+    async fn drive(self) {
+        loop {
+            if let Err(e) = self.lead().await {
+                tracing::warn!(error = %e, "rollout process manager interrupted; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn lead(&self) -> Result<(), StepError> {
+        let mut lock = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        loop {
+            let locked: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('ota-rollout:' || $1, 0))")
+                    .bind(self.names.prefix())
+                    .fetch_one(&mut lock)
+                    .await?;
+            if locked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!("rollout process manager leads");
+        loop {
+            // Keep the lock's connection honest: if it died, so did our leadership.
+            sqlx::query("SELECT 1").execute(&mut lock).await?;
+            let mut campaigns: BTreeSet<CampaignId> = std::mem::take(&mut *self.dirty.lock().await);
+            campaigns.extend(tally::active_campaigns(&self.pool).await?);
+            for id in campaigns {
+                if let Err(e) = step::step(self, id, Utc::now()).await {
+                    tracing::warn!(campaign = %id, error = %e, "rollout step failed; retried on the next tick");
+                }
+            }
+            let _ = tokio::time::timeout(TICK, self.wake.notified()).await;
+        }
+    }
+
+    /// Consumes events durably: campaign events wake their campaign, cancellations
+    /// and aborts reach the devices in flight.
+    async fn listen(self) {
+        loop {
+            if let Err(e) = self.consume().await {
+                tracing::warn!(error = %e, "rollout event consumer interrupted; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn consume(&self) -> Result<(), StepError> {
+        let nats = |e: &dyn std::fmt::Display| StepError::Nats(e.to_string());
+        let stream =
+            ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(|e| nats(&e))?;
+        let durable = self.names.consumer("rollout");
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: self.names.events_of_type("Campaign"),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::New,
+                    ack_wait: Duration::from_secs(60),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| nats(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| nats(&e))?;
+            if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
+                self.react(&record).await?;
+            }
+            let _ = message.ack().await;
+        }
+        Ok(())
+    }
+
+    async fn react(&self, record: &EventRecord) -> Result<(), StepError> {
+        let Ok(id) = record.aggregate_id.parse::<CampaignId>() else { return Ok(()) };
+        let ends_flight = record.payload_omitted
+            || matches!(
+                record.decode::<CampaignEvent>(),
+                Ok(CampaignEvent::CampaignCancelled { .. } | CampaignEvent::CampaignAborted { .. })
+            );
+        if ends_flight {
+            step::cancel_in_flight(self, id, record).await?;
+        }
+        self.dirty.lock().await.insert(id);
+        self.wake.notify_one();
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! One step of one campaign: ask the domain what to do now, then do it.
+
+use chrono::{DateTime, Utc};
+use ota_domain::campaign::{Campaign, CampaignCommand, CampaignError, CampaignStatus};
+use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, Origin, UpdateState};
+use ota_domain::rollout::{
+    next_steps, should_retry, timed_out, AfterSuccess, Decision, GateKind, GateReport, RolloutView, WaveTally,
+};
+use ota_domain::{Actor, CampaignId, CommandMeta, EventRecord};
+
+use super::{tally, ProcessManager};
+use crate::devices::{assign_update, AssignError};
+use crate::store::StoreError;
+
+const ACTIVE: [&str; 5] = ["assigned", "notified", "downloading", "downloaded", "installing"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("campaign: {0}")]
+    Campaign(#[from] StoreError<CampaignError>),
+    #[error("device update: {0}")]
+    Update(#[from] StoreError<DeviceUpdateError>),
+    #[error("assignment: {0}")]
+    Assign(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+fn meta(campaign: CampaignId, cause: &str) -> CommandMeta {
+    CommandMeta::new(Actor::system("rollout")).caused_by(format!("Campaign:{campaign}:{cause}"))
+}
+
+pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Result<(), StepError> {
+    let (campaign, version) = pm.store.load::<Campaign>(&id.to_string()).await?;
+    let meta = meta(id, &version.to_string());
+    match campaign.status {
+        CampaignStatus::Scheduled if campaign.scheduled_for.is_some_and(|t| t <= now) => {
+            let seed = u64::from_le_bytes(id.as_uuid().as_bytes()[..8].try_into().unwrap_or_default());
+            let membership = crate::membership::resolve(&pm.store, &campaign, seed).await.map_err(|e| StepError::Assign(e.to_string()))?;
+            let command = CampaignCommand::Start { membership: Some(membership), at: now };
+            pm.store.execute::<Campaign>(&id.to_string(), command, &meta).await?;
+            Ok(())
+        }
+        CampaignStatus::Running => run(pm, id, campaign, &meta, now).await,
+        _ => Ok(()),
+    }
+}
+
+async fn run(
+    pm: &ProcessManager,
+    id: CampaignId,
+    campaign: Campaign,
+    meta: &CommandMeta,
+    now: DateTime<Utc>,
+) -> Result<(), StepError> {
+    time_out_and_retry(pm, id, &campaign, meta, now).await?;
+    let waves = tally::wave_tallies(&pm.pool, &campaign).await?;
+    let mut plan = campaign.rollout.clone();
+    if campaign.approved_wave.is_some() && campaign.approved_wave == campaign.current_wave {
+        plan.after_success = AfterSuccess::Next;
+    }
+    let view = RolloutView {
+        status: campaign.status,
+        plan,
+        current_wave: campaign.current_wave,
+        unassigned_in_current_wave: campaign.current_wave.map_or(0, |w| campaign.unassigned(w)),
+        waves: waves.clone(),
+        awaiting_approval: campaign.awaiting_approval,
+        assigned_this_minute: campaign.assigned_in_minute(now),
+        successes: waves.iter().map(|w| u64::from(w.succeeded)).sum(),
+        started_at: campaign.started_at,
+    };
+    for decision in next_steps(&view, now) {
+        carry_out(pm, id, &campaign, &waves, decision, meta, now).await?;
+    }
+    Ok(())
+}
+
+fn passed(campaign: &Campaign, waves: &[WaveTally], wave: Option<usize>) -> Option<GateReport> {
+    let wave = wave?;
+    waves.get(wave).map(|t| GateReport::new(wave, GateKind::SuccessThreshold, t, &campaign.rollout))
+}
+
+async fn carry_out(
+    pm: &ProcessManager,
+    id: CampaignId,
+    campaign: &Campaign,
+    waves: &[WaveTally],
+    decision: Decision,
+    meta: &CommandMeta,
+    now: DateTime<Utc>,
+) -> Result<(), StepError> {
+    let command = match decision {
+        Decision::Start | Decision::WakeAt(_) => return Ok(()),
+        Decision::StartWave(wave) => {
+            let previous = wave.checked_sub(1);
+            CampaignCommand::StartWave { wave, passed: passed(campaign, waves, previous), at: now }
+        }
+        Decision::Assign { wave, count } => return assign(pm, id, campaign, wave, count, meta, now).await,
+        Decision::AwaitApproval { wave } => {
+            CampaignCommand::AwaitApproval { wave, passed: passed(campaign, waves, Some(wave)), at: now }
+        }
+        Decision::Pause { reason } => {
+            CampaignCommand::Pause { reason: Some(describe(&reason)), gate: Some(reason), at: now }
+        }
+        Decision::Abort { reason } => CampaignCommand::Abort { reason: describe(&reason), gate: Some(reason), at: now },
+        Decision::Complete => {
+            CampaignCommand::Complete { passed: passed(campaign, waves, campaign.current_wave), at: now }
+        }
+    };
+    pm.store.execute::<Campaign>(&id.to_string(), command, meta).await?;
+    Ok(())
+}
+
+fn describe(gate: &GateReport) -> String {
+    match gate.gate {
+        GateKind::FailureThreshold => format!(
+            "wave {}: {} of {} finished devices failed, over the {}% failure threshold",
+            gate.wave, gate.failed, gate.finished, gate.threshold_percent
+        ),
+        GateKind::SuccessThreshold => format!(
+            "wave {}: {} of {} devices succeeded, under the {}% success threshold",
+            gate.wave, gate.succeeded, gate.size, gate.threshold_percent
+        ),
+    }
+}
+
+/// Assigns the next `count` members of `wave`, then records the new cursor.
+async fn assign(
+    pm: &ProcessManager,
+    id: CampaignId,
+    campaign: &Campaign,
+    wave: usize,
+    count: u32,
+    meta: &CommandMeta,
+    now: DateTime<Utc>,
+) -> Result<(), StepError> {
+    let Some(firmware) = campaign.firmware.as_ref() else { return Ok(()) };
+    let from = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
+    let members = campaign.wave_members(wave);
+    let batch = members.iter().skip(from).take(count as usize);
+    let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
+    let mut skipped = 0u32;
+    let mut taken = 0u32;
+    for device in batch {
+        taken += 1;
+        match assign_update(&pm.store, device, firmware.id, origin, meta, now).await {
+            Ok(_) => {}
+            Err(e) if e.is_unavailable() => return Err(StepError::Assign(e.to_string())),
+            Err(e @ (AssignError::Update(StoreError::Contended { .. }) | AssignError::Store(_))) => {
+                return Err(StepError::Assign(e.to_string()))
+            }
+            Err(e) => {
+                // Busy with another update, or no longer fits: recorded as skipped, never retried blindly.
+                tracing::info!(campaign = %id, device = %device, reason = %e, "device skipped");
+                skipped += 1;
+            }
+        }
+    }
+    let command = CampaignCommand::RecordAssignments { wave, through: (from as u32) + taken, skipped, at: now };
+    pm.store.execute::<Campaign>(&id.to_string(), command, meta).await?;
+    Ok(())
+}
+
+/// Times out devices in flight too long and re-assigns failed ones that have retries left.
+async fn time_out_and_retry(
+    pm: &ProcessManager,
+    id: CampaignId,
+    campaign: &Campaign,
+    meta: &CommandMeta,
+    now: DateTime<Utc>,
+) -> Result<(), StepError> {
+    let plan = &campaign.rollout;
+    if plan.device_timeout_secs.is_some() {
+        for (device, action, _, _, _, since) in tally::devices_in(&pm.pool, id, &ACTIVE).await? {
+            if timed_out(since, plan.device_timeout_secs, now) {
+                let command = DeviceUpdateCommand::TimeOut { action: Some(action as u32), at: now };
+                match pm.store.execute::<DeviceUpdate>(&device, command, meta).await {
+                    Ok(_) | Err(StoreError::Rejected(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    if plan.max_retries == 0 {
+        return Ok(());
+    }
+    let Some(firmware) = campaign.firmware.as_ref() else { return Ok(()) };
+    for (device, _, wave, retry, state, _) in tally::devices_in(&pm.pool, id, &["failed", "timed_out"]).await? {
+        let (Ok(outcome), Some(wave)) = (state.parse::<UpdateState>(), wave) else { continue };
+        if !should_retry(outcome, retry as u32 + 1, plan.max_retries) {
+            continue;
+        }
+        let Ok(device_id) = ota_domain::DeviceId::parse(&device) else { continue };
+        let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: retry as u32 + 1 };
+        match assign_update(&pm.store, &device_id, firmware.id, origin, meta, now).await {
+            Ok(_) => {}
+            Err(e) if e.is_unavailable() => return Err(StepError::Assign(e.to_string())),
+            Err(e) => tracing::info!(campaign = %id, device, reason = %e, "retry not possible"),
+        }
+    }
+    Ok(())
+}
+
+/// A cancelled or aborted campaign's devices in flight get a cancel. The
+/// membership cursor, not a read model, says who was assigned, so a lagging
+/// reader cannot hide one; the cancel is guarded by campaign.
+pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &EventRecord) -> Result<(), StepError> {
+    let meta = CommandMeta::new(Actor::system("rollout")).caused_by(cause.event_id());
+    let (campaign, _) = pm.store.load::<Campaign>(&id.to_string()).await?;
+    let now = Utc::now();
+    for wave in 0..campaign.wave_count() {
+        let assigned = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
+        for device in campaign.wave_members(wave).iter().take(assigned) {
+            let command = DeviceUpdateCommand::Cancel { campaign: Some(id), at: now };
+            match pm.store.execute::<DeviceUpdate>(device.as_str(), command, &meta).await {
+                Ok(_) | Err(StoreError::Rejected(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

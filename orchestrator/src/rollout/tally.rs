@@ -1,0 +1,61 @@
+//! What the process manager reads: active campaigns and wave tallies, from the
+//! incrementally kept read models (never a COUNT over devices per decision).
+
+use std::collections::BTreeMap;
+
+use ota_domain::campaign::Campaign;
+use ota_domain::rollout::WaveTally;
+use ota_domain::CampaignId;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Error> {
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE status IN ('scheduled', 'running') ORDER BY created_at")
+            .fetch_all(pool)
+            .await?;
+    Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
+}
+
+/// One tally per wave: sizes from the membership and cursor, states from the counters.
+pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<WaveTally>, sqlx::Error> {
+    let Some(id) = campaign.id else { return Ok(vec![]) };
+    let counts = ota_projections::updates::wave_counts(pool, id.as_uuid()).await?;
+    let mut tallies = Vec::with_capacity(campaign.wave_count());
+    for wave in 0..campaign.wave_count() {
+        let members = campaign.wave_members(wave).len() as u32;
+        let skipped = campaign.skipped.get(wave).copied().unwrap_or(0);
+        let assigned = campaign.assigned.get(wave).copied().unwrap_or(0).saturating_sub(skipped);
+        let empty = BTreeMap::new();
+        let by_state = counts.iter().find(|c| c.wave == wave as i32).map_or(&empty, |c| &c.by_state);
+        let n = |s: &str| by_state.get(s).copied().unwrap_or(0).max(0) as u32;
+        tallies.push(WaveTally {
+            size: members.saturating_sub(skipped),
+            assigned,
+            in_progress: ["assigned", "notified", "downloading", "downloaded", "installing"].iter().map(|s| n(s)).sum(),
+            succeeded: n("succeeded"),
+            failed: n("failed"),
+            timed_out: n("timed_out"),
+            rejected: n("rejected"),
+            cancelled: n("cancelled") + n("rolled_back"),
+        });
+    }
+    Ok(tallies)
+}
+
+/// Devices of a campaign in the given states: id, action, wave, retry count, state, last change.
+pub async fn devices_in(
+    pool: &PgPool,
+    campaign: CampaignId,
+    states: &[&str],
+) -> Result<Vec<(String, i32, Option<i32>, i32, String, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
+    let states: Vec<String> = states.iter().map(|s| s.to_string()).collect();
+    sqlx::query_as(
+        "SELECT device_id, action, wave, retry, state, updated_at FROM device_updates
+         WHERE campaign_id = $1 AND state = ANY($2) ORDER BY device_id",
+    )
+    .bind(campaign.as_uuid())
+    .bind(states)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,99 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::page::{Page, PageRequest};
+
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct DeviceView {
+    pub id: String,
+    pub device_model: String,
+    pub hardware_version: Option<String>,
+    pub firmware_version: Option<String>,
+    pub tags: serde_json::Value,
+    pub attributes: serde_json::Value,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub device_model: Option<String>,
+    pub hardware_version: Option<String>,
+    pub firmware_version: Option<String>,
+    pub tag: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, device_model, hardware_version, firmware_version, tags, attributes, registered_at, updated_at, last_seen";
+const WHERE: &str = "($1::text IS NULL OR device_model = $1) AND ($2::text IS NULL OR hardware_version = $2)
+     AND ($3::text IS NULL OR firmware_version = $3) AND ($4::text IS NULL OR tags ? $4)";
+
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<DeviceView>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1")).bind(id).fetch_optional(pool).await
+}
+
+pub async fn list(pool: &PgPool, f: &DeviceFilter, page: PageRequest) -> Result<Page<DeviceView>, sqlx::Error> {
+    let items = sqlx::query_as(&format!("SELECT {COLUMNS} FROM devices WHERE {WHERE} ORDER BY id LIMIT $5 OFFSET $6"))
+        .bind(&f.device_model)
+        .bind(&f.hardware_version)
+        .bind(&f.firmware_version)
+        .bind(&f.tag)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(pool)
+        .await?;
+    let total = sqlx::query_scalar(&format!("SELECT count(*) FROM devices WHERE {WHERE}"))
+        .bind(&f.device_model)
+        .bind(&f.hardware_version)
+        .bind(&f.firmware_version)
+        .bind(&f.tag)
+        .fetch_one(pool)
+        .await?;
+    Ok(Page { items, total, page: page.page, page_size: page.page_size })
+}
+
+pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM devices").fetch_one(pool).await
+}
+
+/// A device as campaign targeting sees it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TargetRow {
+    pub id: String,
+    pub device_model: String,
+    pub hardware_version: Option<String>,
+}
+
+/// Devices of `model` matching every given criterion (empty lists match all).
+pub async fn matching(
+    pool: &PgPool,
+    model: &str,
+    hardware_versions: &[String],
+    tags: &[String],
+    firmware_version: Option<&str>,
+) -> Result<Vec<TargetRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, device_model, hardware_version FROM devices
+         WHERE device_model = $1
+           AND (cardinality($2::text[]) = 0 OR hardware_version = ANY($2))
+           AND tags @> to_jsonb($3::text[])
+           AND ($4::text IS NULL OR firmware_version = $4)
+         ORDER BY id",
+    )
+    .bind(model)
+    .bind(hardware_versions)
+    .bind(tags)
+    .bind(firmware_version)
+    .fetch_all(pool)
+    .await
+}
+
+/// The registered devices among `ids`.
+pub async fn by_ids(pool: &PgPool, ids: &[String]) -> Result<Vec<TargetRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, device_model, hardware_version FROM devices WHERE id = ANY($1) ORDER BY id")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,132 @@
+//! Devices: inventory, single-device update, status reports, history, rollback.
+
+use ota_projections::ProjectionName;
+use ota_testkit::{json_of, TestApp};
+use serde_json::{json, Value};
+
+async fn register(app: &TestApp, id: &str, model: &str, hw: Option<&str>, fw: Option<&str>) -> (u16, Value) {
+    let body = json!({"id": id, "device_model": model, "hardware_version": hw, "firmware_version": fw, "tags": ["eu"]});
+    json_of(app.post("/api/v1/devices").json(&body).send().await.expect("register")).await
+}
+
+async fn upload(app: &TestApp, version: &str, hardware: &[&str]) -> String {
+    let meta = json!({"name": "os", "version": version, "device_model": "gw", "hardware_versions": hardware});
+    let (status, body) = app.upload_firmware_with(meta, "os.swu", format!("os {version}").into_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+async fn assign(app: &TestApp, device: &str, firmware: &str) -> (u16, Value) {
+    let r = app.post(&format!("/api/v1/devices/{device}/update")).json(&json!({"firmware_id": firmware})).send().await;
+    json_of(r.expect("assign")).await
+}
+
+async fn report(app: &TestApp, device: &str, body: Value) -> (u16, Value) {
+    json_of(app.post(&format!("/api/v1/devices/{device}/status")).json(&body).send().await.expect("report")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_is_an_upsert_and_the_inventory_can_be_filtered() {
+    let app = TestApp::spawn().await;
+    assert_eq!(register(&app, "dev-1", "gw", Some("a"), Some("1.0")).await.0, 201);
+    assert_eq!(register(&app, "dev-1", "gw", Some("b"), Some("1.0")).await.0, 200);
+    assert_eq!(register(&app, "dev-2", "cam", None, None).await.0, 201);
+    let (status, body) = register(&app, "bad/id", "gw", None, None).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("invalid_field")));
+    let (status, body) = register(&app, "dev-3", " ", None, None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["message"].as_str().unwrap_or("").contains("device_model"), "{body}");
+    app.caught_up(ProjectionName::Devices).await;
+    let (_, page) = json_of(app.get("/api/v1/devices?device_model=gw").send().await.expect("list")).await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["hardware_version"], "b");
+    let (_, page) = json_of(app.get("/api/v1/devices?tag=eu&hardware_version=b").send().await.expect("list")).await;
+    assert_eq!(page["total"], 1);
+    let (status, _) = json_of(app.get("/api/v1/devices/nope").send().await.expect("get")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_refused_with_the_reason_when_it_does_not_fit() {
+    let app = TestApp::spawn().await;
+    let v2 = upload(&app, "2.0", &["a"]).await;
+    register(&app, "gw-a", "gw", Some("a"), Some("2.0")).await;
+    register(&app, "gw-b", "gw", Some("b"), Some("1.0")).await;
+    register(&app, "cam", "cam", Some("a"), Some("1.0")).await;
+    let code = |v: &Value| v["error"].as_str().unwrap_or("").to_owned();
+    let (s, b) = assign(&app, "ghost", &v2).await;
+    assert_eq!((s, code(&b)), (404, "device.not_found".into()));
+    let (s, b) = assign(&app, "cam", &v2).await;
+    assert_eq!((s, code(&b)), (422, "update.model_mismatch".into()));
+    let (s, b) = assign(&app, "gw-b", &v2).await;
+    assert_eq!((s, code(&b)), (422, "update.hardware_mismatch".into()));
+    let (s, b) = assign(&app, "gw-a", &v2).await;
+    assert_eq!((s, code(&b)), (422, "update.already_installed".into()));
+    let (s, b) = assign(&app, "gw-a", "00000000-0000-0000-0000-000000000000").await;
+    assert_eq!((s, code(&b)), (422, "update.unknown_firmware".into()));
+    let (s, _) = assign(&app, "gw-a", "not-a-uuid").await;
+    assert_eq!(s, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmware() {
+    let app = TestApp::spawn().await;
+    let v1 = upload(&app, "1.0", &[]).await;
+    let v2 = upload(&app, "2.0", &[]).await;
+    register(&app, "dev", "gw", Some("a"), Some("1.0")).await;
+    let (s, lane) = assign(&app, "dev", &v2).await;
+    assert_eq!((s, lane["state"].as_str(), lane["action"].as_u64()), (201, Some("assigned"), Some(1)), "{lane}");
+    assert_eq!(lane["from"]["id"], v1);
+    // A second assignment while one is active is refused.
+    let (s, b) = assign(&app, "dev", &v2).await;
+    assert_eq!((s, b["error"].as_str()), (409, Some("device_update.already_active")), "{b}");
+
+    for (state, progress) in [("downloading", 10), ("downloading", 60), ("installing", 100)] {
+        let (s, b) = report(&app, "dev", json!({"state": state, "progress": progress})).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // Out of order: recorded, ignored.
+    let (s, b) = report(&app, "dev", json!({"state": "downloading"})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("installing")));
+    let (s, b) = report(&app, "dev", json!({"state": "succeeded", "message": "rebooted into 2.0"})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+    // Duplicate final word: no-op; a late failure never reopens it.
+    assert_eq!(report(&app, "dev", json!({"state": "succeeded"})).await.1["state"], "succeeded");
+    assert_eq!(report(&app, "dev", json!({"state": "failed"})).await.1["state"], "succeeded");
+    // Bad reports.
+    assert_eq!(report(&app, "dev", json!({"state": "timed_out"})).await.0, 422);
+    assert_eq!(report(&app, "dev", json!({"state": "downloading", "progress": 101})).await.0, 422);
+    assert_eq!(report(&app, "dev", json!({"state": "flying"})).await.0, 422);
+
+    app.all_caught_up().await;
+    let (_, device) = json_of(app.get("/api/v1/devices/dev").send().await.expect("device")).await;
+    assert_eq!(device["firmware_version"], "2.0");
+    let (_, current) = json_of(app.get("/api/v1/devices/dev/update").send().await.expect("update")).await;
+    assert_eq!((current["state"].as_str(), current["progress"].as_i64()), (Some("succeeded"), Some(100)));
+
+    let rollback = || async { json_of(app.post("/api/v1/devices/dev/rollback").send().await.expect("rollback")).await };
+    let (s, lane) = rollback().await;
+    assert_eq!(
+        (s, lane["firmware"]["version"].as_str(), lane["kind"].as_str()),
+        (201, Some("1.0"), Some("rollback")),
+        "{lane}"
+    );
+    let (_, b) = report(&app, "dev", json!({"state": "succeeded"})).await;
+    assert_eq!(b["state"], "rolled_back");
+    let (s, b) = rollback().await;
+    assert_eq!((s, b["error"].as_str()), (409, Some("device_update.no_rollback_target")), "{b}");
+
+    app.all_caught_up().await;
+    let (_, history) = json_of(app.get("/api/v1/devices/dev/history").send().await.expect("history")).await;
+    let states: Vec<_> = history["items"].as_array().expect("items").iter().map(|h| h["state"].clone()).collect();
+    assert_eq!(states, [json!("rolled_back"), json!("succeeded")]);
+    assert_eq!(history["items"][1]["assigned_by"], "user:tester");
+    let (_, device) = json_of(app.get("/api/v1/devices/dev").send().await.expect("device")).await;
+    assert_eq!(device["firmware_version"], "1.0");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rollback_log WHERE device_id = 'dev' AND state = 'rolled_back'")
+            .fetch_one(&app.db)
+            .await
+            .expect("rollback log");
+    assert_eq!(rows, 1);
+}

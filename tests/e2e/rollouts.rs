@@ -1,0 +1,184 @@
+//! Rollouts end to end: a simulated fleet on NATS, the process manager, waves,
+//! gates, approval, cancel, and a process manager killed mid-campaign.
+
+use std::time::Duration;
+
+use ota_domain::campaign::Campaign;
+use ota_projections::ProjectionName;
+use ota_testkit::{eventually, json_of, Behavior, TestApp, TestOptions};
+use serde_json::{json, Value};
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
+}
+
+async fn campaign(app: &TestApp, devices: &[String], rollout: Value) -> String {
+    let firmware = app.firmware("2.0").await;
+    let body = json!({"name": "rollout", "firmware_id": firmware, "target": {"device_ids": devices}, "rollout": rollout});
+    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().expect("id").to_owned()
+}
+
+async fn detail(app: &TestApp, id: &str) -> Value {
+    json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.expect("get")).await.1
+}
+
+async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
+    eventually(&format!("campaign {status}"), Duration::from_secs(60), || async {
+        let d = detail(app, id).await;
+        (d["status"] == status).then_some(d)
+    })
+    .await
+}
+
+async fn members(app: &TestApp, id: &str) -> Vec<Vec<String>> {
+    let (campaign, _) = app.server.state.store.load::<Campaign>(id).await.expect("load campaign");
+    let m = campaign.membership.expect("membership");
+    m.waves.iter().map(|w| w.iter().map(|d| d.to_string()).collect()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_succeeds_through_every_wave_and_records_its_decisions() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let fleet = app.fleet().await;
+    let devices = ids("ok", 240);
+    let (a, b) = devices.split_at(120);
+    app.register_devices(a, "rev-a").await;
+    app.register_devices(b, "rev-b").await;
+    let id = campaign(&app, &devices, json!({"waves": [{"percent": 5}, {"percent": 50}, {"percent": 100}]})).await;
+    let (status, started) = app.campaign_action(&id, "start").await;
+    assert_eq!((status, started["waves"].clone()), (200, json!([12, 108, 120])), "{started}");
+    let done = wait_status(&app, &id, "completed").await;
+    app.all_caught_up().await;
+    let done = if done["waves"][2]["succeeded"] == 120 { done } else { detail(&app, &id).await };
+    for (wave, size) in [(0, 12), (1, 108), (2, 120)] {
+        assert_eq!(done["waves"][wave]["size"], size);
+        assert_eq!(done["waves"][wave]["succeeded"], size, "{done}");
+    }
+    let decisions: Vec<&str> = done["decisions"].as_array().expect("decisions").iter().filter_map(|d| d["decision"].as_str()).collect();
+    assert_eq!(decisions, ["started", "wave_started", "wave_started", "wave_started", "completed"]);
+    assert_eq!(done["decisions"][2]["gate"]["succeeded"], 12, "the gate's numbers are recorded");
+    // Canaries are representative: both hardware versions are in wave 0.
+    let wave0 = &members(&app, &id).await[0];
+    assert!(wave0.iter().any(|d| a.contains(d)) && wave0.iter().any(|d| b.contains(d)), "{wave0:?}");
+    for device in &devices {
+        assert_eq!(fleet.updates_received(device), 1, "{device} got exactly one update command");
+    }
+    let (_, stats) = json_of(app.get("/api/v1/stats").send().await.expect("stats")).await;
+    assert_eq!((stats["updates_by_state"]["succeeded"].as_i64(), stats["success_rate"].as_f64()), (Some(240), Some(1.0)));
+    let (_, page) = json_of(app.get(&format!("/api/v1/campaigns/{id}/devices?state=succeeded&page_size=500")).send().await.expect("devices")).await;
+    assert_eq!(page["total"], 240);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_second_wave_pauses_after_approval_and_the_operator_aborts() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let fleet = app.fleet().await;
+    let devices = ids("gate", 100);
+    app.register_devices(&devices, "rev-a").await;
+    let rollout = json!({"waves": [{"count": 10}, {"percent": 100}], "after_success": "pause",
+        "failure_threshold_percent": 10, "min_finished": 10, "on_failure": "pause"});
+    let id = campaign(&app, &devices, rollout).await;
+    app.campaign_action(&id, "start").await;
+    eventually("approval requested", Duration::from_secs(30), || async {
+        let d = detail(&app, &id).await;
+        d["decisions"].as_array()?.iter().any(|x| x["decision"] == "approval_requested").then_some(())
+    })
+    .await;
+    let wave1 = members(&app, &id).await[1].clone();
+    for device in wave1.iter().take(30) {
+        fleet.set(device, Behavior::Fail);
+    }
+    let (status, _) = app.campaign_action(&id, "approve").await;
+    assert_eq!(status, 200);
+    let paused = wait_status(&app, &id, "paused").await;
+    let last = paused["decisions"].as_array().expect("decisions").last().cloned().unwrap_or_default();
+    assert_eq!((last["decision"].as_str(), last["wave"].as_i64()), (Some("paused"), Some(1)), "{paused}");
+    assert_eq!(last["gate"]["gate"], "failure_threshold");
+    assert!(last["gate"]["failed"].as_u64() > Some(1), "{last}");
+    let (status, aborted) = json_of(app.post(&format!("/api/v1/campaigns/{id}/abort")).json(&json!({"reason": "bad build"})).send().await.expect("abort")).await;
+    assert_eq!((status, aborted["status"].as_str()), (200, Some("aborted")), "{aborted}");
+    // Devices still in flight when the operator aborts are told to stop.
+    eventually("no device left in flight", Duration::from_secs(30), || async {
+        app.caught_up(ProjectionName::Updates).await;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM device_updates WHERE state IN ('assigned','notified','downloading','downloaded','installing')",
+        )
+        .fetch_one(&app.db)
+        .await
+        .ok()?;
+        (active == 0).then_some(())
+    })
+    .await;
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE state = 'failed'").fetch_one(&app.db).await.expect("count");
+    assert_eq!(failed, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mid_wave_cancels_devices_in_flight_and_assigns_no_more() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let fleet = app.fleet().await;
+    let devices = ids("cx", 60);
+    app.register_devices(&devices, "rev-a").await;
+    for d in &devices {
+        fleet.set(d, Behavior::Silent);
+    }
+    let id = campaign(&app, &devices, json!({"waves": [{"count": 20}, {"percent": 100}]})).await;
+    app.campaign_action(&id, "start").await;
+    eventually("wave 0 assigned", Duration::from_secs(30), || async {
+        let d = detail(&app, &id).await;
+        (d["waves"][0]["assigned"] == 20).then_some(())
+    })
+    .await;
+    let (status, cancelled) = app.campaign_action(&id, "cancel").await;
+    assert_eq!((status, cancelled["status"].as_str()), (200, Some("cancelled")), "{cancelled}");
+    assert_eq!(cancelled["never_assigned"], 40);
+    let wave0 = members(&app, &id).await[0].clone();
+    eventually("devices in flight cancelled", Duration::from_secs(30), || async {
+        app.caught_up(ProjectionName::Updates).await;
+        let cancelled: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE state = 'cancelled'")
+            .fetch_one(&app.db)
+            .await
+            .ok()?;
+        (cancelled == 20).then_some(())
+    })
+    .await;
+    for d in &wave0 {
+        assert_eq!(fleet.cancels_received(d), 1, "{d} was told to cancel");
+    }
+    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE wave = 1").fetch_one(&app.db).await.expect("count");
+    assert_eq!(others, 0, "no device of the next wave was ever assigned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_manager_killed_mid_campaign_resumes_and_never_assigns_a_device_twice() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let _fleet = app.fleet().await;
+    let devices = ids("pm", 200);
+    app.register_devices(&devices, "rev-a").await;
+    let id = campaign(&app, &devices, json!({"waves": [{"percent": 10}, {"percent": 100}], "max_per_minute": 100000})).await;
+    app.campaign_action(&id, "start").await;
+    eventually("some devices assigned", Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UpdateAssigned'").fetch_one(&app.db).await.ok()?;
+        (n >= 10).then_some(())
+    })
+    .await;
+    app.server.rollouts.as_ref().expect("process manager").stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _second = app.server.new_process_manager().spawn();
+    wait_status(&app, &id, "completed").await;
+    let twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT aggregate_id FROM events WHERE event_type = 'UpdateAssigned'
+         GROUP BY aggregate_id HAVING count(*) > 1) doubled",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("count");
+    assert_eq!(twice, 0, "no device was assigned twice");
+    let assigned: i64 = sqlx::query_scalar("SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UpdateAssigned'")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(assigned, 200);
+}
