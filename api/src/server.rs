@@ -119,6 +119,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let store = Store::new(pool.clone());
     let state = AppState {
         store: store.clone(),
+        reports: ota_orchestrator::devices::Reports::spawn(&store),
         pool: pool.clone(),
         nats,
         js: js.clone(),
@@ -132,9 +133,15 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let workers =
         if components.projections { ota_projections::spawn_all_workers(&pool, &js, &names) } else { Vec::new() };
     let rollouts = components.rollouts.then(|| ProcessManager::new(store.clone(), js.clone(), names.clone()).spawn());
-    let dispatch = components
-        .rollouts
-        .then(|| ota_orchestrator::dispatch::spawn(store.clone(), state.nats.clone(), js.clone(), names.clone()));
+    let dispatch = components.rollouts.then(|| {
+        ota_orchestrator::dispatch::spawn(
+            store.clone(),
+            state.reports.clone(),
+            state.nats.clone(),
+            js.clone(),
+            names.clone(),
+        )
+    });
 
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use ota_domain::bus::BusNames;
+use ota_orchestrator::devices::Reports;
 use ota_orchestrator::Store;
 use sqlx::PgPool;
 
@@ -12,6 +13,7 @@ use crate::blobs::Blobs;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub reports: Reports,
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,

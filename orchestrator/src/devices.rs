@@ -11,7 +11,7 @@ use ota_domain::firmware::{Firmware, FirmwareError, FirmwareStatus};
 use ota_domain::{CommandMeta, DeviceId, FirmwareId, Refusal};
 use serde::Deserialize;
 
-use crate::store::{Committed, Store, StoreError};
+use crate::store::{Batcher, Committed, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
@@ -57,20 +57,17 @@ fn unavailable<E: std::error::Error>(e: StoreError<E>) -> AssignError {
     AssignError::Store(e.to_string())
 }
 
-/// Checks that `firmware` fits the device and assigns it.
-pub async fn assign_update(
-    store: &Store,
+/// Checks that `firmware` fits the device: registered, same model, a supported
+/// hardware version, not already installed.
+pub fn check_fit(
     device_id: &DeviceId,
+    device: &Device,
     firmware_id: FirmwareId,
-    origin: Origin,
-    meta: &CommandMeta,
-    at: DateTime<Utc>,
-) -> Result<Committed<DeviceUpdate>, AssignError> {
-    let (device, _) = store.load::<Device>(device_id.as_str()).await.map_err(unavailable::<DeviceError>)?;
+    firmware: &Firmware,
+) -> Result<(), AssignError> {
     if !device.exists() {
         return Err(AssignError::UnknownDevice(device_id.to_string()));
     }
-    let (firmware, _) = store.load::<Firmware>(&firmware_id.to_string()).await.map_err(unavailable::<FirmwareError>)?;
     let Some(spec) = firmware.spec.as_ref() else {
         return Err(AssignError::UnknownFirmware(firmware_id));
     };
@@ -95,7 +92,23 @@ pub async fn assign_update(
     if profile.firmware_version.as_deref() == Some(spec.version.as_str()) {
         return Err(AssignError::AlreadyInstalled(spec.version.clone()));
     }
-    let from = match &profile.firmware_version {
+    Ok(())
+}
+
+/// Checks that `firmware` fits the device and assigns it.
+pub async fn assign_update(
+    store: &Store,
+    device_id: &DeviceId,
+    firmware_id: FirmwareId,
+    origin: Origin,
+    meta: &CommandMeta,
+    at: DateTime<Utc>,
+) -> Result<Committed<DeviceUpdate>, AssignError> {
+    let (device, _) = store.load::<Device>(device_id.as_str()).await.map_err(unavailable::<DeviceError>)?;
+    let (firmware, _) = store.load::<Firmware>(&firmware_id.to_string()).await.map_err(unavailable::<FirmwareError>)?;
+    check_fit(device_id, &device, firmware_id, &firmware)?;
+    let spec = firmware.spec.as_ref().ok_or(AssignError::UnknownFirmware(firmware_id))?;
+    let from = match &device.profile.firmware_version {
         Some(version) => running_firmware(store, &spec.name, version, &spec.device_model).await?,
         None => None,
     };
@@ -109,7 +122,7 @@ pub async fn assign_update(
 }
 
 /// The catalog entry of what the device runs now, if we have it (a rollback can only ship what we store).
-async fn running_firmware(
+pub async fn running_firmware(
     store: &Store,
     name: &str,
     version: &str,
@@ -136,33 +149,47 @@ pub struct StatusReport {
     pub action: Option<u32>,
 }
 
-/// Records a report; a success also updates the device's inventory version.
-pub async fn report_status(
-    store: &Store,
-    device_id: &DeviceId,
-    report: StatusReport,
-    meta: &CommandMeta,
-    at: DateTime<Utc>,
-) -> Result<Committed<DeviceUpdate>, StoreError<DeviceUpdateError>> {
-    let message = report.message.map(|m| m.chars().take(1000).collect());
-    let command = DeviceUpdateCommand::Report {
-        action: report.action,
-        state: report.state,
-        progress: report.progress,
-        message,
-        at,
-    };
-    let committed = store.execute::<DeviceUpdate>(device_id.as_str(), command, meta).await?;
-    let installed = committed.state.current.as_ref().filter(|lane| {
-        matches!(lane.state, UpdateState::Succeeded | UpdateState::RolledBack) && !committed.unchanged()
-    });
-    let version = installed.map(|lane| lane.firmware.version.clone()).or(report.firmware_version);
-    if let Some(version) = version {
-        let command = DeviceCommand::ReportFirmware { version, at };
-        if let Err(e) = store.execute::<Device>(device_id.as_str(), command, meta).await {
-            // The update's outcome is stored; the inventory catches up with the next report.
-            tracing::warn!(device = %device_id, error = %e, "could not record the device's firmware version");
-        }
+/// Records device reports through group commits: many devices' reports share
+/// one transaction, each caller still gets its own answer once it is durable.
+#[derive(Clone)]
+pub struct Reports {
+    updates: Batcher<DeviceUpdate>,
+    inventory: Batcher<Device>,
+}
+
+impl Reports {
+    pub fn spawn(store: &Store) -> Self {
+        Self { updates: Batcher::spawn(store.clone()), inventory: Batcher::spawn(store.clone()) }
     }
-    Ok(committed)
+
+    /// Records a report; a success also updates the device's inventory version.
+    pub async fn report(
+        &self,
+        device_id: &DeviceId,
+        report: StatusReport,
+        meta: &CommandMeta,
+        at: DateTime<Utc>,
+    ) -> Result<Committed<DeviceUpdate>, StoreError<DeviceUpdateError>> {
+        let message = report.message.map(|m| m.chars().take(1000).collect());
+        let command = DeviceUpdateCommand::Report {
+            action: report.action,
+            state: report.state,
+            progress: report.progress,
+            message,
+            at,
+        };
+        let committed = self.updates.execute(device_id.as_str(), command, meta).await?;
+        let installed = committed.state.current.as_ref().filter(|lane| {
+            matches!(lane.state, UpdateState::Succeeded | UpdateState::RolledBack) && !committed.unchanged()
+        });
+        let version = installed.map(|lane| lane.firmware.version.clone()).or(report.firmware_version);
+        if let Some(version) = version {
+            let command = DeviceCommand::ReportFirmware { version, at };
+            if let Err(e) = self.inventory.execute(device_id.as_str(), command, meta).await {
+                // The update's outcome is stored; the inventory catches up with the next report.
+                tracing::warn!(device = %device_id, error = %e, "could not record the device's firmware version");
+            }
+        }
+        Ok(committed)
+    }
 }

@@ -20,7 +20,7 @@ use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::devices::{report_status, StatusReport};
+use crate::devices::{Reports, StatusReport};
 use crate::store::Store;
 
 /// What a device receives on its commands subject.
@@ -55,7 +55,13 @@ impl Drop for DispatchHandle {
     }
 }
 
-pub fn spawn(store: Store, client: async_nats::Client, js: jetstream::Context, names: BusNames) -> DispatchHandle {
+pub fn spawn(
+    store: Store,
+    reports: Reports,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    names: BusNames,
+) -> DispatchHandle {
     let out = {
         let (store, client, js, names) = (store.clone(), client.clone(), js, names.clone());
         tokio::spawn(async move {
@@ -69,7 +75,7 @@ pub fn spawn(store: Store, client: async_nats::Client, js: jetstream::Context, n
     };
     let inbound = tokio::spawn(async move {
         loop {
-            if let Err(e) = receive_status(&store, &client, &names).await {
+            if let Err(e) = receive_status(&reports, &client, &names).await {
                 tracing::warn!(error = %e, "device status subscription interrupted; retrying");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -124,21 +130,14 @@ async fn command_for(
 ) -> Option<DeviceMessage> {
     match record.decode::<DeviceUpdateEvent>().ok()? {
         DeviceUpdateEvent::UpdateAssigned { action, kind, origin, firmware, .. } => {
-            if !offers.contains_key(&firmware.id) {
-                let (stored, _) = store.load::<Firmware>(&firmware.id.to_string()).await.ok()?;
-                let (spec, binary) = (stored.spec?, stored.binary?);
-                let offer = FirmwareOffer {
-                    id: firmware.id,
-                    name: spec.name,
-                    version: spec.version,
-                    filename: binary.filename,
-                    size: binary.size,
-                    sha256: binary.sha256,
-                    sha1: binary.sha1,
-                    md5: binary.md5,
-                };
-                offers.insert(firmware.id, offer);
-            }
+            let offer = match offers.get(&firmware.id) {
+                Some(offer) => offer.clone(),
+                None => {
+                    let offer = load_offer(store, firmware.id).await?;
+                    offers.insert(firmware.id, offer.clone());
+                    offer
+                }
+            };
             let kind = match kind {
                 LaneKind::Update => "update",
                 LaneKind::Rollback { .. } => "rollback",
@@ -147,12 +146,27 @@ async fn command_for(
                 action,
                 kind,
                 campaign_id: origin.campaign.map(|c| c.to_string()),
-                firmware: offers.get(&firmware.id)?.clone(),
+                firmware: offer,
             })
         }
         DeviceUpdateEvent::UpdateCancelled { action, .. } => Some(DeviceMessage::Cancel { action }),
         _ => None,
     }
+}
+
+async fn load_offer(store: &Store, id: FirmwareId) -> Option<FirmwareOffer> {
+    let (stored, _) = store.load::<Firmware>(&id.to_string()).await.ok()?;
+    let (spec, binary) = (stored.spec?, stored.binary?);
+    Some(FirmwareOffer {
+        id,
+        name: spec.name,
+        version: spec.version,
+        filename: binary.filename,
+        size: binary.size,
+        sha256: binary.sha256,
+        sha1: binary.sha1,
+        md5: binary.md5,
+    })
 }
 
 async fn notified(store: &Store, record: &EventRecord) {
@@ -163,7 +177,11 @@ async fn notified(store: &Store, record: &EventRecord) {
     }
 }
 
-async fn receive_status(store: &Store, client: &async_nats::Client, names: &BusNames) -> Result<(), async_nats::Error> {
+async fn receive_status(
+    reports: &Reports,
+    client: &async_nats::Client,
+    names: &BusNames,
+) -> Result<(), async_nats::Error> {
     let mut subscription = client
         .queue_subscribe(format!("{}.devices.*.status", names.prefix()), format!("{}_status", names.prefix()))
         .await?;
@@ -173,7 +191,7 @@ async fn receive_status(store: &Store, client: &async_nats::Client, names: &BusN
         let reply = match serde_json::from_slice::<StatusReport>(&message.payload) {
             Ok(report) => {
                 let meta = CommandMeta::new(Actor::device(device.to_string()));
-                match report_status(store, &device, report, &meta, Utc::now()).await {
+                match reports.report(&device, report, &meta, Utc::now()).await {
                     Ok(c) => serde_json::json!({"ok": true, "state": c.state.current.map(|l| l.state)}),
                     Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
                 }

@@ -191,7 +191,8 @@ impl TestApp {
     pub async fn register_devices(&self, ids: &[String], hardware: &str) {
         for id in ids {
             let body = serde_json::json!({"id": id, "device_model": "gw", "hardware_version": hardware, "firmware_version": "1.0"});
-            let (status, body) = json_of(self.post("/api/v1/devices").json(&body).send().await.expect("register")).await;
+            let (status, body) =
+                json_of(self.post("/api/v1/devices").json(&body).send().await.expect("register")).await;
             assert!(status == 201 || status == 200, "register {id}: {status} {body}");
         }
     }

@@ -85,10 +85,18 @@ impl Fleet {
 
     /// How many update commands a device received.
     pub fn updates_received(&self, device: &str) -> usize {
-        self.received.lock().expect("lock").get(device).map_or(0, |v| v.iter().filter(|c| c["type"] == "update").count())
+        self.received
+            .lock()
+            .expect("lock")
+            .get(device)
+            .map_or(0, |v| v.iter().filter(|c| c["type"] == "update").count())
     }
 
     pub fn cancels_received(&self, device: &str) -> usize {
-        self.received.lock().expect("lock").get(device).map_or(0, |v| v.iter().filter(|c| c["type"] == "cancel").count())
+        self.received
+            .lock()
+            .expect("lock")
+            .get(device)
+            .map_or(0, |v| v.iter().filter(|c| c["type"] == "cancel").count())
     }
 }

@@ -6,5 +6,6 @@ mod campaigns;
 mod devices;
 mod faults;
 mod firmware;
+mod group_commit;
 mod rollouts;
 mod spine;

@@ -14,7 +14,8 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 
 async fn campaign(app: &TestApp, devices: &[String], rollout: Value) -> String {
     let firmware = app.firmware("2.0").await;
-    let body = json!({"name": "rollout", "firmware_id": firmware, "target": {"device_ids": devices}, "rollout": rollout});
+    let body =
+        json!({"name": "rollout", "firmware_id": firmware, "target": {"device_ids": devices}, "rollout": rollout});
     let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
     assert_eq!(status, 201, "{created}");
     created["id"].as_str().expect("id").to_owned()
@@ -56,7 +57,8 @@ async fn a_campaign_succeeds_through_every_wave_and_records_its_decisions() {
         assert_eq!(done["waves"][wave]["size"], size);
         assert_eq!(done["waves"][wave]["succeeded"], size, "{done}");
     }
-    let decisions: Vec<&str> = done["decisions"].as_array().expect("decisions").iter().filter_map(|d| d["decision"].as_str()).collect();
+    let decisions: Vec<&str> =
+        done["decisions"].as_array().expect("decisions").iter().filter_map(|d| d["decision"].as_str()).collect();
     assert_eq!(decisions, ["started", "wave_started", "wave_started", "wave_started", "completed"]);
     assert_eq!(done["decisions"][2]["gate"]["succeeded"], 12, "the gate's numbers are recorded");
     // Canaries are representative: both hardware versions are in wave 0.
@@ -66,8 +68,17 @@ async fn a_campaign_succeeds_through_every_wave_and_records_its_decisions() {
         assert_eq!(fleet.updates_received(device), 1, "{device} got exactly one update command");
     }
     let (_, stats) = json_of(app.get("/api/v1/stats").send().await.expect("stats")).await;
-    assert_eq!((stats["updates_by_state"]["succeeded"].as_i64(), stats["success_rate"].as_f64()), (Some(240), Some(1.0)));
-    let (_, page) = json_of(app.get(&format!("/api/v1/campaigns/{id}/devices?state=succeeded&page_size=500")).send().await.expect("devices")).await;
+    assert_eq!(
+        (stats["updates_by_state"]["succeeded"].as_i64(), stats["success_rate"].as_f64()),
+        (Some(240), Some(1.0))
+    );
+    let (_, page) = json_of(
+        app.get(&format!("/api/v1/campaigns/{id}/devices?state=succeeded&page_size=500"))
+            .send()
+            .await
+            .expect("devices"),
+    )
+    .await;
     assert_eq!(page["total"], 240);
 }
 
@@ -97,7 +108,14 @@ async fn a_failing_second_wave_pauses_after_approval_and_the_operator_aborts() {
     assert_eq!((last["decision"].as_str(), last["wave"].as_i64()), (Some("paused"), Some(1)), "{paused}");
     assert_eq!(last["gate"]["gate"], "failure_threshold");
     assert!(last["gate"]["failed"].as_u64() > Some(1), "{last}");
-    let (status, aborted) = json_of(app.post(&format!("/api/v1/campaigns/{id}/abort")).json(&json!({"reason": "bad build"})).send().await.expect("abort")).await;
+    let (status, aborted) = json_of(
+        app.post(&format!("/api/v1/campaigns/{id}/abort"))
+            .json(&json!({"reason": "bad build"}))
+            .send()
+            .await
+            .expect("abort"),
+    )
+    .await;
     assert_eq!((status, aborted["status"].as_str()), (200, Some("aborted")), "{aborted}");
     // Devices still in flight when the operator aborts are told to stop.
     eventually("no device left in flight", Duration::from_secs(30), || async {
@@ -111,7 +129,10 @@ async fn a_failing_second_wave_pauses_after_approval_and_the_operator_aborts() {
         (active == 0).then_some(())
     })
     .await;
-    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE state = 'failed'").fetch_one(&app.db).await.expect("count");
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE state = 'failed'")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
     assert_eq!(failed, 30);
 }
 
@@ -147,7 +168,10 @@ async fn cancel_mid_wave_cancels_devices_in_flight_and_assigns_no_more() {
     for d in &wave0 {
         assert_eq!(fleet.cancels_received(d), 1, "{d} was told to cancel");
     }
-    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE wave = 1").fetch_one(&app.db).await.expect("count");
+    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE wave = 1")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
     assert_eq!(others, 0, "no device of the next wave was ever assigned");
 }
 
@@ -157,10 +181,14 @@ async fn a_process_manager_killed_mid_campaign_resumes_and_never_assigns_a_devic
     let _fleet = app.fleet().await;
     let devices = ids("pm", 200);
     app.register_devices(&devices, "rev-a").await;
-    let id = campaign(&app, &devices, json!({"waves": [{"percent": 10}, {"percent": 100}], "max_per_minute": 100000})).await;
+    let id =
+        campaign(&app, &devices, json!({"waves": [{"percent": 10}, {"percent": 100}], "max_per_minute": 100000})).await;
     app.campaign_action(&id, "start").await;
     eventually("some devices assigned", Duration::from_secs(30), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UpdateAssigned'").fetch_one(&app.db).await.ok()?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UpdateAssigned'")
+            .fetch_one(&app.db)
+            .await
+            .ok()?;
         (n >= 10).then_some(())
     })
     .await;
@@ -176,9 +204,10 @@ async fn a_process_manager_killed_mid_campaign_resumes_and_never_assigns_a_devic
     .await
     .expect("count");
     assert_eq!(twice, 0, "no device was assigned twice");
-    let assigned: i64 = sqlx::query_scalar("SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UpdateAssigned'")
-        .fetch_one(&app.db)
-        .await
-        .expect("count");
+    let assigned: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UpdateAssigned'")
+            .fetch_one(&app.db)
+            .await
+            .expect("count");
     assert_eq!(assigned, 200);
 }

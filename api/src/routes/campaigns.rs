@@ -306,7 +306,11 @@ pub async fn start(
     let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);
     let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
         let seed = rand_seed();
-        Some(ota_orchestrator::membership::resolve(&state.store, &campaign, seed).await.map_err(|e| ApiError::unavailable("inventory", e))?)
+        Some(
+            ota_orchestrator::membership::resolve(&state.store, &campaign, seed)
+                .await
+                .map_err(|e| ApiError::unavailable("inventory", e))?,
+        )
     } else {
         None
     };
@@ -377,9 +381,10 @@ pub async fn cancel(
 ) -> Result<Json<CancelBody>, ApiError> {
     let reason = reason(&body)?;
     let Json(campaign) = transition(&state, &writer, &id, CampaignCommand::Cancel { reason, at: Utc::now() }).await?;
-    let never_assigned = campaign.waves.iter().enumerate().map(|(w, size)| {
-        (*size as u64).saturating_sub(campaign.assigned_per_wave.get(w).copied().unwrap_or(0) as u64)
-    });
+    let never_assigned =
+        campaign.waves.iter().enumerate().map(|(w, size)| {
+            (*size as u64).saturating_sub(campaign.assigned_per_wave.get(w).copied().unwrap_or(0) as u64)
+        });
     let never_assigned = never_assigned.sum();
     let mut in_flight = 0;
     if let Some(id) = campaign.id {

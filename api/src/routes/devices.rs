@@ -8,7 +8,7 @@ use chrono::Utc;
 use ota_domain::device::{Device, DeviceCommand, DeviceError, DeviceProfile};
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError, Lane, LaneKind, Origin, UpdateFirmware, UpdateState};
 use ota_domain::{DeviceId, FirmwareId, Refusal};
-use ota_orchestrator::devices::{assign_update, report_status, AssignError, StatusReport};
+use ota_orchestrator::devices::{assign_update, AssignError, StatusReport};
 use ota_projections::devices::{DeviceFilter, DeviceView};
 use ota_projections::updates::{HistoryEntry, UpdateView};
 use ota_projections::Page;
@@ -247,7 +247,9 @@ pub async fn status(
     Json(report): Json<StatusReport>,
 ) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
     let device = parse_device_id(&id)?;
-    let committed = report_status(&state.store, &device, report, &writer.meta, Utc::now())
+    let committed = state
+        .reports
+        .report(&device, report, &writer.meta, Utc::now())
         .await
         .map_err(|e| from_store(e, update_refusal))?;
     lane_response(device, committed.state, StatusCode::OK)

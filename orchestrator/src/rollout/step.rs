@@ -9,7 +9,13 @@ use ota_domain::rollout::{
 use ota_domain::{Actor, CampaignId, CommandMeta, EventRecord};
 
 use super::{tally, ProcessManager};
-use crate::devices::{assign_update, AssignError};
+use std::collections::HashMap;
+
+use ota_domain::device::Device;
+use ota_domain::device_update::UpdateFirmware;
+use ota_domain::firmware::Firmware;
+
+use crate::devices::{assign_update, check_fit, running_firmware};
 use crate::store::StoreError;
 
 const ACTIVE: [&str; 5] = ["assigned", "notified", "downloading", "downloaded", "installing"];
@@ -38,7 +44,9 @@ pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Re
     match campaign.status {
         CampaignStatus::Scheduled if campaign.scheduled_for.is_some_and(|t| t <= now) => {
             let seed = u64::from_le_bytes(id.as_uuid().as_bytes()[..8].try_into().unwrap_or_default());
-            let membership = crate::membership::resolve(&pm.store, &campaign, seed).await.map_err(|e| StepError::Assign(e.to_string()))?;
+            let membership = crate::membership::resolve(&pm.store, &campaign, seed)
+                .await
+                .map_err(|e| StepError::Assign(e.to_string()))?;
             let command = CampaignCommand::Start { membership: Some(membership), at: now };
             pm.store.execute::<Campaign>(&id.to_string(), command, &meta).await?;
             Ok(())
@@ -127,7 +135,12 @@ fn describe(gate: &GateReport) -> String {
     }
 }
 
-/// Assigns the next `count` members of `wave`, then records the new cursor.
+/// Assignments per group commit (and per recorded cursor step).
+const ASSIGN_CHUNK: usize = 1000;
+
+/// Assigns the next `count` members of `wave` in group commits, recording the
+/// cursor after each; a crash between the two only repeats assignments, which
+/// the device streams recognise as repeats.
 async fn assign(
     pm: &ProcessManager,
     id: CampaignId,
@@ -137,30 +150,56 @@ async fn assign(
     meta: &CommandMeta,
     now: DateTime<Utc>,
 ) -> Result<(), StepError> {
-    let Some(firmware) = campaign.firmware.as_ref() else { return Ok(()) };
-    let from = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
-    let members = campaign.wave_members(wave);
-    let batch = members.iter().skip(from).take(count as usize);
+    let Some(target) = campaign.firmware.as_ref() else { return Ok(()) };
+    let (firmware, _) =
+        pm.store.load::<Firmware>(&target.id.to_string()).await.map_err(|e| StepError::Assign(e.to_string()))?;
+    let Some(spec) = firmware.spec.clone() else { return Ok(()) };
     let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
-    let mut skipped = 0u32;
-    let mut taken = 0u32;
-    for device in batch {
-        taken += 1;
-        match assign_update(&pm.store, device, firmware.id, origin, meta, now).await {
-            Ok(_) => {}
-            Err(e) if e.is_unavailable() => return Err(StepError::Assign(e.to_string())),
-            Err(e @ (AssignError::Update(StoreError::Contended { .. }) | AssignError::Store(_))) => {
-                return Err(StepError::Assign(e.to_string()))
-            }
-            Err(e) => {
-                // Busy with another update, or no longer fits: recorded as skipped, never retried blindly.
-                tracing::info!(campaign = %id, device = %device, reason = %e, "device skipped");
+    let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
+    let end = (cursor + count as usize).min(campaign.wave_members(wave).len());
+    let mut running: HashMap<String, Option<UpdateFirmware>> = HashMap::new();
+    while cursor < end {
+        let chunk = &campaign.wave_members(wave)[cursor..end.min(cursor + ASSIGN_CHUNK)];
+        let ids: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
+        let devices = pm.store.load_many::<Device>(&ids).await.map_err(|e| StepError::Assign(e.to_string()))?;
+        let mut skipped = 0u32;
+        let mut items = Vec::with_capacity(chunk.len());
+        for device_id in chunk {
+            let (device, _) = devices.get(device_id.as_str()).cloned().unwrap_or_default();
+            if let Err(reason) = check_fit(device_id, &device, target.id, &firmware) {
+                tracing::info!(campaign = %id, device = %device_id, %reason, "device skipped");
                 skipped += 1;
+                continue;
+            }
+            let from = match &device.profile.firmware_version {
+                Some(version) => match running.get(version) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let found = running_firmware(&pm.store, &spec.name, version, &spec.device_model)
+                            .await
+                            .map_err(|e| StepError::Assign(e.to_string()))?;
+                        running.insert(version.clone(), found.clone());
+                        found
+                    }
+                },
+                None => None,
+            };
+            let firmware = UpdateFirmware { id: target.id, version: spec.version.clone() };
+            let command = DeviceUpdateCommand::Assign { origin, firmware, from, at: now };
+            items.push((device_id.to_string(), command, meta.clone()));
+        }
+        for result in pm.store.execute_many::<DeviceUpdate>(items).await {
+            match result {
+                Ok(_) => {}
+                // Busy with another update: recorded as skipped, never assigned twice.
+                Err(StoreError::Rejected(_)) => skipped += 1,
+                Err(e) => return Err(e.into()),
             }
         }
+        cursor += chunk.len();
+        let command = CampaignCommand::RecordAssignments { wave, through: cursor as u32, skipped, at: now };
+        pm.store.execute::<Campaign>(&id.to_string(), command, meta).await?;
     }
-    let command = CampaignCommand::RecordAssignments { wave, through: (from as u32) + taken, skipped, at: now };
-    pm.store.execute::<Campaign>(&id.to_string(), command, meta).await?;
     Ok(())
 }
 

@@ -19,6 +19,12 @@ use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+mod batch;
+mod batcher;
+
+pub use batch::BatchItem;
+pub use batcher::Batcher;
+
 /// How many times a command is decided again after losing a race.
 const MAX_ATTEMPTS: u32 = 12;
 

@@ -1,0 +1,210 @@
+//! Group commit: many commands' events in one transaction.
+//!
+//! Every aggregate keeps its optimistic concurrency. The batch is inserted with
+//! `ON CONFLICT DO NOTHING`; an aggregate that another writer advanced in the
+//! meantime has its rows taken back out inside the same transaction and its
+//! commands redone one by one through `execute` (reload, decide again). A
+//! conflict therefore fails only its own commands, and they are retried.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::{Aggregate, EventEnvelope};
+use ota_domain::CommandMeta;
+use sqlx::Row;
+
+use super::{Committed, Store, StoreError, Stored};
+
+/// One command of a batch: aggregate id, command, and who ordered it.
+pub type BatchItem<A> = (String, <A as Aggregate>::Command, CommandMeta);
+
+type Outcome<A> = Result<Committed<A>, StoreError<<A as Aggregate>::Error>>;
+
+impl Store {
+    /// Loads many event-sourced aggregates with one query.
+    pub async fn load_many<A: Stored>(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, (A, usize)>, StoreError<A::Error>>
+    where
+        A::Command: Clone + Send,
+    {
+        let rows = sqlx::query(
+            "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence",
+        )
+        .bind(A::TYPE)
+        .bind(ids)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut states: HashMap<String, (A, usize)> = HashMap::with_capacity(ids.len());
+        for row in rows {
+            let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt {
+                aggregate_id: row.try_get::<String, _>("aggregate_id").unwrap_or_default(),
+                detail: e.to_string(),
+            };
+            let serialized = SerializedEvent::new(
+                row.try_get("aggregate_id").map_err(|e| corrupt(&e))?,
+                usize::try_from(row.try_get::<i64, _>("sequence").map_err(|e| corrupt(&e))?).unwrap_or(0),
+                A::TYPE.to_owned(),
+                row.try_get("event_type").map_err(|e| corrupt(&e))?,
+                row.try_get("event_version").map_err(|e| corrupt(&e))?,
+                row.try_get("payload").map_err(|e| corrupt(&e))?,
+                row.try_get("metadata").map_err(|e| corrupt(&e))?,
+            );
+            let envelope = EventEnvelope::<A>::try_from(serialized.clone()).map_err(|e| corrupt(&e))?;
+            let (state, version) = states.entry(serialized.aggregate_id).or_default();
+            state.apply(envelope.payload);
+            *version = envelope.sequence;
+        }
+        Ok(states)
+    }
+
+    /// Decides every command and stores all their events in one transaction.
+    /// Results come back in the order of `items`.
+    pub async fn execute_many<A: Stored>(&self, items: Vec<BatchItem<A>>) -> Vec<Outcome<A>>
+    where
+        A::Command: Clone + Send,
+    {
+        if A::SNAPSHOT_EVERY.is_some() || items.len() < 2 {
+            let mut out = Vec::with_capacity(items.len());
+            for (id, command, meta) in items {
+                out.push(self.execute::<A>(&id, command, &meta).await);
+            }
+            return out;
+        }
+        let ids: Vec<String> = items.iter().map(|(id, ..)| id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let mut states = match self.load_many::<A>(&ids).await {
+            Ok(states) => states,
+            Err(e) => {
+                let reason = e.to_string();
+                return items.iter().map(|_| Err(StoreError::Unavailable(reason.clone()))).collect();
+            }
+        };
+        let mut outcomes: Vec<Option<Outcome<A>>> = Vec::with_capacity(items.len());
+        let mut rows: Vec<SerializedEvent> = Vec::new();
+        for (id, command, meta) in &items {
+            let (state, version) = states.entry(id.clone()).or_default();
+            match state.decide(command.clone()) {
+                Err(e) => outcomes.push(Some(Err(StoreError::Rejected(e)))),
+                Ok(events) => {
+                    let metadata = meta.to_map();
+                    let mut envelopes = Vec::with_capacity(events.len());
+                    for event in events {
+                        *version += 1;
+                        state.apply(event.clone());
+                        let envelope = EventEnvelope {
+                            aggregate_id: id.clone(),
+                            sequence: *version,
+                            payload: event,
+                            metadata: metadata.clone(),
+                        };
+                        match SerializedEvent::try_from(&envelope) {
+                            Ok(row) => rows.push(row),
+                            Err(e) => {
+                                return items.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect();
+                            }
+                        }
+                        envelopes.push(envelope);
+                    }
+                    outcomes.push(Some(Ok(Committed { state: state.clone(), version: *version, events: envelopes })));
+                }
+            }
+        }
+        // One global order of index locks: two batches never wait on each other in a cycle.
+        rows.sort_by(|a, b| (&a.aggregate_id, a.sequence).cmp(&(&b.aggregate_id, b.sequence)));
+        let conflicted = match self.insert_rows::<A>(&rows).await {
+            Ok(conflicted) => conflicted,
+            Err(e) if is_transient(&e) => {
+                // Nothing was stored; every command is decided again on its own.
+                tracing::debug!(error = %e, "group commit aborted by the database; redone singly");
+                ids.iter().cloned().collect()
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                return items.iter().map(|_| Err(StoreError::Unavailable(reason.clone()))).collect();
+            }
+        };
+        if !rows.is_empty() {
+            self.committed.notify_one();
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for ((id, command, meta), outcome) in items.into_iter().zip(outcomes) {
+            if conflicted.contains(&id) {
+                results.push(self.execute::<A>(&id, command, &meta).await);
+            } else {
+                results.push(outcome.unwrap_or_else(|| Err(StoreError::Unavailable("no outcome".into()))));
+            }
+        }
+        results
+    }
+
+    /// Inserts rows in one statement; returns the aggregates another writer got
+    /// to first, whose rows of this batch are taken out again before commit.
+    async fn insert_rows<A: Stored>(&self, rows: &[SerializedEvent]) -> Result<BTreeSet<String>, sqlx::Error>
+    where
+        A::Command: Clone + Send,
+    {
+        if rows.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let mut tx = self.pool().begin().await?;
+        let inserted: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+             ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence",
+        )
+        .bind(A::TYPE)
+        .bind(rows.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event_version.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let done: BTreeSet<(String, i64)> = inserted.into_iter().collect();
+        let conflicted: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| !done.contains(&(r.aggregate_id.clone(), r.sequence as i64)))
+            .map(|r| r.aggregate_id.clone())
+            .collect();
+        if !conflicted.is_empty() {
+            let ids: Vec<String> = conflicted.iter().cloned().collect();
+            let taken: Vec<i64> = rows
+                .iter()
+                .filter(|r| {
+                    conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
+                })
+                .map(|r| r.sequence as i64)
+                .collect();
+            let taken_ids: Vec<String> = rows
+                .iter()
+                .filter(|r| {
+                    conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
+                })
+                .map(|r| r.aggregate_id.clone())
+                .collect();
+            if !taken.is_empty() {
+                sqlx::query(
+                    "DELETE FROM events WHERE aggregate_type = $1
+                     AND (aggregate_id, sequence) IN (SELECT * FROM UNNEST($2::text[], $3::bigint[]))",
+                )
+                .bind(A::TYPE)
+                .bind(taken_ids)
+                .bind(taken)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tracing::debug!(aggregate = A::TYPE, conflicted = ids.len(), "group commit conflicts, redone singly");
+        }
+        tx.commit().await?;
+        Ok(conflicted)
+    }
+}
+
+/// Deadlock or serialization failure: the transaction did nothing and can be redone.
+fn is_transient(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40P01" || code == "40001")
+}
