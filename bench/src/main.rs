@@ -17,16 +17,28 @@ use ota_projections::ProjectionName;
 use ota_testkit::{TestApp, TestOptions};
 use sqlx::PgPool;
 
+mod rollout;
+
 #[derive(Parser)]
 struct Args {
     /// Commands per measured run.
     #[arg(long, default_value_t = 3000)]
     commands: usize,
+    /// Run the fleet-scale rollout benchmark with this many devices instead.
+    #[arg(long)]
+    rollout_devices: Option<usize>,
+    /// Devices reporting concurrently in the rollout benchmark.
+    #[arg(long, default_value_t = 256)]
+    reporters: usize,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(devices) = args.rollout_devices {
+        rollout::run(devices, args.reporters).await;
+        return;
+    }
     println!(
         "machine: {} cores; commands per run: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

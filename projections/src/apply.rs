@@ -1,8 +1,11 @@
-//! Applying an event exactly once in effect, in per-aggregate order.
+//! Applying events exactly once in effect, in per-aggregate order.
 //!
-//! The offset row is read and advanced in the caller's transaction. A
-//! redelivered event is skipped; an event that arrives after a gap (a lost or
-//! reordered message) first pulls the missing ones from the event store.
+//! Offsets are read and advanced in the caller's transaction. A redelivered
+//! event is skipped; an event that arrives after a gap (a lost or reordered
+//! message) first pulls the missing ones from the event store. A batch reads
+//! its offsets with one query and writes them back with one.
+
+use std::collections::HashMap;
 
 use ota_domain::EventRecord;
 use sqlx::PgConnection;
@@ -26,71 +29,115 @@ pub async fn lock_projection<P: Projection>(conn: &mut PgConnection) -> Result<(
     Ok(())
 }
 
+type Key = (String, String);
+
+/// Applies one event (a batch of one).
 pub async fn apply_record<P: Projection>(
     conn: &mut PgConnection,
     record: &EventRecord,
 ) -> Result<Applied, ProjectionError> {
+    apply_records::<P>(conn, std::slice::from_ref(record)).await
+}
+
+/// Applies a batch of events in order, inside the caller's transaction.
+pub async fn apply_records<P: Projection>(
+    conn: &mut PgConnection,
+    records: &[EventRecord],
+) -> Result<Applied, ProjectionError> {
     let mut done = Applied::default();
-    if !P::wants(record) {
+    let wanted: Vec<&EventRecord> = records.iter().filter(|r| P::wants(r)).collect();
+    if wanted.is_empty() {
         return Ok(done);
     }
-    let last: i64 = sqlx::query_scalar(
-        "SELECT last_sequence FROM projection_offsets
-         WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+    let mut offsets = load_offsets::<P>(conn, &wanted).await?;
+    let mut advanced: HashMap<Key, i64> = HashMap::new();
+    let mut last_global = 0i64;
+    for record in wanted {
+        let key = (record.aggregate_type.clone(), record.aggregate_id.clone());
+        let last = offsets.get(&key).copied().unwrap_or(0);
+        if record.sequence <= last {
+            done.skipped += 1;
+            continue;
+        }
+        if record.sequence > last + 1 || record.payload_omitted {
+            // Read the gap (and a payload NATS did not carry) from the source of truth.
+            let missing = event_log::events_between(
+                conn,
+                &record.aggregate_type,
+                &record.aggregate_id,
+                last + 1,
+                record.sequence,
+            )
+            .await?;
+            if missing.last().map(|r| r.sequence) != Some(record.sequence) {
+                return Err(ProjectionError::poison(record, "event announced by NATS is missing from the event store"));
+            }
+            for r in &missing {
+                apply_one::<P>(conn, r).await?;
+                done.applied += 1;
+            }
+        } else {
+            apply_one::<P>(conn, record).await?;
+            done.applied += 1;
+        }
+        offsets.insert(key.clone(), record.sequence);
+        advanced.insert(key, record.sequence);
+        last_global = last_global.max(record.global_seq);
+    }
+    save_offsets::<P>(conn, &advanced).await?;
+    if done.applied > 0 {
+        sqlx::query(
+            "INSERT INTO projection_status (projection, applied, last_global_seq, updated_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (projection) DO UPDATE SET applied = projection_status.applied + EXCLUDED.applied,
+               last_global_seq = GREATEST(projection_status.last_global_seq, EXCLUDED.last_global_seq), updated_at = now()",
+        )
+        .bind(P::NAME.as_str())
+        .bind(done.applied as i64)
+        .bind(last_global)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(done)
+}
+
+async fn load_offsets<P: Projection>(
+    conn: &mut PgConnection,
+    records: &[&EventRecord],
+) -> Result<HashMap<Key, i64>, sqlx::Error> {
+    let types: Vec<&str> = records.iter().map(|r| r.aggregate_type.as_str()).collect();
+    let ids: Vec<&str> = records.iter().map(|r| r.aggregate_id.as_str()).collect();
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT o.aggregate_type, o.aggregate_id, o.last_sequence FROM projection_offsets o
+         JOIN (SELECT DISTINCT * FROM UNNEST($2::text[], $3::text[])) k(t, i) ON o.aggregate_type = k.t AND o.aggregate_id = k.i
+         WHERE o.projection = $1",
     )
     .bind(P::NAME.as_str())
-    .bind(&record.aggregate_type)
-    .bind(&record.aggregate_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .unwrap_or(0);
-    if record.sequence <= last {
-        done.skipped += 1;
-        return Ok(done);
+    .bind(types)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(t, i, s)| ((t, i), s)).collect())
+}
+
+async fn save_offsets<P: Projection>(conn: &mut PgConnection, advanced: &HashMap<Key, i64>) -> Result<(), sqlx::Error> {
+    if advanced.is_empty() {
+        return Ok(());
     }
-    let mut todo = Vec::new();
-    if record.sequence > last + 1 || record.payload_omitted {
-        // Read the gap (and a payload NATS did not carry) from the source of truth.
-        let from = last + 1;
-        todo = event_log::events_between(conn, &record.aggregate_type, &record.aggregate_id, from, record.sequence)
-            .await?;
-        if todo.last().map(|r| r.sequence) != Some(record.sequence) {
-            return Err(ProjectionError::poison(record, "event announced by NATS is missing from the event store"));
-        }
-    }
-    let owned;
-    let records: &[EventRecord] = if todo.is_empty() {
-        owned = [record.clone()];
-        &owned
-    } else {
-        &todo
-    };
-    for r in records {
-        apply_one::<P>(conn, r).await?;
-        done.applied += 1;
-    }
+    let mut rows: Vec<(&Key, &i64)> = advanced.iter().collect();
+    // A stable order keeps concurrent writers of one projection from deadlocking.
+    rows.sort();
     sqlx::query(
         "INSERT INTO projection_offsets (projection, aggregate_type, aggregate_id, last_sequence)
-         VALUES ($1, $2, $3, $4)
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[])
          ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
     )
     .bind(P::NAME.as_str())
-    .bind(&record.aggregate_type)
-    .bind(&record.aggregate_id)
-    .bind(record.sequence)
-    .execute(&mut *conn)
+    .bind(rows.iter().map(|((t, _), _)| t.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, i), _)| i.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, s)| **s).collect::<Vec<_>>())
+    .execute(conn)
     .await?;
-    sqlx::query(
-        "INSERT INTO projection_status (projection, applied, last_global_seq, updated_at) VALUES ($1, $2, $3, now())
-         ON CONFLICT (projection) DO UPDATE SET applied = projection_status.applied + EXCLUDED.applied,
-           last_global_seq = GREATEST(projection_status.last_global_seq, EXCLUDED.last_global_seq), updated_at = now()",
-    )
-    .bind(P::NAME.as_str())
-    .bind(done.applied as i64)
-    .bind(record.global_seq)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done)
+    Ok(())
 }
 
 /// Applies one event; an undecodable one is recorded and passed over so it

@@ -2,7 +2,7 @@
 
 use sqlx::PgPool;
 
-use crate::apply::{apply_record, lock_projection};
+use crate::apply::{apply_records, lock_projection};
 use crate::error::ProjectionError;
 use crate::event_log;
 use crate::projection::Projection;
@@ -32,9 +32,7 @@ pub async fn rebuild<P: Projection>(pool: &PgPool) -> Result<u64, ProjectionErro
         let Some(last) = page.last().map(|r| r.global_seq) else {
             break;
         };
-        for record in &page {
-            applied += apply_record::<P>(&mut tx, record).await?.applied;
-        }
+        applied += apply_records::<P>(&mut tx, &page).await?.applied;
         after = last;
     }
     sqlx::query(

@@ -10,7 +10,7 @@ use ota_domain::EventRecord;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::apply::{apply_record, lock_projection, Applied};
+use crate::apply::{apply_records, lock_projection, Applied};
 use crate::error::ProjectionError;
 use crate::projection::Projection;
 
@@ -137,24 +137,22 @@ async fn consume<P: Projection>(
 }
 
 async fn apply_batch<P: Projection>(pool: &PgPool, messages: &[Message]) -> Result<Applied, ProjectionError> {
-    let mut total = Applied::default();
-    if messages.is_empty() {
-        return Ok(total);
+    let records: Vec<EventRecord> = messages
+        .iter()
+        .filter_map(|m| match serde_json::from_slice(&m.payload) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(projection = %P::NAME, subject = %m.subject, error = %e, "message is not an event record; dropped");
+                None
+            }
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(Applied::default());
     }
     let mut tx = pool.begin().await?;
     lock_projection::<P>(&mut tx).await?;
-    for m in messages {
-        let record: EventRecord = match serde_json::from_slice(&m.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(projection = %P::NAME, subject = %m.subject, error = %e, "message is not an event record; dropped");
-                continue;
-            }
-        };
-        let done = apply_record::<P>(&mut tx, &record).await?;
-        total.applied += done.applied;
-        total.skipped += done.skipped;
-    }
+    let done = apply_records::<P>(&mut tx, &records).await?;
     tx.commit().await?;
-    Ok(total)
+    Ok(done)
 }

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::proxy::FaultProxy;
-use crate::wait::eventually;
+use crate::wait::eventually_every;
 
 pub const POSTGRES: &str = "127.0.0.1:5432";
 pub const NATS: &str = "127.0.0.1:4222";
@@ -204,10 +204,15 @@ impl TestApp {
 
     /// Waits until a projection has applied every stored event it reads.
     pub async fn caught_up(&self, projection: ProjectionName) {
+        self.caught_up_within(projection, Duration::from_secs(30), Duration::from_millis(25)).await
+    }
+
+    /// `caught_up` with a chosen deadline and polling interval (the check scans the event table).
+    pub async fn caught_up_within(&self, projection: ProjectionName, timeout: Duration, poll: Duration) {
         let types = projection.aggregate_types();
         let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
         let db = self.db.clone();
-        eventually(&format!("projection {projection} to catch up"), Duration::from_secs(30), || {
+        eventually_every(&format!("projection {projection} to catch up"), timeout, poll, || {
             let db = db.clone();
             let types = types.clone();
             async move {

@@ -9,7 +9,7 @@ mod wait;
 pub use app::{json_of, TestApp, TestOptions};
 pub use fleet::{Behavior, Fleet};
 pub use proxy::FaultProxy;
-pub use wait::eventually;
+pub use wait::{eventually, eventually_every};
 
 /// Test logs only with `TEST_LOG=1`.
 pub fn init_logs() {

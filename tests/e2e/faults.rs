@@ -1,1 +1,331 @@
-//! placeholder
+//! Faults of the event spine: a relay killed mid-stream, two relays, a
+//! projection that dies between apply and ack, and NATS or Postgres going away.
+//! Each ends by proving nothing was lost or doubled (`assert_spine_consistent`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::pull;
+use chrono::{DateTime, Utc};
+use ota_orchestrator::relay::RelayRole;
+use ota_projections::activity::ActivityProjection;
+use ota_projections::campaigns::CampaignsProjection;
+use ota_projections::devices::DevicesProjection;
+use ota_projections::firmware::FirmwareProjection;
+use ota_projections::updates::UpdatesProjection;
+use ota_projections::worker::consumer_name;
+use ota_testkit::{eventually, json_of, TestApp};
+use serde_json::{json, Value};
+
+use crate::spine::{
+    assert_spine_consistent, events_of, read_models, relayed_all, spine_app, spine_only, stored_events,
+    stream_messages, Ledger, Load, DEVICES, RELAY_LOCK,
+};
+
+/// Sessions holding the relay's leadership lock.
+async fn relay_lock_holders(app: &TestApp) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM pg_locks l WHERE {RELAY_LOCK}"))
+        .bind(app.names.prefix())
+        .fetch_one(&app.db)
+        .await
+        .expect("relay lock")
+}
+
+/// The durable consumers of firmware, campaigns, activity, devices and updates.
+fn consumer_names(app: &TestApp) -> [String; 5] {
+    [
+        consumer_name::<FirmwareProjection>(&app.names),
+        consumer_name::<CampaignsProjection>(&app.names),
+        consumer_name::<ActivityProjection>(&app.names),
+        consumer_name::<DevicesProjection>(&app.names),
+        consumer_name::<UpdatesProjection>(&app.names),
+    ]
+}
+
+/// Waits until every projection consumer has delivered everything and had it
+/// acknowledged; returns each one's acknowledged deliveries.
+async fn consumers_idle(app: &TestApp) -> [u64; 5] {
+    let stream = app.js.get_stream(app.names.events_stream()).await.expect("events stream");
+    let mut acked = [0; 5];
+    for (i, name) in consumer_names(app).iter().enumerate() {
+        acked[i] = eventually(
+            &format!("{name} to have everything delivered and acknowledged"),
+            Duration::from_secs(20),
+            || async {
+                let mut consumer = stream.get_consumer::<pull::Config>(name).await.ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(info.ack_floor.consumer_sequence)
+            },
+        )
+        .await;
+    }
+    acked
+}
+
+async fn grows_to(app: &TestApp, what: &str, events: i64) {
+    eventually(what, Duration::from_secs(20), || async { (stored_events(app).await >= events).then_some(()) }).await
+}
+
+async fn detailed_health(app: &TestApp) -> Value {
+    let response = app.http.get(app.url("/health/detailed")).send().await.expect("health request");
+    json_of(response).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_stream_is_replaced_without_loss_or_duplicates() {
+    let (app, firmware) = spine_app(spine_only()).await;
+    let app = Arc::new(app);
+    let ledger = Ledger::default();
+    let load = Load::start(app.clone(), &ledger, &firmware, 4);
+    eventually("the relay to publish under load", Duration::from_secs(20), || async {
+        (stream_messages(&app).await >= 40).then_some(())
+    })
+    .await;
+
+    // Killed while publishing: its connection, and with it its lock, go away.
+    app.server.relay.as_ref().expect("relay").stop();
+    eventually("the old relay's session to end", Duration::from_secs(10), || async {
+        (relay_lock_holders(&app).await == 0).then_some(())
+    })
+    .await;
+    let stopped = stored_events(&app).await;
+    grows_to(&app, "commands to go on without a relay", stopped + 40).await;
+    assert!(
+        (stream_messages(&app).await as i64) < stored_events(&app).await,
+        "nothing should be published without a relay"
+    );
+    // Make the crash the worst kind: after publishing, before checkpointing.
+    // The new relay publishes everything again; Nats-Msg-Id must drop it all.
+    sqlx::query("UPDATE relay_checkpoint SET tx_id = '0'::xid8, global_seq = 0")
+        .execute(&app.db)
+        .await
+        .expect("rewind the checkpoint");
+
+    let mut relay = app.server.new_relay().spawn();
+    tokio::time::timeout(Duration::from_secs(10), relay.until_leader()).await.expect("the new relay leads");
+    let restarted = stored_events(&app).await;
+    grows_to(&app, "commands to go on with the new relay", restarted + 40).await;
+    load.stop().await;
+
+    ledger.assert_in_store(&app, true).await;
+    assert_spine_consistent(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_relay_takes_over_when_the_leader_dies() {
+    let (mut app, firmware) = spine_app(spine_only()).await;
+    let first = app.server.relay.as_mut().expect("relay");
+    tokio::time::timeout(Duration::from_secs(10), first.until_leader()).await.expect("the first relay leads");
+    let mut second = app.server.new_relay().spawn();
+    eventually("the second relay to wait", Duration::from_secs(10), || async {
+        (second.role() == RelayRole::Standby).then_some(())
+    })
+    .await;
+
+    let (status, body) = app.create_campaign("led", &firmware, &DEVICES).await;
+    assert_eq!(status, 201, "{body}");
+    relayed_all(&app).await;
+    // The standby tried for the lock again after that, and still waits.
+    let published: DateTime<Utc> =
+        sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&app.db).await.expect("clock");
+    let competing = eventually("the standby to try for the lock again", Duration::from_secs(10), || async {
+        let tries: Vec<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT query_start FROM pg_stat_activity WHERE datname = current_database()
+                 AND query LIKE '%pg_try_advisory_lock(hashtextextended(''ota-relay:%'
+                 AND query NOT LIKE '%pg_stat_activity%'",
+        )
+        .fetch_all(&app.db)
+        .await
+        .ok()?;
+        tries.iter().any(|t| *t > published).then_some(tries.len())
+    })
+    .await;
+    assert_eq!(competing, 1, "exactly one relay session is waiting for the lock");
+    assert_eq!(second.role(), RelayRole::Standby);
+    let first = app.server.relay.as_ref().expect("relay");
+    assert_eq!(first.role(), RelayRole::Leader);
+
+    first.stop();
+    tokio::time::timeout(Duration::from_secs(10), second.until_leader()).await.expect("the standby takes over");
+    let before = stream_messages(&app).await;
+    let campaign = body["id"].as_str().expect("campaign id").to_owned();
+    for action in ["start", "pause"] {
+        let (status, body) = app.campaign_action(&campaign, action).await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    let (status, body) = app.create_campaign("after", &firmware, &DEVICES).await;
+    assert_eq!(status, 201, "{body}");
+    let stored = assert_spine_consistent(&app).await;
+    assert!(stored as u64 >= before + 4, "the new leader published the new events");
+    assert_eq!(second.role(), RelayRole::Leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivering_every_event_to_the_projections_counts_nothing_twice() {
+    let (app, firmware) = spine_app(spine_only()).await;
+    let app = Arc::new(app);
+    app.firmware("2.0.0").await;
+    let ledger = Ledger::default();
+    let load = Load::start(app.clone(), &ledger, &firmware, 3);
+    grows_to(&app, "some load", 60).await;
+    load.stop().await;
+    let stored = assert_spine_consistent(&app).await;
+    let before = read_models(&app).await;
+
+    // Workers die after applying but before acknowledging: model it by removing
+    // their consumers, so the whole stream is delivered to them again.
+    for worker in &app.server.workers {
+        worker.stop();
+    }
+    let stream = app.js.get_stream(app.names.events_stream()).await.expect("events stream");
+    for name in &consumer_names(&app) {
+        let deleted = stream.delete_consumer(name).await.expect("delete consumer");
+        assert!(deleted.success, "consumer {name} deleted");
+    }
+    let _workers = ota_projections::spawn_all_workers(&app.server.state.pool, &app.server.state.js, &app.names);
+    let [firmware_acked, campaigns_acked, activity_acked, devices_acked, _] = consumers_idle(&app).await;
+    assert_eq!(activity_acked as i64, stored, "activity got every event again");
+    assert_eq!(campaigns_acked, events_of(&app, "Campaign").await, "campaigns got every event again");
+    assert_eq!(firmware_acked, events_of(&app, "Firmware").await, "firmware got every event again");
+    assert_eq!(devices_acked, events_of(&app, "Device").await, "devices got every event again");
+
+    let after = read_models(&app).await;
+    assert_eq!(before, after, "a redelivery changed a read model");
+    assert_spine_consistent(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_a_nats_outage_and_everything_catches_up() {
+    let mut options = spine_only();
+    options.nats_proxy = true;
+    let (app, firmware) = spine_app(options).await;
+    let proxy = app.nats_proxy.as_ref().expect("nats proxy");
+    let ledger = Ledger::default();
+    let (status, body) = ledger.create(&app, "before", &firmware, &DEVICES).await;
+    assert_eq!(status, 201, "{body}");
+    let mut ids = vec![body["id"].as_str().expect("id").to_owned()];
+    assert_spine_consistent(&app).await;
+    let published = stream_messages(&app).await;
+
+    proxy.cut();
+    eventually("health to see NATS down", Duration::from_secs(10), || async {
+        (detailed_health(&app).await["nats"]["ok"] == false).then_some(())
+    })
+    .await;
+    // Writes go to Postgres only, so they still succeed.
+    for i in 0..5 {
+        let (status, body) = ledger.create(&app, &format!("during {i}"), &firmware, &DEVICES).await;
+        assert_eq!(status, 201, "create during the outage: {body}");
+        ids.push(body["id"].as_str().expect("id").to_owned());
+    }
+    for id in &ids {
+        let (status, body) = ledger.act(&app, id, "start").await;
+        assert_eq!(status, 200, "start during the outage: {body}");
+    }
+    let written = stored_events(&app).await - published as i64;
+    let health = detailed_health(&app).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["nats"]["ok"], false, "{health}");
+    assert_eq!(health["relay"]["unpublished_events"], written, "events written during the outage wait: {health}");
+    // Its publishing times out (JetStream's 10 s) and the relay steps down to
+    // retry; its checkpoint never passed an event NATS did not acknowledge.
+    let relay = app.server.relay.as_ref().expect("relay");
+    eventually("the relay to give up its term", Duration::from_secs(20), || async {
+        (relay.role() != RelayRole::Leader).then_some(())
+    })
+    .await;
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e JOIN relay_checkpoint c ON c.name = $1
+         WHERE (e.tx_id, e.global_seq) > (c.tx_id, c.global_seq)",
+    )
+    .bind(app.names.prefix())
+    .fetch_one(&app.db)
+    .await
+    .expect("behind the checkpoint");
+    assert_eq!(unpublished, written, "the relay advanced past events NATS never acknowledged");
+    assert_eq!(stream_messages(&app).await, published, "nothing is published without NATS");
+
+    proxy.restore();
+    eventually("the relay to lead again", Duration::from_secs(20), || async {
+        (relay.role() == RelayRole::Leader).then_some(())
+    })
+    .await;
+    ledger.assert_in_store(&app, true).await;
+    assert_spine_consistent(&app).await;
+    eventually("health to recover", Duration::from_secs(20), || async {
+        let health = detailed_health(&app).await;
+        (health["status"] == "ok" && health["relay"]["unpublished_events"] == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_answers_503_and_recovers() {
+    let mut options = spine_only();
+    options.postgres_proxy = true;
+    let (app, firmware) = spine_app(options).await;
+    let app = Arc::new(app);
+    let proxy = app.postgres_proxy.as_ref().expect("postgres proxy");
+    let ledger = Ledger::default();
+    let (status, body) = ledger.create(&app, "before", &firmware, &DEVICES).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let (status, body) = ledger.act(&app, &id, "start").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Work in flight when Postgres goes: a backlog in NATS the projections have
+    // not applied, and events in the store the relay has not published.
+    consumers_idle(&app).await;
+    for worker in &app.server.workers {
+        worker.stop();
+    }
+    let load = Load::start(app.clone(), &ledger, &firmware, 4);
+    grows_to(&app, "a backlog for the projections", 1200).await;
+    app.server.relay.as_ref().expect("relay").stop();
+    let relayed = stream_messages(&app).await as i64;
+    grows_to(&app, "a backlog for the relay", relayed + 50).await;
+    load.stop().await;
+
+    proxy.cut();
+    let create = json!({"name": "during", "firmware_id": firmware, "target": {"device_ids": DEVICES}});
+    for (what, request) in [
+        ("pause", app.post(&format!("/api/v1/campaigns/{id}/pause"))),
+        ("create", app.post("/api/v1/campaigns").json(&create)),
+    ] {
+        let started = Instant::now();
+        let response = tokio::time::timeout(Duration::from_secs(30), request.send())
+            .await
+            .unwrap_or_else(|_| panic!("{what} hung for 30 s while Postgres was away"))
+            .expect("request");
+        let elapsed = started.elapsed();
+        let (status, body) = json_of(response).await;
+        eprintln!("{what} answered {status} after {elapsed:?} while Postgres was away");
+        assert_eq!(status, 503, "{what} during the outage: {body}");
+        assert_eq!(body["error"], "unavailable", "{body}");
+        assert!(elapsed < Duration::from_secs(11), "{what} took {elapsed:?}, beyond the pool's 10 s acquire timeout");
+    }
+    // A relay and workers start while Postgres is away; the workers take
+    // messages they cannot apply.
+    let _relay = app.server.new_relay().spawn();
+    let _workers = ota_projections::spawn_all_workers(&app.server.state.pool, &app.server.state.js, &app.names);
+    let stream = app.js.get_stream(app.names.events_stream()).await.expect("events stream");
+    let activity = consumer_name::<ActivityProjection>(&app.names);
+    eventually("workers to take messages they cannot apply", Duration::from_secs(20), || async {
+        let mut consumer = stream.get_consumer::<pull::Config>(&activity).await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_ack_pending > 0).then_some(())
+    })
+    .await;
+
+    proxy.restore();
+    let restored = Instant::now();
+    let (status, body) = ledger.act(&app, &id, "pause").await;
+    assert_eq!(status, 200, "pause after the outage: {body}");
+    let (status, body) = ledger.create(&app, "after", &firmware, &DEVICES).await;
+    assert_eq!(status, 201, "create after the outage: {body}");
+    assert_spine_consistent(&app).await;
+    // Well within the consumers' 30 s ack_wait: nothing waited for a redelivery.
+    let took = restored.elapsed();
+    assert!(took < Duration::from_secs(20), "caught up only {took:?} after Postgres came back");
+    ledger.assert_in_store(&app, true).await;
+}

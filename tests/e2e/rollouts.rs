@@ -129,11 +129,15 @@ async fn a_failing_second_wave_pauses_after_approval_and_the_operator_aborts() {
         (active == 0).then_some(())
     })
     .await;
-    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE state = 'failed'")
-        .fetch_one(&app.db)
-        .await
-        .expect("count");
-    assert_eq!(failed, 30);
+    // Only the devices set to fail ever failed; the others succeeded or were cancelled in flight.
+    let by_state: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM device_updates WHERE wave = 1 GROUP BY state ORDER BY state")
+            .fetch_all(&app.db)
+            .await
+            .expect("count");
+    let count = |s: &str| by_state.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    assert!((1..=30).contains(&count("failed")), "{by_state:?}");
+    assert_eq!(count("failed") + count("succeeded") + count("cancelled"), 90, "{by_state:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,6 +159,8 @@ async fn assign(conn: &mut PgConnection, device: &str, lane: Assigned) -> Result
     bump_state(conn, assigned, 1).await
 }
 
+/// Moves an update to a new state: the current row, its history row, the
+/// rollback log and both counters, in one statement (one round trip per event).
 async fn transition(
     conn: &mut PgConnection,
     device: &str,
@@ -168,57 +170,46 @@ async fn transition(
     message: Option<String>,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let previous: Option<(Option<Uuid>, Option<i32>, String)> = sqlx::query_as(
-        "SELECT campaign_id, wave, state FROM device_updates WHERE device_id = $1 AND action = $2 FOR UPDATE",
-    )
-    .bind(device)
-    .bind(action as i32)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((campaign, wave, old_state)) = previous else {
-        return Ok(());
-    };
-    let new_state = state.as_str();
     let finished_at = state.is_terminal().then_some(at);
     sqlx::query(
-        "UPDATE device_updates SET state = $3, progress = COALESCE($4, progress), message = COALESCE($5, message),
-            updated_at = $6 WHERE device_id = $1 AND action = $2",
+        "WITH old AS (
+            SELECT state AS old_state, campaign_id, wave, kind FROM device_updates
+            WHERE device_id = $1 AND action = $2 FOR UPDATE),
+         moved AS (
+            UPDATE device_updates SET state = $3, progress = COALESCE($4, progress),
+                message = COALESCE($5, message), updated_at = $6
+            WHERE device_id = $1 AND action = $2 AND EXISTS (SELECT 1 FROM old) RETURNING 1),
+         history AS (
+            UPDATE update_history SET state = $3, last_message = COALESCE($5, last_message), updated_at = $6,
+                finished_at = COALESCE($7, finished_at)
+            WHERE device_id = $1 AND action = $2 AND EXISTS (SELECT 1 FROM old) RETURNING 1),
+         rollbacks AS (
+            UPDATE rollback_log SET state = $3, finished_at = $7
+            WHERE device_id = $1 AND action = $2 AND EXISTS (SELECT 1 FROM old WHERE kind = 'rollback') RETURNING 1),
+         changes AS (
+            SELECT old.campaign_id, old.wave, x.state, x.delta FROM old,
+                LATERAL (VALUES (old.old_state, -1::bigint), ($3, 1::bigint)) x(state, delta)
+            WHERE old.old_state <> $3),
+         overall AS (
+            INSERT INTO update_state_counts (state, count) SELECT state, delta FROM changes
+            ON CONFLICT (state) DO UPDATE SET count = update_state_counts.count + EXCLUDED.count RETURNING 1),
+         waves AS (
+            INSERT INTO campaign_wave_counts (campaign_id, wave, state, count)
+            SELECT campaign_id, wave, state, delta FROM changes WHERE campaign_id IS NOT NULL AND wave IS NOT NULL
+            ON CONFLICT (campaign_id, wave, state) DO UPDATE SET count = campaign_wave_counts.count + EXCLUDED.count
+            RETURNING 1)
+         SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM history) + (SELECT count(*) FROM rollbacks)
+              + (SELECT count(*) FROM overall) + (SELECT count(*) FROM waves)",
     )
     .bind(device)
     .bind(action as i32)
-    .bind(new_state)
+    .bind(state.as_str())
     .bind(progress.map(i16::from))
     .bind(&message)
     .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE update_history SET state = $3, last_message = COALESCE($4, last_message), updated_at = $5,
-            finished_at = COALESCE($6, finished_at) WHERE device_id = $1 AND action = $2",
-    )
-    .bind(device)
-    .bind(action as i32)
-    .bind(new_state)
-    .bind(&message)
-    .bind(at)
     .bind(finished_at)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    sqlx::query("UPDATE rollback_log SET state = $3, finished_at = $4 WHERE device_id = $1 AND action = $2")
-        .bind(device)
-        .bind(action as i32)
-        .bind(new_state)
-        .bind(finished_at)
-        .execute(&mut *conn)
-        .await?;
-    if old_state != new_state {
-        if let (Some(campaign), Some(wave)) = (campaign, wave) {
-            bump_wave(conn, campaign, wave, &old_state, -1).await?;
-            bump_wave(conn, campaign, wave, new_state, 1).await?;
-        }
-        bump_state(conn, &old_state, -1).await?;
-        bump_state(conn, new_state, 1).await?;
-    }
     Ok(())
 }
 

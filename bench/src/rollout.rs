@@ -1,0 +1,147 @@
+//! A whole campaign at fleet scale: devices registered, a campaign started with
+//! no rate limit, every device assigned, every device reporting success.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ota_domain::campaign::Campaign;
+use ota_domain::device::{Device, DeviceCommand, DeviceProfile};
+use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, UpdateState};
+use ota_domain::{Actor, CommandMeta, DeviceId};
+use ota_orchestrator::devices::StatusReport;
+use ota_projections::ProjectionName;
+use ota_testkit::{json_of, TestApp, TestOptions};
+
+pub async fn run(devices: usize, reporters: usize) {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let store = app.server.state.store.clone();
+    let meta = CommandMeta::new(Actor::system("bench"));
+    let ids: Vec<String> = (0..devices).map(|i| format!("bench-{i:06}")).collect();
+
+    let started = Instant::now();
+    for chunk in ids.chunks(1000) {
+        let items = chunk
+            .iter()
+            .map(|id| {
+                let profile = DeviceProfile {
+                    device_model: "gw".into(),
+                    hardware_version: Some(if id.ends_with('7') { "rev-b" } else { "rev-a" }.into()),
+                    firmware_version: Some("1.0".into()),
+                    tags: Default::default(),
+                    attributes: BTreeMap::new(),
+                };
+                let id_parsed = DeviceId::parse(id).expect("id");
+                (id.clone(), DeviceCommand::Register { id: id_parsed, profile, at: Utc::now() }, meta.clone())
+            })
+            .collect();
+        for r in store.execute_many::<Device>(items).await {
+            r.expect("register");
+        }
+    }
+    println!("registered {devices} devices (group commits of 1000) in {:.1} s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    app.caught_up_within(ProjectionName::Devices, Duration::from_secs(600), Duration::from_secs(1)).await;
+    println!("devices read model caught up {:.1} s later", started.elapsed().as_secs_f64());
+
+    let firmware = app.firmware("2.0").await;
+    let body = serde_json::json!({"name": "fleet", "firmware_id": firmware,
+        "target": {"filter": {"device_model": "gw"}}, "rollout": {"waves": [{"percent": 100}]}});
+    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
+    assert_eq!(status, 201, "{created}");
+    let campaign = created["id"].as_str().expect("id").to_owned();
+
+    let started = Instant::now();
+    let (status, body) = app.campaign_action(&campaign, "start").await;
+    assert_eq!(status, 200, "{body}");
+    loop {
+        let (c, _) = store.load::<Campaign>(&campaign).await.expect("campaign");
+        if c.assigned.iter().sum::<u32>() as usize >= devices {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let assign_secs = started.elapsed().as_secs_f64();
+    println!(
+        "start -> all {devices} devices assigned (durably, rate limit off): {assign_secs:.1} s ({:.0} devices/s)",
+        devices as f64 / assign_secs
+    );
+
+    // Device reports through the group committer, as the HTTP and NATS routes use it.
+    let reports = app.server.state.reports.clone();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..reporters)
+        .map(|_| {
+            let (reports, ids, next) = (reports.clone(), ids.clone(), next.clone());
+            tokio::spawn(async move {
+                let meta = CommandMeta::new(Actor::system("bench-device"));
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
+                    let device = DeviceId::parse(id).expect("id");
+                    for state in [UpdateState::Downloading, UpdateState::Installing, UpdateState::Succeeded] {
+                        let report =
+                            StatusReport { state, progress: None, message: None, firmware_version: None, action: None };
+                        reports.report(&device, report, &meta, Utc::now()).await.expect("report");
+                    }
+                }
+            })
+        })
+        .collect();
+    futures::future::join_all(tasks).await;
+    let report_secs = started.elapsed().as_secs_f64();
+    let stored = devices * 4; // three reports + the inventory change on success
+    println!(
+        "{} device reports ({reporters} concurrent devices) durably stored in {report_secs:.1} s: {:.0} reports/s ({:.0} events/s incl. inventory)",
+        devices * 3,
+        (devices * 3) as f64 / report_secs,
+        stored as f64 / report_secs
+    );
+    let last_report = Instant::now();
+    loop {
+        let (c, _) = store.load::<Campaign>(&campaign).await.expect("campaign");
+        if c.status.is_terminal() {
+            println!(
+                "last report -> campaign {} (projected, gate evaluated): {:.1} s",
+                c.status,
+                last_report.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Stock single-command execution on the same machine in the same run, for the ratio.
+    let sample = 3000.min(devices);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..reporters.min(16))
+        .map(|_| {
+            let (store, ids, next) = (store.clone(), ids.clone(), next.clone());
+            tokio::spawn(async move {
+                let meta = CommandMeta::new(Actor::system("bench-device"));
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= sample {
+                        break;
+                    }
+                    let report = DeviceUpdateCommand::Report {
+                        action: Some(999),
+                        state: UpdateState::Downloading,
+                        progress: None,
+                        message: None,
+                        at: Utc::now(),
+                    };
+                    store.execute::<DeviceUpdate>(&ids[i], report, &meta).await.expect("stock report");
+                }
+            })
+        })
+        .collect();
+    futures::future::join_all(tasks).await;
+    let stock = sample as f64 / started.elapsed().as_secs_f64();
+    println!("stock single-command execution, 16 clients (one stale report each, stored as ReportIgnored): {stock:.0} reports/s");
+    println!("ratio group commit / stock: {:.1}", (devices * 3) as f64 / report_secs / stock);
+}
