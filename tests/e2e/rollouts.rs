@@ -215,3 +215,94 @@ async fn a_process_manager_killed_mid_campaign_resumes_and_never_assigns_a_devic
             .expect("count");
     assert_eq!(assigned, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuous_campaign_takes_devices_that_come_to_match_its_filter() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let fleet = app.fleet().await;
+    let register = |id: &str, tags: Vec<&str>| {
+        let body =
+            json!({"id": id, "device_model": "gw", "hardware_version": "a", "firmware_version": "1.0", "tags": tags});
+        let request = app.post("/api/v1/devices").json(&body);
+        async move {
+            let (status, body) = json_of(request.send().await.expect("register")).await;
+            assert!(status == 201 || status == 200, "{body}");
+        }
+    };
+    for i in 0..5 {
+        register(&format!("eu-{i}"), vec!["eu"]).await;
+    }
+    register("us-0", vec!["us"]).await;
+    app.caught_up(ProjectionName::Devices).await;
+    let firmware = app.firmware("2.0").await;
+    let body = json!({"name": "eu fleet", "firmware_id": firmware,
+        "target": {"filter": {"tags": ["eu"]}, "continuous": true}});
+    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (_, started) = app.campaign_action(&id, "start").await;
+    assert_eq!(started["device_count"], 5, "{started}");
+
+    // New and changed devices join as their inventory event arrives.
+    register("eu-new", vec!["eu"]).await;
+    register("us-0", vec!["us", "eu"]).await;
+    register("us-1", vec!["us"]).await;
+    eventually("joiners updated", Duration::from_secs(30), || async {
+        (fleet.updates_received("eu-new") == 1 && fleet.updates_received("us-0") == 1).then_some(())
+    })
+    .await;
+    let d = eventually("7 devices succeeded", Duration::from_secs(30), || async {
+        let d = detail(&app, &id).await;
+        (d["waves"][0]["succeeded"] == 7).then_some(d)
+    })
+    .await;
+    assert_eq!(d["status"], "running", "a continuous campaign stays open: {d}");
+    assert_eq!(fleet.updates_received("us-1"), 0);
+    let joined =
+        d["decisions"].as_array().expect("decisions").iter().filter(|x| x["decision"] == "members_joined").count();
+    assert_eq!(joined, 2, "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_campaign_starts_at_its_time() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let _fleet = app.fleet().await;
+    let devices = ids("sch", 10);
+    app.register_devices(&devices, "rev-a").await;
+    let start_at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let id = campaign(&app, &devices, json!({"start_at": start_at})).await;
+    let (status, body) = app.campaign_action(&id, "start").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("scheduled")), "{body}");
+    let done = wait_status(&app, &id, "completed").await;
+    let started_at = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().expect("started")).expect("time");
+    let planned = chrono::DateTime::parse_from_rfc3339(&start_at).expect("time");
+    assert!(started_at >= planned, "started {started_at} before {planned}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_devices_time_out_are_retried_and_then_trip_the_gate() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let fleet = app.fleet().await;
+    let devices = ids("mute", 6);
+    app.register_devices(&devices, "rev-a").await;
+    for d in &devices {
+        fleet.set(d, Behavior::Silent);
+    }
+    let rollout = json!({"device_timeout_secs": 1, "max_retries": 1, "failure_threshold_percent": 50,
+        "min_finished": 6, "on_failure": "abort"});
+    let id = campaign(&app, &devices, rollout).await;
+    app.campaign_action(&id, "start").await;
+    let aborted = wait_status(&app, &id, "aborted").await;
+    let last = aborted["decisions"].as_array().expect("decisions").last().cloned().unwrap_or_default();
+    assert_eq!((last["decision"].as_str(), last["gate"]["failed"].as_u64()), (Some("aborted"), Some(6)), "{aborted}");
+    for d in &devices {
+        assert_eq!(fleet.updates_received(d), 2, "{d}: first try and one retry");
+    }
+    app.caught_up(ProjectionName::Updates).await;
+    let retried: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM update_history WHERE retry = 1 AND state = 'timed_out'")
+            .fetch_one(&app.db)
+            .await
+            .expect("count");
+    assert_eq!(retried, 6);
+}

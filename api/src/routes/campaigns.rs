@@ -307,7 +307,7 @@ pub async fn start(
     let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
         let seed = rand_seed();
         Some(
-            ota_orchestrator::membership::resolve(&state.store, &campaign, seed)
+            ota_orchestrator::membership::resolve(&state.pool, &campaign, seed)
                 .await
                 .map_err(|e| ApiError::unavailable("inventory", e))?,
         )

@@ -41,6 +41,11 @@ pub enum CampaignCommand {
     Approve {
         at: DateTime<Utc>,
     },
+    /// Devices that came to match a continuous campaign's filter join its last wave.
+    AddMembers {
+        devices: Vec<crate::ids::DeviceId>,
+        at: DateTime<Utc>,
+    },
     Pause {
         reason: Option<String>,
         gate: Option<GateReport>,
@@ -74,6 +79,7 @@ impl CampaignCommand {
             CampaignCommand::RecordAssignments { .. } => "assign devices of",
             CampaignCommand::AwaitApproval { .. } => "await approval of",
             CampaignCommand::Approve { .. } => "approve",
+            CampaignCommand::AddMembers { .. } => "add devices to",
             CampaignCommand::Pause { .. } => "pause",
             CampaignCommand::Resume { .. } => "resume",
             CampaignCommand::Cancel { .. } => "cancel",

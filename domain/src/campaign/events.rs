@@ -34,6 +34,12 @@ pub enum CampaignEvent {
         excluded: u32,
         at: DateTime<Utc>,
     },
+    /// Devices that came to match a continuous campaign joined its last wave.
+    MembersJoined {
+        wave: usize,
+        devices: Vec<DeviceId>,
+        at: DateTime<Utc>,
+    },
     WaveStarted {
         wave: usize,
         #[serde(default)]
@@ -89,6 +95,7 @@ impl DomainEvent for CampaignEvent {
             CampaignEvent::CampaignScheduled { .. } => "CampaignScheduled",
             CampaignEvent::CampaignStarted { .. } => "CampaignStarted",
             CampaignEvent::MembershipResolved { .. } => "MembershipResolved",
+            CampaignEvent::MembersJoined { .. } => "MembersJoined",
             CampaignEvent::WaveStarted { .. } => "WaveStarted",
             CampaignEvent::AssignmentsRecorded { .. } => "AssignmentsRecorded",
             CampaignEvent::ApprovalRequested { .. } => "ApprovalRequested",

@@ -105,6 +105,18 @@ pub struct TargetFilter {
     pub firmware_version: Option<String>,
 }
 
+impl TargetFilter {
+    /// Whether a device with this profile is targeted by the filter, for firmware built for `firmware_model`.
+    pub fn matches(&self, firmware_model: &str, profile: &crate::device::DeviceProfile) -> bool {
+        profile.device_model == firmware_model
+            && self.device_model.as_deref().is_none_or(|m| m == firmware_model)
+            && (self.hardware_versions.is_empty()
+                || profile.hardware_version.as_ref().is_some_and(|h| self.hardware_versions.contains(h)))
+            && self.tags.iter().all(|t| profile.tags.contains(t))
+            && self.firmware_version.as_ref().is_none_or(|v| profile.firmware_version.as_ref() == Some(v))
+    }
+}
+
 /// Who is in which wave, fixed at start by a seeded, stratified shuffle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Membership {
@@ -148,6 +160,10 @@ impl Campaign {
 
     pub fn wave_members(&self, wave: usize) -> &[DeviceId] {
         self.membership.as_ref().and_then(|m| m.waves.get(wave)).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_member(&self, device: &DeviceId) -> bool {
+        self.membership.as_ref().is_some_and(|m| m.waves.iter().any(|w| w.contains(device)))
     }
 
     pub fn wave_count(&self) -> usize {
@@ -268,6 +284,16 @@ impl Decide for Campaign {
                 | CampaignCommand::AwaitApproval { .. }),
                 S::Running,
             ) => return self.decide_rollout_step(command),
+            (CampaignCommand::AddMembers { devices, at }, S::Running | S::Paused) if self.target.continuous => {
+                let mut fresh: Vec<DeviceId> = devices.into_iter().filter(|d| !self.is_member(d)).collect();
+                fresh.sort();
+                fresh.dedup();
+                let Some(wave) = self.wave_count().checked_sub(1) else { return Ok(vec![]) };
+                if fresh.is_empty() {
+                    return Ok(vec![]);
+                }
+                CampaignEvent::MembersJoined { wave, devices: fresh, at }
+            }
             (CampaignCommand::Approve { at }, S::Running | S::Paused) => match self.current_wave {
                 Some(wave) if self.awaiting_approval => CampaignEvent::WaveApproved { wave, at },
                 _ => return Err(CampaignError::NothingToApprove),
@@ -326,6 +352,11 @@ impl Aggregate for Campaign {
                 self.assigned = vec![0; waves.len()];
                 self.skipped = vec![0; waves.len()];
                 self.membership = Some(Membership { seed, waves, excluded });
+            }
+            CampaignEvent::MembersJoined { wave, devices, .. } => {
+                if let Some(members) = self.membership.as_mut().and_then(|m| m.waves.get_mut(wave)) {
+                    members.extend(devices);
+                }
             }
             CampaignEvent::WaveStarted { wave, .. } => {
                 self.current_wave = Some(wave);

@@ -16,8 +16,8 @@ use crate::refusal::Refusal;
 pub const MAX_WAVES: usize = 100;
 /// Most automatic retries per device, as AWS IoT Jobs allows.
 pub const MAX_RETRIES: u32 = 10;
-/// Shortest device timeout: one minute, as AWS IoT Jobs' in-progress timer.
-pub const MIN_DEVICE_TIMEOUT_SECS: u64 = 60;
+/// Shortest device timeout: one second (labs and tests use short ones).
+pub const MIN_DEVICE_TIMEOUT_SECS: u64 = 1;
 /// Longest device timeout: thirty days.
 pub const MAX_DEVICE_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
@@ -56,6 +56,9 @@ pub struct RolloutPlan {
     pub start_at: Option<DateTime<Utc>>,
     /// Whether aborting also rolls back the devices that already updated.
     pub rollback_on_abort: bool,
+    /// When a continuous campaign stops taking new devices and completes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime<Utc>>,
 }
 
 impl Default for RolloutPlan {
@@ -74,6 +77,7 @@ impl Default for RolloutPlan {
             maintenance_window: None,
             start_at: None,
             rollback_on_abort: false,
+            end_at: None,
         }
     }
 }

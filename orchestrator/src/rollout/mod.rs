@@ -124,17 +124,25 @@ impl ProcessManager {
         }
     }
 
+    /// Follows both campaign events (cancels, wake-ups) and device inventory
+    /// events (continuous campaigns), each on its own durable consumer.
     async fn consume(&self) -> Result<(), StepError> {
+        let campaigns = self.consume_type("Campaign", "rollout");
+        let devices = self.consume_type("Device", "rollout_devices");
+        tokio::try_join!(campaigns, devices).map(|_| ())
+    }
+
+    async fn consume_type(&self, aggregate_type: &str, consumer_name: &str) -> Result<(), StepError> {
         let nats = |e: &dyn std::fmt::Display| StepError::Nats(e.to_string());
         let stream =
             ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(|e| nats(&e))?;
-        let durable = self.names.consumer("rollout");
+        let durable = self.names.consumer(consumer_name);
         let consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &durable,
                 pull::Config {
                     durable_name: Some(durable.clone()),
-                    filter_subject: self.names.events_of_type("Campaign"),
+                    filter_subject: self.names.events_of_type(aggregate_type),
                     ack_policy: AckPolicy::Explicit,
                     deliver_policy: DeliverPolicy::New,
                     ack_wait: Duration::from_secs(60),
@@ -155,6 +163,9 @@ impl ProcessManager {
     }
 
     async fn react(&self, record: &EventRecord) -> Result<(), StepError> {
+        if record.aggregate_type == "Device" {
+            return step::match_device(self, record).await;
+        }
         let Ok(id) = record.aggregate_id.parse::<CampaignId>() else { return Ok(()) };
         let ends_flight = record.payload_omitted
             || matches!(

@@ -11,7 +11,7 @@ use ota_domain::{Actor, CampaignId, CommandMeta, EventRecord};
 use super::{tally, ProcessManager};
 use std::collections::HashMap;
 
-use ota_domain::device::Device;
+use ota_domain::device::{Device, DeviceEvent};
 use ota_domain::device_update::UpdateFirmware;
 use ota_domain::firmware::Firmware;
 
@@ -44,7 +44,7 @@ pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Re
     match campaign.status {
         CampaignStatus::Scheduled if campaign.scheduled_for.is_some_and(|t| t <= now) => {
             let seed = u64::from_le_bytes(id.as_uuid().as_bytes()[..8].try_into().unwrap_or_default());
-            let membership = crate::membership::resolve(&pm.store, &campaign, seed)
+            let membership = crate::membership::resolve(&pm.pool, &campaign, seed)
                 .await
                 .map_err(|e| StepError::Assign(e.to_string()))?;
             let command = CampaignCommand::Start { membership: Some(membership), at: now };
@@ -80,7 +80,12 @@ async fn run(
         successes: waves.iter().map(|w| u64::from(w.succeeded)).sum(),
         started_at: campaign.started_at,
     };
+    // A continuous campaign keeps taking devices until it is stopped or its end time.
+    let open_ended = campaign.target.continuous && campaign.rollout.end_at.is_none_or(|end| end > now);
     for decision in next_steps(&view, now) {
+        if open_ended && decision == Decision::Complete {
+            continue;
+        }
         carry_out(pm, id, &campaign, &waves, decision, meta, now).await?;
     }
     Ok(())
@@ -258,6 +263,29 @@ pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &Event
                 Ok(_) | Err(StoreError::Rejected(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+    Ok(())
+}
+
+/// A device's inventory changed: continuous campaigns whose filter it now matches take it in.
+pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(), StepError> {
+    let Ok(event) = record.decode::<DeviceEvent>() else { return Ok(()) };
+    let (DeviceEvent::DeviceRegistered { profile, .. } | DeviceEvent::DeviceProfileChanged { profile, .. }) = event;
+    let Ok(device) = ota_domain::DeviceId::parse(&record.aggregate_id) else { return Ok(()) };
+    let now = Utc::now();
+    for id in tally::continuous_campaigns(&pm.pool).await? {
+        let (campaign, _) = pm.store.load::<Campaign>(&id.to_string()).await?;
+        let (Some(filter), Some(firmware)) = (&campaign.target.filter, &campaign.firmware) else { continue };
+        let still_open = campaign.rollout.end_at.is_none_or(|end| end > now);
+        if !still_open || !filter.matches(&firmware.device_model, &profile) || campaign.is_member(&device) {
+            continue;
+        }
+        let meta = CommandMeta::new(Actor::system("rollout")).caused_by(record.event_id());
+        let command = CampaignCommand::AddMembers { devices: vec![device.clone()], at: now };
+        match pm.store.execute::<Campaign>(&id.to_string(), command, &meta).await {
+            Ok(_) | Err(StoreError::Rejected(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

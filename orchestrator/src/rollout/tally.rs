@@ -17,10 +17,35 @@ pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Er
     Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
 }
 
+/// Continuous campaigns not yet ended (the caller checks each one's own stream,
+/// since this read model may trail a start made a moment ago).
+pub async fn continuous_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Error> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM campaigns WHERE status IN ('draft', 'scheduled', 'running', 'paused')
+         AND COALESCE((target->>'continuous')::boolean, false) ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
+}
+
 /// One tally per wave: sizes from the membership and cursor, states from the counters.
 pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<WaveTally>, sqlx::Error> {
     let Some(id) = campaign.id else { return Ok(vec![]) };
     let counts = ota_projections::updates::wave_counts(pool, id.as_uuid()).await?;
+    // A failure that will be retried is still in flight: it neither trips nor passes a gate.
+    let pending_retries: Vec<(i32, String, i64)> = if campaign.rollout.max_retries > 0 {
+        sqlx::query_as(
+            "SELECT wave, state, count(*) FROM device_updates WHERE campaign_id = $1
+             AND state IN ('failed', 'timed_out') AND retry < $2 AND wave IS NOT NULL GROUP BY wave, state",
+        )
+        .bind(id.as_uuid())
+        .bind(campaign.rollout.max_retries as i32)
+        .fetch_all(pool)
+        .await?
+    } else {
+        Vec::new()
+    };
     let mut tallies = Vec::with_capacity(campaign.wave_count());
     for wave in 0..campaign.wave_count() {
         let members = campaign.wave_members(wave).len() as u32;
@@ -29,13 +54,26 @@ pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<Wave
         let empty = BTreeMap::new();
         let by_state = counts.iter().find(|c| c.wave == wave as i32).map_or(&empty, |c| &c.by_state);
         let n = |s: &str| by_state.get(s).copied().unwrap_or(0).max(0) as u32;
+        let retrying = |s: &str| {
+            pending_retries
+                .iter()
+                .filter(|(w, st, _)| *w == wave as i32 && st == s)
+                .map(|(_, _, c)| *c as u32)
+                .sum::<u32>()
+        };
+        let (failed_retrying, timed_out_retrying) = (retrying("failed"), retrying("timed_out"));
         tallies.push(WaveTally {
             size: members.saturating_sub(skipped),
             assigned,
-            in_progress: ["assigned", "notified", "downloading", "downloaded", "installing"].iter().map(|s| n(s)).sum(),
+            in_progress: ["assigned", "notified", "downloading", "downloaded", "installing"]
+                .iter()
+                .map(|s| n(s))
+                .sum::<u32>()
+                + failed_retrying
+                + timed_out_retrying,
             succeeded: n("succeeded"),
-            failed: n("failed"),
-            timed_out: n("timed_out"),
+            failed: n("failed").saturating_sub(failed_retrying),
+            timed_out: n("timed_out").saturating_sub(timed_out_retrying),
             rejected: n("rejected"),
             cancelled: n("cancelled") + n("rolled_back"),
         });

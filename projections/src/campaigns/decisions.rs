@@ -22,6 +22,9 @@ pub async fn record(
             ("approval_requested", Some(*wave), passed.as_ref(), None)
         }
         CampaignEvent::WaveApproved { wave, .. } => ("wave_approved", Some(*wave), None, None),
+        CampaignEvent::MembersJoined { wave, devices, .. } => {
+            ("members_joined", Some(*wave), None, Some(format!("{} device(s) came to match the filter", devices.len())))
+        }
         CampaignEvent::CampaignPaused { reason, gate, .. } => {
             ("paused", gate.map(|g| g.wave), gate.as_ref(), reason.clone())
         }

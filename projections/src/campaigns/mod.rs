@@ -99,6 +99,20 @@ impl Projection for CampaignsProjection {
                 .await?;
                 return Ok(());
             }
+            CampaignEvent::MembersJoined { wave, devices, .. } => {
+                sqlx::query("UPDATE campaign_waves SET size = size + $3 WHERE campaign_id = $1 AND wave = $2")
+                    .bind(id)
+                    .bind(wave as i32)
+                    .bind(devices.len() as i32)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("UPDATE campaigns SET device_count = device_count + $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(devices.len() as i32)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
             CampaignEvent::ApprovalRequested { .. } | CampaignEvent::WaveApproved { .. } => return Ok(()),
             CampaignEvent::CampaignScheduled { start_at, at } => {
                 sqlx::query("UPDATE campaigns SET scheduled_for = $2 WHERE id = $1")

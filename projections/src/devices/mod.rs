@@ -2,7 +2,7 @@
 
 mod queries;
 
-pub use queries::{by_ids, count, get, list, matching, DeviceFilter, DeviceView, TargetRow};
+pub use queries::{count, get, list, DeviceFilter, DeviceView};
 
 use ota_domain::device::{DeviceEvent, DeviceProfile};
 use ota_domain::EventRecord;

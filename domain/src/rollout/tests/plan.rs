@@ -54,6 +54,7 @@ fn a_full_rollout_object_parses_with_its_json_names_and_round_trips() {
         maintenance_window: Some(window("22:30", 240, "-05:00")),
         start_at: Some(at("2026-03-01T12:00:00Z")),
         rollback_on_abort: true,
+        end_at: None,
     };
     assert_eq!(plan, expected);
     assert_eq!(plan.validate(), Ok(()));
@@ -152,7 +153,7 @@ fn validation_names_the_offending_field_and_gives_a_stable_code() {
             "rollout.ramp.factor",
         ),
         (
-            RolloutPlan { device_timeout_secs: Some(59), ..plan() },
+            RolloutPlan { device_timeout_secs: Some(0), ..plan() },
             "rollout.bad_device_timeout",
             "rollout.device_timeout_secs",
         ),
@@ -199,7 +200,7 @@ fn validation_accepts_every_boundary_value() {
         RolloutPlan { success_threshold_percent: 100, failure_threshold_percent: 100, ..RolloutPlan::default() },
         RolloutPlan { max_per_minute: Some(1), ramp: ramp(10), ..RolloutPlan::default() },
         RolloutPlan { ramp: ramp(100), ..RolloutPlan::default() },
-        RolloutPlan { device_timeout_secs: Some(60), max_retries: 10, ..RolloutPlan::default() },
+        RolloutPlan { device_timeout_secs: Some(1), max_retries: 10, ..RolloutPlan::default() },
         RolloutPlan { device_timeout_secs: Some(30 * 86_400), ..RolloutPlan::default() },
         RolloutPlan { maintenance_window: Some(window("00:00", 1, "-14:00")), ..RolloutPlan::default() },
         RolloutPlan { maintenance_window: Some(window("23:59", 1440, "+14:00")), ..RolloutPlan::default() },
