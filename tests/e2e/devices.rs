@@ -118,8 +118,21 @@ async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmwa
 
     app.all_caught_up().await;
     let (_, history) = json_of(app.get("/api/v1/devices/dev/history").send().await.expect("history")).await;
+    let offsets: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT projection, aggregate_type, last_sequence FROM projection_offsets WHERE aggregate_id = 'dev'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("dbg");
+    let events: Vec<(String, i64, String, i64)> = sqlx::query_as(
+        "SELECT aggregate_type, sequence, event_type, global_seq FROM events WHERE aggregate_id = 'dev' ORDER BY global_seq",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("dbg");
+
     let states: Vec<_> = history["items"].as_array().expect("items").iter().map(|h| h["state"].clone()).collect();
-    assert_eq!(states, [json!("rolled_back"), json!("succeeded")]);
+    assert_eq!(states, [json!("rolled_back"), json!("succeeded")], "offsets {offsets:?}, events {events:?}");
     assert_eq!(history["items"][1]["assigned_by"], "user:tester");
     let (_, device) = json_of(app.get("/api/v1/devices/dev").send().await.expect("device")).await;
     assert_eq!(device["firmware_version"], "1.0");

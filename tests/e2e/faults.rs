@@ -208,7 +208,7 @@ async fn writes_survive_a_nats_outage_and_everything_catches_up() {
     let published = stream_messages(&app).await;
 
     proxy.cut();
-    eventually("health to see NATS down", Duration::from_secs(10), || async {
+    eventually("health to see NATS down", Duration::from_secs(30), || async {
         (detailed_health(&app).await["nats"]["ok"] == false).then_some(())
     })
     .await;

@@ -306,3 +306,49 @@ async fn silent_devices_time_out_are_retried_and_then_trip_the_gate() {
             .expect("count");
     assert_eq!(retried, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_with_rollback_rolls_the_updated_devices_back_in_a_linked_campaign() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let fleet = app.fleet().await;
+    let _v1 = app.firmware("1.0").await;
+    let devices = ids("rb", 40);
+    app.register_devices(&devices, "rev-a").await;
+    let rollout = json!({"waves": [{"count": 10}, {"percent": 100}], "after_success": "pause",
+        "failure_threshold_percent": 10, "min_finished": 5, "on_failure": "abort", "rollback_on_abort": true});
+    let id = campaign(&app, &devices, rollout).await;
+    app.campaign_action(&id, "start").await;
+    eventually("approval requested", Duration::from_secs(30), || async {
+        let d = detail(&app, &id).await;
+        d["decisions"].as_array()?.iter().any(|x| x["decision"] == "approval_requested").then_some(())
+    })
+    .await;
+    let wave1 = members(&app, &id).await[1].clone();
+    for device in &wave1 {
+        fleet.set(device, Behavior::Fail);
+    }
+    app.campaign_action(&id, "approve").await;
+    wait_status(&app, &id, "aborted").await;
+
+    let rollback: uuid::Uuid = eventually("rollback campaign", Duration::from_secs(30), || async {
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE rollback_of = $1")
+            .bind(uuid::Uuid::parse_str(&id).ok()?)
+            .fetch_optional(&app.db)
+            .await
+            .ok()?
+    })
+    .await;
+    let done = wait_status(&app, &rollback.to_string(), "completed").await;
+    assert_eq!(done["device_count"], 10, "the ten canaries had updated: {done}");
+    app.all_caught_up().await;
+    let rolled_back: i64 = sqlx::query_scalar("SELECT count(*) FROM rollback_log WHERE state = 'rolled_back'")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(rolled_back, 10);
+    let back_on_v1: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE firmware_version = '1.0'")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(back_on_v1, 40, "canaries rolled back, the rest never left 1.0");
+}

@@ -15,6 +15,15 @@ pub enum CampaignCommand {
         rollout: RolloutPlan,
         at: DateTime<Utc>,
     },
+    /// A campaign that rolls the succeeded devices of an aborted campaign back.
+    CreateRollback {
+        id: CampaignId,
+        of: CampaignId,
+        name: String,
+        firmware: CampaignFirmware,
+        devices: Vec<crate::ids::DeviceId>,
+        at: DateTime<Utc>,
+    },
     /// Without membership a campaign with a future `start_at` is scheduled; with
     /// it the campaign starts and records who is in which wave.
     Start {
@@ -73,7 +82,7 @@ impl CampaignCommand {
     /// The verb an operator would use, for refusals that name the attempted action.
     pub fn action(&self) -> &'static str {
         match self {
-            CampaignCommand::Create { .. } => "create",
+            CampaignCommand::Create { .. } | CampaignCommand::CreateRollback { .. } => "create",
             CampaignCommand::Start { .. } => "start",
             CampaignCommand::StartWave { .. } => "start a wave of",
             CampaignCommand::RecordAssignments { .. } => "assign devices of",

@@ -17,6 +17,9 @@ pub enum CampaignEvent {
         target: Target,
         #[serde(default)]
         rollout: RolloutPlan,
+        /// Set on a rollback campaign: the aborted campaign whose devices it rolls back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_of: Option<CampaignId>,
         at: DateTime<Utc>,
     },
     CampaignScheduled {

@@ -133,6 +133,8 @@ pub struct Campaign {
     pub target: Target,
     #[serde(default)]
     pub rollout: RolloutPlan,
+    #[serde(default)]
+    pub rollback_of: Option<CampaignId>,
     pub status: CampaignStatus,
     pub created_at: Option<DateTime<Utc>>,
     pub scheduled_for: Option<DateTime<Utc>>,
@@ -271,7 +273,32 @@ impl Decide for Campaign {
             }
             Self::validate_new(&name, &target, &rollout)?;
             let name = name.trim().to_owned();
-            return Ok(vec![CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, at }]);
+            return Ok(vec![CampaignEvent::CampaignCreated {
+                id,
+                name,
+                firmware,
+                target,
+                rollout,
+                rollback_of: None,
+                at,
+            }]);
+        }
+        if let CampaignCommand::CreateRollback { id, of, name, firmware, devices, at } = command {
+            if self.exists() {
+                return Ok(vec![]);
+            }
+            let target = Target { device_ids: devices, filter: None, continuous: false };
+            let rollout = RolloutPlan::default();
+            Self::validate_new(&name, &target, &rollout)?;
+            return Ok(vec![CampaignEvent::CampaignCreated {
+                id,
+                name,
+                firmware,
+                target,
+                rollout,
+                rollback_of: Some(of),
+                at,
+            }]);
         }
         if !self.exists() {
             return Err(CampaignError::NotFound);
@@ -331,7 +358,8 @@ impl Aggregate for Campaign {
 
     fn apply(&mut self, event: CampaignEvent) {
         match event {
-            CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, at } => {
+            CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, rollback_of, at } => {
+                self.rollback_of = rollback_of;
                 self.id = Some(id);
                 self.name = name;
                 self.firmware = Some(firmware);

@@ -46,6 +46,7 @@ fn created_with(rollout: RolloutPlan) -> CampaignEvent {
         firmware: firmware(),
         target: target(&["a", "b"]),
         rollout,
+        rollback_of: None,
         at: at(),
     }
 }

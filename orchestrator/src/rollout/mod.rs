@@ -175,6 +175,9 @@ impl ProcessManager {
         if ends_flight {
             step::cancel_in_flight(self, id, record).await?;
         }
+        if matches!(record.decode::<CampaignEvent>(), Ok(CampaignEvent::CampaignAborted { .. })) {
+            step::start_rollback(self, id, record).await?;
+        }
         self.dirty.lock().await.insert(id);
         self.wake.notify_one();
         Ok(())

@@ -1,7 +1,7 @@
 //! One step of one campaign: ask the domain what to do now, then do it.
 
 use chrono::{DateTime, Utc};
-use ota_domain::campaign::{Campaign, CampaignCommand, CampaignError, CampaignStatus};
+use ota_domain::campaign::{Campaign, CampaignCommand, CampaignError, CampaignStatus, Membership};
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, Origin, UpdateState};
 use ota_domain::rollout::{
     next_steps, should_retry, timed_out, AfterSuccess, Decision, GateKind, GateReport, RolloutView, WaveTally,
@@ -170,6 +170,11 @@ async fn assign(
         let mut skipped = 0u32;
         let mut items = Vec::with_capacity(chunk.len());
         for device_id in chunk {
+            if campaign.rollback_of.is_some() {
+                // Each device goes back to what it ran before; its stream knows what that is.
+                items.push((device_id.to_string(), DeviceUpdateCommand::RollBack { origin, at: now }, meta.clone()));
+                continue;
+            }
             let (device, _) = devices.get(device_id.as_str()).cloned().unwrap_or_default();
             if let Err(reason) = check_fit(device_id, &device, target.id, &firmware) {
                 tracing::info!(campaign = %id, device = %device_id, %reason, "device skipped");
@@ -228,7 +233,7 @@ async fn time_out_and_retry(
             }
         }
     }
-    if plan.max_retries == 0 {
+    if plan.max_retries == 0 || campaign.rollback_of.is_some() {
         return Ok(());
     }
     let Some(firmware) = campaign.firmware.as_ref() else { return Ok(()) };
@@ -289,4 +294,46 @@ pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(
         }
     }
     Ok(())
+}
+
+/// An aborted campaign whose plan asks for it gets a linked rollback campaign over
+/// the devices that had already updated. Idempotent: the rollback campaign's id is
+/// derived from the aborted one's.
+pub async fn start_rollback(pm: &ProcessManager, id: CampaignId, cause: &EventRecord) -> Result<(), StepError> {
+    let (campaign, _) = pm.store.load::<Campaign>(&id.to_string()).await?;
+    let Some(firmware) = campaign.firmware.clone() else { return Ok(()) };
+    if !campaign.rollout.rollback_on_abort || campaign.rollback_of.is_some() {
+        return Ok(());
+    }
+    let mut updated = Vec::new();
+    for wave in 0..campaign.wave_count() {
+        let assigned = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
+        let ids: Vec<String> = campaign.wave_members(wave).iter().take(assigned).map(|d| d.to_string()).collect();
+        let lanes = pm.store.load_many::<DeviceUpdate>(&ids).await?;
+        for device in campaign.wave_members(wave).iter().take(assigned) {
+            let succeeded = lanes
+                .get(device.as_str())
+                .and_then(|(u, _)| u.current.as_ref())
+                .is_some_and(|lane| lane.origin.campaign == Some(id) && lane.state == UpdateState::Succeeded);
+            if succeeded {
+                updated.push(device.clone());
+            }
+        }
+    }
+    if updated.is_empty() {
+        return Ok(());
+    }
+    let rollback = CampaignId::from_uuid(uuid::Uuid::new_v5(&id.as_uuid(), b"rollback"));
+    let meta = CommandMeta::new(Actor::system("rollout")).caused_by(cause.event_id());
+    let now = Utc::now();
+    let name = format!("rollback of {}", campaign.name).chars().take(200).collect();
+    let create =
+        CampaignCommand::CreateRollback { id: rollback, of: id, name, firmware, devices: updated.clone(), at: now };
+    pm.store.execute::<Campaign>(&rollback.to_string(), create, &meta).await?;
+    let membership = Membership { seed: 0, waves: vec![updated], excluded: 0 };
+    let start = CampaignCommand::Start { membership: Some(membership), at: now };
+    match pm.store.execute::<Campaign>(&rollback.to_string(), start, &meta).await {
+        Ok(_) | Err(StoreError::Rejected(CampaignError::InvalidTransition { .. })) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

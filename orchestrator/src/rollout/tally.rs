@@ -71,11 +71,12 @@ pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<Wave
                 .sum::<u32>()
                 + failed_retrying
                 + timed_out_retrying,
-            succeeded: n("succeeded"),
+            // A rollback campaign succeeds when devices are back on their previous firmware.
+            succeeded: if campaign.rollback_of.is_some() { n("rolled_back") } else { n("succeeded") },
             failed: n("failed").saturating_sub(failed_retrying),
             timed_out: n("timed_out").saturating_sub(timed_out_retrying),
             rejected: n("rejected"),
-            cancelled: n("cancelled") + n("rolled_back"),
+            cancelled: n("cancelled") + if campaign.rollback_of.is_some() { 0 } else { n("rolled_back") },
         });
     }
     Ok(tallies)

@@ -29,12 +29,12 @@ impl Projection for CampaignsProjection {
         let id = Uuid::parse_str(&record.aggregate_id).map_err(|e| ProjectionError::poison(record, e))?;
         decisions::record(conn, id, record, &event).await?;
         let (status, at, reason) = match event {
-            CampaignEvent::CampaignCreated { name, firmware, target, rollout, at, .. } => {
+            CampaignEvent::CampaignCreated { name, firmware, target, rollout, rollback_of, at, .. } => {
                 let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| ProjectionError::poison(record, e));
                 sqlx::query(
                     "INSERT INTO campaigns (id, name, firmware_id, firmware_name, firmware_version, device_model,
-                        status, device_count, created_at, updated_at, created_by, rollout, target)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,$10,$11,$12)",
+                        status, device_count, created_at, updated_at, created_by, rollout, target, rollback_of)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,$10,$11,$12,$13)",
                 )
                 .bind(id)
                 .bind(&name)
@@ -48,6 +48,7 @@ impl Projection for CampaignsProjection {
                 .bind(record.meta().map(|m| m.actor.to_string()))
                 .bind(json(serde_json::to_value(&rollout))?)
                 .bind(json(serde_json::to_value(&target))?)
+                .bind(rollback_of.map(|c| c.as_uuid()))
                 .execute(&mut *conn)
                 .await?;
                 bump_count(conn, CampaignStatus::Draft, 1).await?;

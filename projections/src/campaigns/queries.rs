@@ -29,6 +29,7 @@ pub struct CampaignView {
     pub scheduled_for: Option<DateTime<Utc>>,
     pub rollout: serde_json::Value,
     pub target: serde_json::Value,
+    pub rollback_of: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -38,7 +39,7 @@ pub struct CampaignFilter {
 
 const COLUMNS: &str = "id, name, firmware_id, firmware_name, firmware_version, device_model, status, device_count, \
                        status_changes, created_at, updated_at, started_at, ended_at, created_by, last_reason, excluded, \
-                       current_wave, scheduled_for, rollout, target";
+                       current_wave, scheduled_for, rollout, target, rollback_of";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<CampaignView>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1")).bind(id).fetch_optional(pool).await
