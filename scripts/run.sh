@@ -23,7 +23,10 @@ base="http://$OTA_LISTEN"
 for _ in $(seq 1 100); do curl -fsS "$base/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
 token=$("$OTA" token --role operator --subject demo --ttl 12h)
-scripts/demo.sh "$base" "$token" || echo "demo seeding failed; the server keeps running" >&2
+"$OTA" simulate --devices "${OTA_DEMO_DEVICES:-60}" --fail-percent "${OTA_DEMO_FAIL_PERCENT:-3}" &
+fleet=$!
+trap 'kill $fleet $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+scripts/demo.sh "$base" "$token" || echo "the demo rollout failed; the server keeps running" >&2
 
 cat <<INFO
 

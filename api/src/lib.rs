@@ -11,6 +11,7 @@ pub mod extract;
 pub mod routes;
 pub mod server;
 pub mod settings;
+pub mod simulate;
 pub mod state;
 
 pub use error::ApiError;

@@ -31,6 +31,11 @@ enum Command {
         #[arg(default_value = "all")]
         projection: String,
     },
+    /// Run a live demo fleet of simulated devices on the NATS device channel.
+    Simulate {
+        #[command(flatten)]
+        fleet: ota_api::simulate::FleetOptions,
+    },
     /// Print a bearer token signed with OTA_JWT_SECRET.
     Token {
         #[arg(long, value_enum, default_value = "operator")]
@@ -99,6 +104,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for name in targets {
                 let applied = ota_projections::rebuild(&pool, name).await?;
                 println!("{name}: rebuilt from {applied} events");
+            }
+        }
+        Command::Simulate { fleet } => {
+            tokio::select! {
+                result = ota_api::simulate::run(&settings, &fleet) => result?,
+                () = shutdown_signal() => tracing::info!("demo fleet stopped"),
             }
         }
         Command::Token { role, subject, ttl } => {

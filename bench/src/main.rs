@@ -167,7 +167,7 @@ async fn lag_under_load(n: usize) {
     sampling.store(false, Ordering::Relaxed);
     let worst = sampler.await.unwrap_or(0);
     println!(
-        "16 clients with relay + 3 projections live: {rate:.0} commands/s; worst activity-projection lag {worst} events; caught up {:.0} ms after the last commit",
+        "16 clients with relay + 5 projections live: {rate:.0} commands/s; worst activity-projection lag {worst} events; caught up {:.0} ms after the last commit",
         drain.as_secs_f64() * 1000.0
     );
 }
