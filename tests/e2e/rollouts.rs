@@ -33,6 +33,14 @@ async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
     .await
 }
 
+async fn await_decision(app: &TestApp, id: &str, decision: &str) {
+    eventually(decision, Duration::from_secs(30), || async {
+        let d = detail(app, id).await;
+        d["decisions"].as_array()?.iter().any(|x| x["decision"] == decision).then_some(())
+    })
+    .await;
+}
+
 async fn members(app: &TestApp, id: &str) -> Vec<Vec<String>> {
     let (campaign, _) = app.server.state.store.load::<Campaign>(id).await.expect("load campaign");
     let m = campaign.membership.expect("membership");
@@ -92,11 +100,7 @@ async fn a_failing_second_wave_pauses_after_approval_and_the_operator_aborts() {
         "failure_threshold_percent": 10, "min_finished": 10, "on_failure": "pause"});
     let id = campaign(&app, &devices, rollout).await;
     app.campaign_action(&id, "start").await;
-    eventually("approval requested", Duration::from_secs(30), || async {
-        let d = detail(&app, &id).await;
-        d["decisions"].as_array()?.iter().any(|x| x["decision"] == "approval_requested").then_some(())
-    })
-    .await;
+    await_decision(&app, &id, "approval_requested").await;
     let wave1 = members(&app, &id).await[1].clone();
     for device in wave1.iter().take(30) {
         fleet.set(device, Behavior::Fail);
@@ -318,11 +322,7 @@ async fn an_abort_with_rollback_rolls_the_updated_devices_back_in_a_linked_campa
         "failure_threshold_percent": 10, "min_finished": 5, "on_failure": "abort", "rollback_on_abort": true});
     let id = campaign(&app, &devices, rollout).await;
     app.campaign_action(&id, "start").await;
-    eventually("approval requested", Duration::from_secs(30), || async {
-        let d = detail(&app, &id).await;
-        d["decisions"].as_array()?.iter().any(|x| x["decision"] == "approval_requested").then_some(())
-    })
-    .await;
+    await_decision(&app, &id, "approval_requested").await;
     let wave1 = members(&app, &id).await[1].clone();
     for device in &wave1 {
         fleet.set(device, Behavior::Fail);

@@ -258,16 +258,6 @@ pub async fn devices(
     Ok(Json(page))
 }
 
-pub async fn history(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(paging): Query<Paging>,
-) -> Result<impl IntoResponse, ApiError> {
-    let id = validate::uuid("id", &id)?;
-    let page = ota_projections::activity::history(&state.pool, "Campaign", &id.to_string(), paging.request()?).await?;
-    Ok(Json(page))
-}
-
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {

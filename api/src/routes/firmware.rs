@@ -297,16 +297,6 @@ pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> R
     Ok(Json(find(&state, &id).await?))
 }
 
-pub async fn history(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(paging): Query<Paging>,
-) -> Result<impl IntoResponse, ApiError> {
-    let id = validate::uuid("id", &id)?;
-    let page = ota_projections::activity::history(&state.pool, "Firmware", &id.to_string(), paging.request()?).await?;
-    Ok(Json(page))
-}
-
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DeprecateBody {

@@ -1,5 +1,6 @@
 //! The route table.
 
+mod activity;
 mod campaigns;
 mod devices;
 mod firmware;
@@ -28,11 +29,11 @@ pub fn router(state: AppState) -> Router {
         .route("/firmware", get(firmware::list).post(firmware::upload).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/firmware/{id}", get(firmware::get_one))
         .route("/firmware/{id}/content", get(firmware::content))
-        .route("/firmware/{id}/history", get(firmware::history))
+        .route("/firmware/{id}/history", get(|s, p, q| activity::history("Firmware", s, p, q)))
         .route("/firmware/{id}/deprecate", post(firmware::deprecate))
         .route("/campaigns", get(campaigns::list).post(campaigns::create))
         .route("/campaigns/{id}", get(campaigns::get_one))
-        .route("/campaigns/{id}/history", get(campaigns::history))
+        .route("/campaigns/{id}/history", get(|s, p, q| activity::history("Campaign", s, p, q)))
         .route("/campaigns/{id}/start", post(campaigns::start))
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
