@@ -124,12 +124,14 @@ impl ProcessManager {
         }
     }
 
-    /// Follows both campaign events (cancels, wake-ups) and device inventory
-    /// events (continuous campaigns), each on its own durable consumer.
+    /// Follows campaign events (cancels, aborts), device inventory events
+    /// (continuous campaigns) and device update events (progress that may open a
+    /// gate), each on its own durable consumer.
     async fn consume(&self) -> Result<(), StepError> {
         let campaigns = self.consume_type("Campaign", "rollout");
         let devices = self.consume_type("Device", "rollout_devices");
-        tokio::try_join!(campaigns, devices).map(|_| ())
+        let updates = self.consume_type("DeviceUpdate", "rollout_updates");
+        tokio::try_join!(campaigns, devices, updates).map(|_| ())
     }
 
     async fn consume_type(&self, aggregate_type: &str, consumer_name: &str) -> Result<(), StepError> {
@@ -163,8 +165,14 @@ impl ProcessManager {
     }
 
     async fn react(&self, record: &EventRecord) -> Result<(), StepError> {
-        if record.aggregate_type == "Device" {
-            return step::match_device(self, record).await;
+        match record.aggregate_type.as_str() {
+            "Device" => return step::match_device(self, record).await,
+            "DeviceUpdate" => {
+                // Progress may have opened a gate: step now rather than at the next tick.
+                self.wake.notify_one();
+                return Ok(());
+            }
+            _ => {}
         }
         let Ok(id) = record.aggregate_id.parse::<CampaignId>() else { return Ok(()) };
         let ends_flight = record.payload_omitted
