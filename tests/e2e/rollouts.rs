@@ -41,6 +41,24 @@ async fn await_decision(app: &TestApp, id: &str, decision: &str) {
     .await;
 }
 
+/// A single number from the test database.
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&app.db).await.expect("count")
+}
+
+/// The linked rollback campaign of an aborted campaign, once it exists.
+async fn rollback_of(app: &TestApp, id: &str) -> uuid::Uuid {
+    let id = uuid::Uuid::parse_str(id).expect("campaign id");
+    eventually("rollback campaign", Duration::from_secs(30), || async {
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE rollback_of = $1")
+            .bind(id)
+            .fetch_optional(&app.db)
+            .await
+            .ok()?
+    })
+    .await
+}
+
 async fn members(app: &TestApp, id: &str) -> Vec<Vec<String>> {
     let (campaign, _) = app.server.state.store.load::<Campaign>(id).await.expect("load campaign");
     let m = campaign.membership.expect("membership");
@@ -143,14 +161,7 @@ async fn a_failing_second_wave_pauses_after_approval_and_the_operator_aborts() {
     assert!((1..=30).contains(&count("failed")), "{by_state:?}");
     assert_eq!(count("failed") + count("succeeded") + count("cancelled"), 90, "{by_state:?}");
     // The operator's abort rolls the devices that had updated back, in a linked campaign.
-    let rollback: uuid::Uuid = eventually("rollback campaign", Duration::from_secs(30), || async {
-        sqlx::query_scalar("SELECT id FROM campaigns WHERE rollback_of = $1")
-            .bind(uuid::Uuid::parse_str(&id).ok()?)
-            .fetch_optional(&app.db)
-            .await
-            .ok()?
-    })
-    .await;
+    let rollback = rollback_of(&app, &id).await;
     let done = wait_status(&app, &rollback.to_string(), "completed").await;
     assert_eq!(done["device_count"].as_i64(), Some(10 + count("succeeded")), "{done}");
 }
@@ -187,10 +198,7 @@ async fn cancel_mid_wave_cancels_devices_in_flight_and_assigns_no_more() {
     for d in &wave0 {
         assert_eq!(fleet.cancels_received(d), 1, "{d} was told to cancel");
     }
-    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM device_updates WHERE wave = 1")
-        .fetch_one(&app.db)
-        .await
-        .expect("count");
+    let others = count(&app, "SELECT count(*) FROM device_updates WHERE wave = 1").await;
     assert_eq!(others, 0, "no device of the next wave was ever assigned");
 }
 
@@ -215,19 +223,15 @@ async fn a_process_manager_killed_mid_campaign_resumes_and_never_assigns_a_devic
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _second = app.server.new_process_manager().spawn();
     wait_status(&app, &id, "completed").await;
-    let twice: i64 = sqlx::query_scalar(
+    let twice = count(
+        &app,
         "SELECT count(*) FROM (SELECT aggregate_id FROM events WHERE event_type = 'UpdateAssigned'
          GROUP BY aggregate_id HAVING count(*) > 1) doubled",
     )
-    .fetch_one(&app.db)
-    .await
-    .expect("count");
+    .await;
     assert_eq!(twice, 0, "no device was assigned twice");
-    let assigned: i64 =
-        sqlx::query_scalar("SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UpdateAssigned'")
-            .fetch_one(&app.db)
-            .await
-            .expect("count");
+    let assigned =
+        count(&app, "SELECT count(DISTINCT aggregate_id) FROM events WHERE event_type = 'UpdateAssigned'").await;
     assert_eq!(assigned, 200);
 }
 
@@ -314,11 +318,7 @@ async fn silent_devices_time_out_are_retried_and_then_trip_the_gate() {
         assert_eq!(fleet.updates_received(d), 2, "{d}: first try and one retry");
     }
     app.caught_up(ProjectionName::Updates).await;
-    let retried: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM update_history WHERE retry = 1 AND state = 'timed_out'")
-            .fetch_one(&app.db)
-            .await
-            .expect("count");
+    let retried = count(&app, "SELECT count(*) FROM update_history WHERE retry = 1 AND state = 'timed_out'").await;
     assert_eq!(retried, 6);
 }
 
@@ -341,26 +341,13 @@ async fn an_abort_with_rollback_rolls_the_updated_devices_back_in_a_linked_campa
     app.campaign_action(&id, "approve").await;
     wait_status(&app, &id, "aborted").await;
 
-    let rollback: uuid::Uuid = eventually("rollback campaign", Duration::from_secs(30), || async {
-        sqlx::query_scalar("SELECT id FROM campaigns WHERE rollback_of = $1")
-            .bind(uuid::Uuid::parse_str(&id).ok()?)
-            .fetch_optional(&app.db)
-            .await
-            .ok()?
-    })
-    .await;
+    let rollback = rollback_of(&app, &id).await;
     let done = wait_status(&app, &rollback.to_string(), "completed").await;
     assert_eq!(done["device_count"], 10, "the ten canaries had updated: {done}");
     app.all_caught_up().await;
-    let rolled_back: i64 = sqlx::query_scalar("SELECT count(*) FROM rollback_log WHERE state = 'rolled_back'")
-        .fetch_one(&app.db)
-        .await
-        .expect("count");
+    let rolled_back = count(&app, "SELECT count(*) FROM rollback_log WHERE state = 'rolled_back'").await;
     assert_eq!(rolled_back, 10);
-    let back_on_v1: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE firmware_version = '1.0'")
-        .fetch_one(&app.db)
-        .await
-        .expect("count");
+    let back_on_v1 = count(&app, "SELECT count(*) FROM devices WHERE firmware_version = '1.0'").await;
     assert_eq!(back_on_v1, 40, "canaries rolled back, the rest never left 1.0");
 }
 
