@@ -93,33 +93,24 @@ async fn assign(conn: &mut PgConnection, device: &str, lane: Assigned) -> Result
         }
     }
     let assigned = UpdateState::Assigned.as_str();
+    // The current row and the history row, from one set of parameters in one round trip.
     sqlx::query(
-        "INSERT INTO device_updates (device_id, action, kind, campaign_id, wave, retry, firmware_id, firmware_version,
-            from_version, state, progress, message, assigned_at, updated_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,NULL,NULL,$11,$11)
-         ON CONFLICT (device_id) DO UPDATE SET action = EXCLUDED.action, kind = EXCLUDED.kind,
-            campaign_id = EXCLUDED.campaign_id, wave = EXCLUDED.wave, retry = EXCLUDED.retry,
-            firmware_id = EXCLUDED.firmware_id, firmware_version = EXCLUDED.firmware_version,
-            from_version = EXCLUDED.from_version, state = EXCLUDED.state, progress = NULL, message = NULL,
-            assigned_at = EXCLUDED.assigned_at, updated_at = EXCLUDED.updated_at",
-    )
-    .bind(device)
-    .bind(lane.action)
-    .bind(kind_str(lane.kind))
-    .bind(lane.campaign)
-    .bind(lane.wave)
-    .bind(lane.retry)
-    .bind(lane.firmware_id)
-    .bind(&lane.firmware_version)
-    .bind(&lane.from_version)
-    .bind(assigned)
-    .bind(lane.at)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO update_history (device_id, action, kind, campaign_id, wave, retry, firmware_id, firmware_version,
-            from_version, state, assigned_by, assigned_at, updated_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12)",
+        "WITH current AS (
+            INSERT INTO device_updates (device_id, action, kind, campaign_id, wave, retry, firmware_id,
+                firmware_version, from_version, state, progress, message, assigned_at, updated_at)
+            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,NULL,NULL,$12,$12)
+            ON CONFLICT (device_id) DO UPDATE SET action = EXCLUDED.action, kind = EXCLUDED.kind,
+                campaign_id = EXCLUDED.campaign_id, wave = EXCLUDED.wave, retry = EXCLUDED.retry,
+                firmware_id = EXCLUDED.firmware_id, firmware_version = EXCLUDED.firmware_version,
+                from_version = EXCLUDED.from_version, state = EXCLUDED.state, progress = NULL, message = NULL,
+                assigned_at = EXCLUDED.assigned_at, updated_at = EXCLUDED.updated_at
+            RETURNING 1),
+         history AS (
+            INSERT INTO update_history (device_id, action, kind, campaign_id, wave, retry, firmware_id,
+                firmware_version, from_version, state, assigned_by, assigned_at, updated_at)
+            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12)
+            RETURNING 1)
+         SELECT (SELECT count(*) FROM current) + (SELECT count(*) FROM history)",
     )
     .bind(device)
     .bind(lane.action)
