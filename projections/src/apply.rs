@@ -52,6 +52,7 @@ pub async fn apply_records<P: Projection>(
     let mut offsets = load_offsets::<P>(conn, &wanted).await?;
     let mut advanced: HashMap<Key, i64> = HashMap::new();
     let mut last_global = 0i64;
+    let mut to_apply: Vec<EventRecord> = Vec::with_capacity(wanted.len());
     for record in wanted {
         let key = (record.aggregate_type.clone(), record.aggregate_id.clone());
         let last = offsets.get(&key).copied().unwrap_or(0);
@@ -72,17 +73,19 @@ pub async fn apply_records<P: Projection>(
             if missing.last().map(|r| r.sequence) != Some(record.sequence) {
                 return Err(ProjectionError::poison(record, "event announced by NATS is missing from the event store"));
             }
-            for r in &missing {
-                apply_one::<P>(conn, r).await?;
-                done.applied += 1;
-            }
+            to_apply.extend(missing);
         } else {
-            apply_one::<P>(conn, record).await?;
-            done.applied += 1;
+            to_apply.push(record.clone());
         }
         offsets.insert(key.clone(), record.sequence);
         advanced.insert(key, record.sequence);
         last_global = last_global.max(record.global_seq);
+    }
+    done.applied = to_apply.len() as u64;
+    for (index, detail) in P::apply_many(conn, &to_apply).await? {
+        if let Some(record) = to_apply.get(index) {
+            record_poison::<P>(conn, record, &detail).await?;
+        }
     }
     save_offsets::<P>(conn, &advanced).await?;
     if done.applied > 0 {
@@ -140,26 +143,24 @@ async fn save_offsets<P: Projection>(conn: &mut PgConnection, advanced: &HashMap
     Ok(())
 }
 
-/// Applies one event; an undecodable one is recorded and passed over so it
-/// cannot block the aggregates behind it. Projections decode before they write,
-/// so a poison event has written nothing.
-async fn apply_one<P: Projection>(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-    match P::apply(conn, record).await {
-        Err(ProjectionError::Poison { event_id, detail }) => {
-            tracing::error!(projection = %P::NAME, event_id, detail, "undecodable event recorded and skipped");
-            sqlx::query(
-                "INSERT INTO projection_failures (projection, aggregate_type, aggregate_id, sequence, error)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(P::NAME.as_str())
-            .bind(&record.aggregate_type)
-            .bind(&record.aggregate_id)
-            .bind(record.sequence)
-            .bind(detail)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-        other => other,
-    }
+/// An undecodable event is recorded and passed over so it cannot block the
+/// aggregates behind it. Projections decode before they write, so it wrote nothing.
+async fn record_poison<P: Projection>(
+    conn: &mut PgConnection,
+    record: &EventRecord,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::error!(projection = %P::NAME, event_id = record.event_id(), detail, "undecodable event recorded and skipped");
+    sqlx::query(
+        "INSERT INTO projection_failures (projection, aggregate_type, aggregate_id, sequence, error)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(P::NAME.as_str())
+    .bind(&record.aggregate_type)
+    .bind(&record.aggregate_id)
+    .bind(record.sequence)
+    .bind(detail)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

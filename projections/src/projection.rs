@@ -70,6 +70,26 @@ pub trait Projection: Send + Sync + 'static {
         record: &EventRecord,
     ) -> impl std::future::Future<Output = Result<(), ProjectionError>> + Send;
 
+    /// Applies several events, in order, inside the caller's transaction, and
+    /// returns the undecodable ones (their index and why; they wrote nothing).
+    /// The default applies them one by one; a projection may do better.
+    fn apply_many(
+        conn: &mut PgConnection,
+        records: &[EventRecord],
+    ) -> impl std::future::Future<Output = Result<Vec<(usize, String)>, ProjectionError>> + Send {
+        async move {
+            let mut poison = Vec::new();
+            for (index, record) in records.iter().enumerate() {
+                match Self::apply(conn, record).await {
+                    Ok(()) => {}
+                    Err(ProjectionError::Poison { detail, .. }) => poison.push((index, detail)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(poison)
+        }
+    }
+
     fn subject_filter(names: &BusNames) -> String {
         match Self::NAME.aggregate_types() {
             Some([only]) => names.events_of_type(only),
