@@ -16,24 +16,37 @@ impl Projection for ActivityProjection {
     const TABLES: &'static [&'static str] = &["activity"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        let meta = record.meta();
+        Self::apply_many(conn, std::slice::from_ref(record)).await.map(|_| ())
+    }
+
+    /// One multi-row insert per batch, in the batch's order (which `applied_order` keeps).
+    async fn apply_many(
+        conn: &mut PgConnection,
+        records: &[EventRecord],
+    ) -> Result<Vec<(usize, String)>, ProjectionError> {
+        if records.is_empty() {
+            return Ok(vec![]);
+        }
+        let metas: Vec<_> = records.iter().map(EventRecord::meta).collect();
         sqlx::query(
             "INSERT INTO activity (aggregate_type, aggregate_id, sequence, global_seq, event_type, actor,
                 request_id, causation_id, recorded_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+             SELECT t, i, s, g, e, a, r, c, at FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY
+                AS u(t, i, s, g, e, a, r, c, at, n) ORDER BY n",
         )
-        .bind(&record.aggregate_type)
-        .bind(&record.aggregate_id)
-        .bind(record.sequence)
-        .bind(record.global_seq)
-        .bind(&record.event_type)
-        .bind(meta.as_ref().map(|m| m.actor.to_string()))
-        .bind(meta.as_ref().and_then(|m| m.request_id.clone()))
-        .bind(meta.as_ref().and_then(|m| m.causation_id.clone()))
-        .bind(record.recorded_at)
+        .bind(records.iter().map(|r| r.aggregate_type.clone()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.sequence).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.global_seq).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
+        .bind(metas.iter().map(|m| m.as_ref().map(|m| m.actor.to_string())).collect::<Vec<_>>())
+        .bind(metas.iter().map(|m| m.as_ref().and_then(|m| m.request_id.clone())).collect::<Vec<_>>())
+        .bind(metas.iter().map(|m| m.as_ref().and_then(|m| m.causation_id.clone())).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
         .execute(conn)
         .await?;
-        Ok(())
+        Ok(vec![])
     }
 }
 

@@ -4,6 +4,9 @@ mod queries;
 
 pub use queries::{count, get, list, DeviceFilter, DeviceView};
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use ota_domain::device::{DeviceEvent, DeviceProfile};
 use ota_domain::EventRecord;
 use sqlx::PgConnection;
@@ -18,31 +21,62 @@ impl Projection for DevicesProjection {
     const TABLES: &'static [&'static str] = &["devices"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        let event: DeviceEvent = record.decode().map_err(|e| ProjectionError::poison(record, e))?;
-        let (profile, at): (DeviceProfile, _) = match event {
-            DeviceEvent::DeviceRegistered { profile, at, .. } | DeviceEvent::DeviceProfileChanged { profile, at } => {
-                (profile, at)
-            }
-        };
-        let tags = serde_json::to_value(&profile.tags).map_err(|e| ProjectionError::poison(record, e))?;
-        let attributes = serde_json::to_value(&profile.attributes).map_err(|e| ProjectionError::poison(record, e))?;
+        match Self::apply_many(conn, std::slice::from_ref(record)).await?.into_iter().next() {
+            Some((_, detail)) => Err(ProjectionError::poison(record, detail)),
+            None => Ok(()),
+        }
+    }
+
+    /// Each device's last profile in the batch wins; one upsert per batch.
+    async fn apply_many(
+        conn: &mut PgConnection,
+        records: &[EventRecord],
+    ) -> Result<Vec<(usize, String)>, ProjectionError> {
+        let mut poison = Vec::new();
+        let mut latest: BTreeMap<&str, (DeviceProfile, DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let (profile, at) = match record.decode::<DeviceEvent>() {
+                Ok(
+                    DeviceEvent::DeviceRegistered { profile, at, .. }
+                    | DeviceEvent::DeviceProfileChanged { profile, at },
+                ) => (profile, at),
+                Err(e) => {
+                    poison.push((index, e.to_string()));
+                    continue;
+                }
+            };
+            latest
+                .entry(record.aggregate_id.as_str())
+                .and_modify(|(p, _, last)| {
+                    *p = profile.clone();
+                    *last = at;
+                })
+                .or_insert((profile, at, at));
+        }
+        if latest.is_empty() {
+            return Ok(poison);
+        }
+        let json = |v: serde_json::Result<serde_json::Value>| v.unwrap_or(serde_json::Value::Null);
+        let rows: Vec<_> = latest.iter().collect();
         sqlx::query(
             "INSERT INTO devices (id, device_model, hardware_version, firmware_version, tags, attributes,
                 registered_at, updated_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$7)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
+                $7::timestamptz[], $8::timestamptz[])
              ON CONFLICT (id) DO UPDATE SET device_model = EXCLUDED.device_model,
                 hardware_version = EXCLUDED.hardware_version, firmware_version = EXCLUDED.firmware_version,
                 tags = EXCLUDED.tags, attributes = EXCLUDED.attributes, updated_at = EXCLUDED.updated_at",
         )
-        .bind(&record.aggregate_id)
-        .bind(&profile.device_model)
-        .bind(&profile.hardware_version)
-        .bind(&profile.firmware_version)
-        .bind(tags)
-        .bind(attributes)
-        .bind(at)
+        .bind(rows.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, (p, _, _))| p.device_model.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, (p, _, _))| p.hardware_version.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, (p, _, _))| p.firmware_version.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, (p, _, _))| json(serde_json::to_value(&p.tags))).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, (p, _, _))| json(serde_json::to_value(&p.attributes))).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, (_, first, _))| *first).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, (_, _, last))| *last).collect::<Vec<_>>())
         .execute(conn)
         .await?;
-        Ok(())
+        Ok(poison)
     }
 }
