@@ -20,6 +20,9 @@ use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+/// Events handled per batch (and per group commit of notifications).
+const BATCH: usize = 500;
+
 use crate::devices::{Reports, StatusReport};
 use crate::store::Store;
 
@@ -106,19 +109,39 @@ async fn send_commands(
         )
         .await?;
     let mut offers: HashMap<FirmwareId, FirmwareOffer> = HashMap::new();
-    let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
-            if let Some(out) = command_for(store, &record, &mut offers).await {
-                let subject = names.device_commands(&record.aggregate_id);
-                client.publish(subject, serde_json::to_vec(&out)?.into()).await?;
-                if matches!(out, DeviceMessage::Update { .. }) {
-                    notified(store, &record).await;
+    let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await?;
+    let mut batches = messages.ready_chunks(BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut received = Vec::with_capacity(batch.len());
+        let mut notify = Vec::new();
+        for message in batch {
+            let message = message?;
+            if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
+                if let Some(out) = command_for(store, &record, &mut offers).await {
+                    let subject = names.device_commands(&record.aggregate_id);
+                    client.publish(subject, serde_json::to_vec(&out)?.into()).await?;
+                    if matches!(out, DeviceMessage::Update { .. }) {
+                        let meta = CommandMeta::new(Actor::system("dispatch")).caused_by(record.event_id());
+                        notify.push((
+                            record.aggregate_id.clone(),
+                            DeviceUpdateCommand::MarkNotified { at: Utc::now() },
+                            meta,
+                        ));
+                    }
                 }
             }
+            received.push(message);
         }
-        message.ack().await?;
+        // The devices of a batch are marked notified in one group commit; a refusal
+        // (the device already moved on) is no error.
+        for result in store.execute_many::<DeviceUpdate>(notify).await {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "not marked notified");
+            }
+        }
+        for message in received {
+            message.ack().await?;
+        }
     }
     Ok(())
 }
@@ -167,14 +190,6 @@ async fn load_offer(store: &Store, id: FirmwareId) -> Option<FirmwareOffer> {
         sha1: binary.sha1,
         md5: binary.md5,
     })
-}
-
-async fn notified(store: &Store, record: &EventRecord) {
-    let meta = CommandMeta::new(Actor::system("dispatch")).caused_by(record.event_id());
-    let command = DeviceUpdateCommand::MarkNotified { at: Utc::now() };
-    if let Err(e) = store.execute::<DeviceUpdate>(&record.aggregate_id, command, &meta).await {
-        tracing::debug!(device = record.aggregate_id, error = %e, "not marked notified");
-    }
 }
 
 async fn receive_status(

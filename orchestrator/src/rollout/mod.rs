@@ -153,13 +153,16 @@ impl ProcessManager {
             )
             .await
             .map_err(|e| nats(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| nats(&e))?;
-            if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
-                self.react(&record).await?;
+        let messages = consumer.stream().max_messages_per_batch(500).messages().await.map_err(|e| nats(&e))?;
+        let mut batches = messages.ready_chunks(500);
+        while let Some(batch) = batches.next().await {
+            for message in batch {
+                let message = message.map_err(|e| nats(&e))?;
+                if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
+                    self.react(&record).await?;
+                }
+                let _ = message.ack().await;
             }
-            let _ = message.ack().await;
         }
         Ok(())
     }

@@ -207,7 +207,9 @@ async fn update_history(conn: &mut PgConnection, rows: &[&History]) -> Result<()
 }
 
 async fn bump_counters(conn: &mut PgConnection, changes: &Changes) -> Result<(), sqlx::Error> {
-    let waves: Vec<(&(Uuid, i32, String), &i64)> = changes.wave_deltas.iter().filter(|(_, d)| **d != 0).collect();
+    // Zero deltas are written too: a counter row exists once its state occurred,
+    // however the events were batched (live and replayed models stay equal).
+    let waves: Vec<(&(Uuid, i32, String), &i64)> = changes.wave_deltas.iter().collect();
     if !waves.is_empty() {
         sqlx::query(
             "INSERT INTO campaign_wave_counts (campaign_id, wave, state, count)
@@ -221,7 +223,7 @@ async fn bump_counters(conn: &mut PgConnection, changes: &Changes) -> Result<(),
         .execute(&mut *conn)
         .await?;
     }
-    let states: Vec<(&String, &i64)> = changes.state_deltas.iter().filter(|(_, d)| **d != 0).collect();
+    let states: Vec<(&String, &i64)> = changes.state_deltas.iter().collect();
     if !states.is_empty() {
         sqlx::query(
             "INSERT INTO update_state_counts (state, count) SELECT * FROM UNNEST($1::text[], $2::bigint[])
