@@ -14,13 +14,13 @@ use async_nats::jetstream::{self};
 use chrono::Utc;
 use futures::StreamExt;
 use ota_domain::bus::{decode_subject_token, BusNames};
-use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, DeviceUpdateEvent, LaneKind};
+use ota_domain::device_update::{DeviceUpdateEvent, LaneKind};
 use ota_domain::firmware::Firmware;
 use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-/// Events handled per batch (and per group commit of notifications).
+/// Events taken per pull.
 const BATCH: usize = 500;
 
 use crate::devices::{Reports, StatusReport};
@@ -112,34 +112,16 @@ async fn send_commands(
     let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await?;
     let mut batches = messages.ready_chunks(BATCH);
     while let Some(batch) = batches.next().await {
-        let mut received = Vec::with_capacity(batch.len());
-        let mut notify = Vec::new();
         for message in batch {
             let message = message?;
             if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
                 if let Some(out) = command_for(store, &record, &mut offers).await {
+                    // A publish is not a receipt: the update becomes `notified` only when the
+                    // device fetches it (DDI) or reports on it.
                     let subject = names.device_commands(&record.aggregate_id);
                     client.publish(subject, serde_json::to_vec(&out)?.into()).await?;
-                    if matches!(out, DeviceMessage::Update { .. }) {
-                        let meta = CommandMeta::new(Actor::system("dispatch")).caused_by(record.event_id());
-                        notify.push((
-                            record.aggregate_id.clone(),
-                            DeviceUpdateCommand::MarkNotified { at: Utc::now() },
-                            meta,
-                        ));
-                    }
                 }
             }
-            received.push(message);
-        }
-        // The devices of a batch are marked notified in one group commit; a refusal
-        // (the device already moved on) is no error.
-        for result in store.execute_many::<DeviceUpdate>(notify).await {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "not marked notified");
-            }
-        }
-        for message in received {
             message.ack().await?;
         }
     }
