@@ -59,7 +59,13 @@ pub fn spawn_worker<P: Projection>(pool: PgPool, js: jetstream::Context, names: 
     let task = tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
-            if let Err(e) = consume::<P>(&pool, &js, &names).await {
+            let began = std::time::Instant::now();
+            let outcome = consume::<P>(&pool, &js, &names).await;
+            // A subscription that ran a while was healthy: restart the backoff.
+            if began.elapsed() > Duration::from_secs(30) {
+                failures = 0;
+            }
+            if let Err(e) = outcome {
                 failures += 1;
                 tracing::warn!(projection = %P::NAME, error = %e, failures, "projection worker interrupted; retrying");
             }

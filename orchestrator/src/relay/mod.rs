@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 
 pub use read::{pending_count, Checkpoint};
 
+/// A term at least this long resets the retry backoff.
+const HEALTHY_TERM: Duration = Duration::from_secs(30);
+
 /// Events published per page; well under async-nats's 5,000 in-flight acks.
 const PAGE_SIZE: i64 = 500;
 
@@ -94,7 +97,13 @@ impl Relay {
     async fn run(self, role: watch::Sender<RelayRole>) {
         let mut failures = 0u32;
         loop {
-            match self.lead(&role).await {
+            let began = std::time::Instant::now();
+            let outcome = self.lead(&role).await;
+            // A term that ran a while was healthy: the next failure starts the backoff afresh.
+            if began.elapsed() > HEALTHY_TERM {
+                failures = 0;
+            }
+            match outcome {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
