@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::{self};
 use chrono::Utc;
 use futures::StreamExt;
@@ -102,7 +102,7 @@ async fn send_commands(
                 durable_name: Some(durable.clone()),
                 filter_subject: names.events_of_type("DeviceUpdate"),
                 ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::New,
+                deliver_policy: crate::reaction_start(),
                 ack_wait: Duration::from_secs(30),
                 ..Default::default()
             },

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::{self};
 use chrono::Utc;
 use futures::StreamExt;
@@ -146,8 +146,9 @@ impl ProcessManager {
                     durable_name: Some(durable.clone()),
                     filter_subject: self.names.events_of_type(aggregate_type),
                     ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::New,
-                    ack_wait: Duration::from_secs(60),
+                    deliver_policy: crate::reaction_start(),
+                    // Reactions are idempotent: an unacknowledged event comes back soon.
+                    ack_wait: Duration::from_secs(10),
                     ..Default::default()
                 },
             )
@@ -157,7 +158,14 @@ impl ProcessManager {
         let mut batches = messages.ready_chunks(500);
         while let Some(batch) = batches.next().await {
             for message in batch {
-                let message = message.map_err(|e| nats(&e))?;
+                // A missed heartbeat under load is reported in the stream, which goes on.
+                let message = match message {
+                    Ok(message) => message,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "rollout consumer hiccup");
+                        continue;
+                    }
+                };
                 if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
                     self.react(&record).await?;
                 }

@@ -17,16 +17,21 @@ pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Er
     Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
 }
 
-/// Continuous campaigns not yet ended (the caller checks each one's own stream,
-/// since this read model may trail a start made a moment ago).
+/// Every continuous campaign ever created, from the event store itself (indexed),
+/// so a campaign created a moment ago is never missed; the caller checks each
+/// one's status in its own stream.
 pub async fn continuous_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Error> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM campaigns WHERE status IN ('draft', 'scheduled', 'running', 'paused')
-         AND COALESCE((target->>'continuous')::boolean, false) ORDER BY created_at",
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT e.aggregate_id FROM events e
+         WHERE e.aggregate_type = 'Campaign' AND e.event_type = 'CampaignCreated'
+           AND (e.payload -> 'CampaignCreated' -> 'target' ->> 'continuous') = 'true'
+           AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id::text = e.aggregate_id
+                           AND c.status IN ('completed', 'cancelled', 'aborted'))
+         ORDER BY e.aggregate_id",
     )
     .fetch_all(pool)
     .await?;
-    Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
+    Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
 }
 
 /// One tally per wave: sizes from the membership and cursor, states from the counters.
