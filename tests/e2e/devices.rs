@@ -4,6 +4,20 @@ use ota_projections::ProjectionName;
 use ota_testkit::{json_of, TestApp};
 use serde_json::{json, Value};
 
+/// A read model's answer once it shows `ready` (read models follow the store by
+/// milliseconds); after the deadline the last answer is returned for the asserts.
+async fn settled(app: &TestApp, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        last = json_of(app.get(path).send().await.expect("read")).await.1;
+        if ready(&last) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    last
+}
+
 async fn register(app: &TestApp, id: &str, model: &str, hw: Option<&str>, fw: Option<&str>) -> (u16, Value) {
     let body = json!({"id": id, "device_model": model, "hardware_version": hw, "firmware_version": fw, "tags": ["eu"]});
     json_of(app.post("/api/v1/devices").json(&body).send().await.expect("register")).await
@@ -101,7 +115,7 @@ async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmwa
     app.all_caught_up().await;
     let (_, device) = json_of(app.get("/api/v1/devices/dev").send().await.expect("device")).await;
     assert_eq!(device["firmware_version"], "2.0");
-    let (_, current) = json_of(app.get("/api/v1/devices/dev/update").send().await.expect("update")).await;
+    let current = settled(&app, "/api/v1/devices/dev/update", |v| v["state"] == "succeeded").await;
     assert_eq!((current["state"].as_str(), current["progress"].as_i64()), (Some("succeeded"), Some(100)));
 
     let rollback = || async { json_of(app.post("/api/v1/devices/dev/rollback").send().await.expect("rollback")).await };
@@ -117,7 +131,7 @@ async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmwa
     assert_eq!((s, b["error"].as_str()), (409, Some("device_update.no_rollback_target")), "{b}");
 
     app.all_caught_up().await;
-    let (_, history) = json_of(app.get("/api/v1/devices/dev/history").send().await.expect("history")).await;
+    let history = settled(&app, "/api/v1/devices/dev/history", |v| v["items"][0]["state"] == "rolled_back").await;
     let offsets: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT projection, aggregate_type, last_sequence FROM projection_offsets WHERE aggregate_id = 'dev'",
     )
