@@ -58,6 +58,17 @@ impl FromStr for ProjectionName {
     }
 }
 
+/// `Projection::apply` for projections that implement `apply_many`: a batch of one.
+pub async fn apply_as_batch<P: Projection>(
+    conn: &mut PgConnection,
+    record: &EventRecord,
+) -> Result<(), ProjectionError> {
+    match P::apply_many(conn, std::slice::from_ref(record)).await?.into_iter().next() {
+        Some((_, detail)) => Err(ProjectionError::poison(record, detail)),
+        None => Ok(()),
+    }
+}
+
 pub trait Projection: Send + Sync + 'static {
     const NAME: ProjectionName;
     /// Tables it owns, emptied before a rebuild.

@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::error::ProjectionError;
 use crate::page::{Page, PageRequest};
-use crate::projection::{Projection, ProjectionName};
+use crate::projection::{apply_as_batch, Projection, ProjectionName};
 
 pub struct ActivityProjection;
 
@@ -16,7 +16,7 @@ impl Projection for ActivityProjection {
     const TABLES: &'static [&'static str] = &["activity"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        Self::apply_many(conn, std::slice::from_ref(record)).await.map(|_| ())
+        apply_as_batch::<Self>(conn, record).await
     }
 
     /// One multi-row insert per batch, in the batch's order (which `applied_order` keeps).

@@ -12,7 +12,7 @@ use ota_domain::EventRecord;
 use sqlx::PgConnection;
 
 use crate::error::ProjectionError;
-use crate::projection::{Projection, ProjectionName};
+use crate::projection::{apply_as_batch, Projection, ProjectionName};
 
 pub struct DevicesProjection;
 
@@ -21,10 +21,7 @@ impl Projection for DevicesProjection {
     const TABLES: &'static [&'static str] = &["devices"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        match Self::apply_many(conn, std::slice::from_ref(record)).await?.into_iter().next() {
-            Some((_, detail)) => Err(ProjectionError::poison(record, detail)),
-            None => Ok(()),
-        }
+        apply_as_batch::<Self>(conn, record).await
     }
 
     /// Each device's last profile in the batch wins; one upsert per batch.

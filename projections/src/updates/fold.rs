@@ -8,23 +8,7 @@ use ota_domain::EventRecord;
 use uuid::Uuid;
 
 /// A device's current update, as the `device_updates` row holds it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Current {
-    pub device_id: String,
-    pub action: i32,
-    pub kind: String,
-    pub campaign_id: Option<Uuid>,
-    pub wave: Option<i32>,
-    pub retry: i32,
-    pub firmware_id: Uuid,
-    pub firmware_version: String,
-    pub from_version: Option<String>,
-    pub state: String,
-    pub progress: Option<i16>,
-    pub message: Option<String>,
-    pub assigned_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+pub type Current = super::queries::UpdateView;
 
 /// A history row: new ones carry everything, existing ones only what changed.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use ota_domain::EventRecord;
 use sqlx::PgConnection;
 
 use crate::error::ProjectionError;
-use crate::projection::{Projection, ProjectionName};
+use crate::projection::{apply_as_batch, Projection, ProjectionName};
 
 pub struct UpdatesProjection;
 
@@ -27,10 +27,7 @@ impl Projection for UpdatesProjection {
         &["device_updates", "update_history", "rollback_log", "campaign_wave_counts", "update_state_counts"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
-        match Self::apply_many(conn, std::slice::from_ref(record)).await?.into_iter().next() {
-            Some((_, detail)) => Err(ProjectionError::poison(record, detail)),
-            None => Ok(()),
-        }
+        apply_as_batch::<Self>(conn, record).await
     }
 
     async fn apply_many(

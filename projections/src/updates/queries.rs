@@ -60,14 +60,15 @@ pub struct WaveCounts {
     pub by_state: BTreeMap<String, i64>,
 }
 
+/// The columns of `UpdateView`, for every query that reads `device_updates` rows.
+pub(super) const CURRENT_COLUMNS: &str = "device_id, action, kind, campaign_id, wave, retry, firmware_id, \
+    firmware_version, from_version, state, progress, message, assigned_at, updated_at";
+
 pub async fn current(pool: &PgPool, device: &str) -> Result<Option<UpdateView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT device_id, action, kind, campaign_id, wave, retry, firmware_id, firmware_version, from_version, state,
-            progress, message, assigned_at, updated_at FROM device_updates WHERE device_id = $1",
-    )
-    .bind(device)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as(&format!("SELECT {CURRENT_COLUMNS} FROM device_updates WHERE device_id = $1"))
+        .bind(device)
+        .fetch_optional(pool)
+        .await
 }
 
 pub async fn history(pool: &PgPool, device: &str, page: PageRequest) -> Result<Page<HistoryEntry>, sqlx::Error> {

@@ -7,18 +7,17 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::fold::{Changes, Current, History};
+use super::queries::CURRENT_COLUMNS;
 
 pub async fn load_current(
     conn: &mut PgConnection,
     devices: &[String],
 ) -> Result<HashMap<String, Current>, sqlx::Error> {
-    let rows: Vec<Current> = sqlx::query_as(
-        "SELECT device_id, action, kind, campaign_id, wave, retry, firmware_id, firmware_version, from_version, state,
-            progress, message, assigned_at, updated_at FROM device_updates WHERE device_id = ANY($1)",
-    )
-    .bind(devices)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<Current> =
+        sqlx::query_as(&format!("SELECT {CURRENT_COLUMNS} FROM device_updates WHERE device_id = ANY($1)"))
+            .bind(devices)
+            .fetch_all(conn)
+            .await?;
     Ok(rows.into_iter().map(|row| (row.device_id.clone(), row)).collect())
 }
 
