@@ -106,8 +106,14 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let header = request
-        .headers()
+    let principal = bearer(&state, request.headers())?;
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+/// The operator behind a `Bearer` token.
+pub fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
     let token = header
@@ -116,8 +122,7 @@ pub async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
     let claims = state.auth.verify(token.trim())?;
-    request.extensions_mut().insert(Principal { subject: claims.sub, role: claims.role });
-    Ok(next.run(request).await)
+    Ok(Principal { subject: claims.sub, role: claims.role })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

@@ -4,8 +4,10 @@
 //! answer from read models; rules live in `ota-domain`, persistence in
 //! `ota-orchestrator` and `ota-projections`.
 
+pub mod artifact;
 pub mod auth;
 pub mod blobs;
+pub mod ddi;
 pub mod error;
 pub mod extract;
 pub mod routes;

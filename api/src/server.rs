@@ -30,6 +30,8 @@ pub enum ServerError {
     Storage(#[from] BlobError),
     #[error(transparent)]
     Schema(#[from] ota_migrations::SchemaError),
+    #[error("OTA_DOWNLOAD_URL_SECRET must be at least {} bytes", crate::auth::MIN_SECRET_LEN)]
+    DownloadSecret,
     #[error("NATS: {0}")]
     Nats(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -108,6 +110,21 @@ pub async fn connect_nats(url: &str) -> Result<async_nats::Client, ServerError> 
         .map_err(|e| ServerError::Nats(e.to_string()))
 }
 
+/// The key of signed download links: configured, else derived from the JWT secret
+/// (so every instance agrees), else random (links die with the process).
+fn download_signer(settings: &Settings) -> Result<ota_ddi::UrlSigner, ServerError> {
+    use sha2::{Digest, Sha256};
+    Ok(match (&settings.download_url_secret, &settings.jwt_secret) {
+        (Some(secret), _) if secret.len() < crate::auth::MIN_SECRET_LEN => return Err(ServerError::DownloadSecret),
+        (Some(secret), _) => ota_ddi::UrlSigner::new(secret.as_bytes()),
+        (None, Some(jwt)) => ota_ddi::UrlSigner::new(Sha256::digest(format!("download-urls\n{jwt}")).to_vec()),
+        (None, None) => {
+            tracing::warn!("no OTA_DOWNLOAD_URL_SECRET or OTA_JWT_SECRET: signed download links last until restart");
+            ota_ddi::UrlSigner::new(rand::random::<[u8; 32]>().to_vec())
+        }
+    })
+}
+
 pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
     let names = BusNames::new(&settings.nats_prefix)?;
     let auth = Arc::new(Auth::from_secret(settings.jwt_secret.as_deref())?);
@@ -117,9 +134,31 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let nats = connect_nats(&settings.nats_url).await?;
     let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10)).build(nats.clone());
     let store = Store::new(pool.clone());
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let signer = download_signer(settings)?;
+    let reports = ota_orchestrator::devices::Reports::spawn(&store);
+    let ddi = crate::ddi::Ddi::start(
+        crate::ddi::DdiSettings {
+            public_url: public_url.clone(),
+            gateway_token: settings.ddi_gateway_token.clone(),
+            poll_secs: settings.ddi_poll_secs,
+            poll_jitter_percent: settings.ddi_poll_jitter_percent,
+            signer: signer.clone(),
+            download_ttl_secs: settings.download_url_ttl_secs,
+        },
+        &store,
+        &reports,
+        &pool,
+        &nats,
+        &names,
+    );
     let state = AppState {
         store: store.clone(),
-        reports: ota_orchestrator::devices::Reports::spawn(&store),
+        reports,
         pool: pool.clone(),
         nats,
         js: js.clone(),
@@ -127,6 +166,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         blobs,
         auth,
         max_firmware_bytes: settings.max_firmware_bytes,
+        ddi: Arc::new(ddi),
     };
     let relay =
         components.relay.then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
@@ -140,14 +180,15 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
             state.nats.clone(),
             js.clone(),
             names.clone(),
+            ota_orchestrator::dispatch::PushLinks {
+                links: ota_ddi::Links::new(&public_url),
+                signer,
+                ttl_secs: i64::try_from(settings.download_url_ttl_secs).unwrap_or(i64::MAX / 2),
+            },
         )
     });
 
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
-    let app = crate::routes::router(state.clone());
+    let app = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {

@@ -35,6 +35,32 @@ pub struct Settings {
     /// Largest firmware image accepted, in bytes.
     #[arg(long, env = "OTA_MAX_FIRMWARE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_firmware_bytes: u64,
+
+    /// The URL devices reach this server at, used in DDI links and pushed download
+    /// links (default: `http://<listen address>`).
+    #[arg(long, env = "OTA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// DDI gateway token: acts as any device, and registers unknown devices on first poll.
+    #[arg(long, env = "OTA_DDI_GATEWAY_TOKEN", hide_env_values = true)]
+    pub ddi_gateway_token: Option<String>,
+
+    /// Seconds a DDI device sleeps between polls (told as `HH:MM:SS`, below one day).
+    #[arg(long, env = "OTA_DDI_POLL_SECS", default_value_t = 300)]
+    pub ddi_poll_secs: u64,
+
+    /// Spread of the polling interval per device, in percent, so fleets do not poll in step.
+    #[arg(long, env = "OTA_DDI_POLL_JITTER_PERCENT", default_value_t = 10)]
+    pub ddi_poll_jitter_percent: u8,
+
+    /// Key for signed download links (at least 32 bytes). Without it a key is derived
+    /// from the JWT secret; without either, a random one lasts until restart.
+    #[arg(long, env = "OTA_DOWNLOAD_URL_SECRET", hide_env_values = true)]
+    pub download_url_secret: Option<String>,
+
+    /// Seconds a signed download link stays valid.
+    #[arg(long, env = "OTA_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]
+    pub download_url_ttl_secs: u64,
 }
 
 impl Settings {

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::auth::Auth;
 use crate::blobs::Blobs;
+use crate::ddi::Ddi;
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]
@@ -21,4 +22,5 @@ pub struct AppState {
     pub blobs: Blobs,
     pub auth: Arc<Auth>,
     pub max_firmware_bytes: u64,
+    pub ddi: Arc<Ddi>,
 }

@@ -58,6 +58,18 @@ pub enum DeviceCommand {
         version: String,
         at: DateTime<Utc>,
     },
+    /// Registers like `Register` and, for a new device only, issues its first DDI token.
+    Enrol {
+        id: DeviceId,
+        profile: DeviceProfile,
+        token_sha256: String,
+        at: DateTime<Utc>,
+    },
+    /// Replaces the device's DDI token (only its SHA-256 is ever stored).
+    RotateToken {
+        token_sha256: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +84,23 @@ pub enum DeviceEvent {
         profile: DeviceProfile,
         at: DateTime<Utc>,
     },
+    /// A new DDI target token; the SHA-256 of a 128-bit random secret, never the secret.
+    DeviceTokenIssued {
+        token_sha256: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DeviceEvent {
+    /// The profile the event leaves the device with, if it changes it.
+    pub fn profile(&self) -> Option<&DeviceProfile> {
+        match self {
+            DeviceEvent::DeviceRegistered { profile, .. } | DeviceEvent::DeviceProfileChanged { profile, .. } => {
+                Some(profile)
+            }
+            DeviceEvent::DeviceTokenIssued { .. } => None,
+        }
+    }
 }
 
 impl DomainEvent for DeviceEvent {
@@ -79,6 +108,7 @@ impl DomainEvent for DeviceEvent {
         match self {
             DeviceEvent::DeviceRegistered { .. } => "DeviceRegistered",
             DeviceEvent::DeviceProfileChanged { .. } => "DeviceProfileChanged",
+            DeviceEvent::DeviceTokenIssued { .. } => "DeviceTokenIssued",
         }
         .to_owned()
     }
@@ -124,7 +154,28 @@ fn check_text(field: &str, value: &str) -> Result<(), DeviceError> {
     Ok(())
 }
 
+/// Attribute keys a device may use to report its model, hardware and firmware
+/// (hawkBit clients send free attributes; these are the spellings seen in the field).
+pub const MODEL_KEYS: &[&str] = &["device_model", "model"];
+pub const HARDWARE_KEYS: &[&str] = &["hardware_version", "hwRevision", "hw_revision", "hardware_revision"];
+pub const FIRMWARE_KEYS: &[&str] = &["firmware_version", "fw_version", "swVersion", "sw_version"];
+
 impl DeviceProfile {
+    /// Takes model, hardware and firmware versions from the attributes that name them.
+    pub fn adopt_well_known_attributes(&mut self) {
+        let find =
+            |keys: &[&str]| keys.iter().find_map(|k| self.attributes.get(*k)).filter(|v| !v.trim().is_empty()).cloned();
+        if let Some(model) = find(MODEL_KEYS) {
+            self.device_model = model;
+        }
+        if let Some(hardware) = find(HARDWARE_KEYS) {
+            self.hardware_version = Some(hardware);
+        }
+        if let Some(firmware) = find(FIRMWARE_KEYS) {
+            self.firmware_version = Some(firmware);
+        }
+    }
+
     pub fn validate(&self) -> Result<(), DeviceError> {
         check_text("device_model", &self.device_model)?;
         if let Some(h) = &self.hardware_version {
@@ -164,6 +215,8 @@ pub struct Device {
     pub profile: DeviceProfile,
     pub registered_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
 }
 
 impl Device {
@@ -188,6 +241,14 @@ impl Decide for Device {
                 Ok(vec![DeviceEvent::DeviceRegistered { id, profile, at }])
             }
             DeviceCommand::Register { profile, at, .. } => self.change(profile, at),
+            DeviceCommand::Enrol { id, profile, token_sha256, at } if !self.exists() => {
+                profile.validate()?;
+                Ok(vec![
+                    DeviceEvent::DeviceRegistered { id, profile, at },
+                    DeviceEvent::DeviceTokenIssued { token_sha256, at },
+                ])
+            }
+            DeviceCommand::Enrol { profile, at, .. } => self.change(profile, at),
             _ if !self.exists() => Err(DeviceError::NotRegistered),
             DeviceCommand::SetAttributes { mode, attributes, at } => {
                 let mut profile = self.profile.clone();
@@ -196,11 +257,15 @@ impl Decide for Device {
                     AttributeMode::Replace => profile.attributes = attributes,
                     AttributeMode::Remove => profile.attributes.retain(|k, _| !attributes.contains_key(k)),
                 }
+                profile.adopt_well_known_attributes();
                 self.change(profile, at)
             }
             DeviceCommand::ReportFirmware { version, at } => {
                 let profile = DeviceProfile { firmware_version: Some(version), ..self.profile.clone() };
                 self.change(profile, at)
+            }
+            DeviceCommand::RotateToken { token_sha256, at } => {
+                Ok(vec![DeviceEvent::DeviceTokenIssued { token_sha256, at }])
             }
         }
     }
@@ -232,6 +297,7 @@ impl Aggregate for Device {
                 self.profile = profile;
                 self.updated_at = Some(at);
             }
+            DeviceEvent::DeviceTokenIssued { token_sha256, .. } => self.token_sha256 = Some(token_sha256),
         }
     }
 }
@@ -292,6 +358,25 @@ mod tests {
     }
 
     #[test]
+    fn well_known_attributes_fill_the_profile() {
+        let mut device = Device::default();
+        device.apply(DeviceEvent::DeviceRegistered { id: id(), profile: profile("1"), at: at() });
+        let attributes = [("hwRevision", "rev-b"), ("model", "cam"), ("swVersion", "7"), ("x", "y")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let events = device.decide(DeviceCommand::SetAttributes { mode: AttributeMode::Merge, attributes, at: at() });
+        match events.as_deref() {
+            Ok([DeviceEvent::DeviceProfileChanged { profile, .. }]) => {
+                assert_eq!(profile.device_model, "cam");
+                assert_eq!(profile.hardware_version.as_deref(), Some("rev-b"));
+                assert_eq!(profile.firmware_version.as_deref(), Some("7"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn profiles_with_blank_model_or_control_characters_are_refused() {
         let mut bad = profile("1");
         bad.device_model = " ".into();
@@ -299,6 +384,22 @@ mod tests {
         let mut bad = profile("1");
         bad.tags.insert("a\u{7}".into());
         assert!(matches!(bad.validate(), Err(DeviceError::InvalidProfile { .. })));
+    }
+
+    #[test]
+    fn enrolling_issues_a_token_only_to_a_new_device() {
+        let token = || "ab".repeat(32);
+        TestFramework::<Device>::with(())
+            .given_no_previous_events()
+            .when(DeviceCommand::Enrol { id: id(), profile: profile("1"), token_sha256: token(), at: at() })
+            .then_expect_events(vec![
+                DeviceEvent::DeviceRegistered { id: id(), profile: profile("1"), at: at() },
+                DeviceEvent::DeviceTokenIssued { token_sha256: token(), at: at() },
+            ]);
+        TestFramework::<Device>::with(())
+            .given(vec![DeviceEvent::DeviceRegistered { id: id(), profile: profile("1"), at: at() }])
+            .when(DeviceCommand::Enrol { id: id(), profile: profile("2"), token_sha256: token(), at: at() })
+            .then_expect_events(vec![DeviceEvent::DeviceProfileChanged { profile: profile("2"), at: at() }]);
     }
 
     #[test]

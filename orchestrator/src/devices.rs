@@ -162,6 +162,16 @@ impl Reports {
         Self { updates: Batcher::spawn(store.clone()), inventory: Batcher::spawn(store.clone()) }
     }
 
+    /// Any other command on a device's updates, through the same group commits.
+    pub async fn execute(
+        &self,
+        device_id: &str,
+        command: DeviceUpdateCommand,
+        meta: &CommandMeta,
+    ) -> Result<Committed<DeviceUpdate>, StoreError<DeviceUpdateError>> {
+        self.updates.execute(device_id, command, meta).await
+    }
+
     /// Records a report; a success also updates the device's inventory version.
     pub async fn report(
         &self,

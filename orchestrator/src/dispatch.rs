@@ -20,6 +20,9 @@ use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+/// The tenant pushed links name (the only one for now).
+pub const DEFAULT_TENANT: &str = "default";
+
 /// Events taken per pull.
 const BATCH: usize = 500;
 
@@ -30,8 +33,26 @@ use crate::store::Store;
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DeviceMessage {
-    Update { action: u32, kind: &'static str, campaign_id: Option<String>, firmware: FirmwareOffer },
+    Update {
+        action: u32,
+        kind: &'static str,
+        campaign_id: Option<String>,
+        firmware: FirmwareOffer,
+        /// A signed link: fetchable without a token until `download_expires_at`, Range supported.
+        download_url: String,
+        download_expires_at: chrono::DateTime<Utc>,
+    },
+    /// Asks the device to stop; it answers with a `cancelled` status report, or goes on.
     Cancel { action: u32 },
+}
+
+/// How pushed commands point devices at their download.
+#[derive(Debug, Clone)]
+pub struct PushLinks {
+    pub links: ota_ddi::Links,
+    pub signer: ota_ddi::UrlSigner,
+    /// Seconds a pushed download link stays valid.
+    pub ttl_secs: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,12 +85,13 @@ pub fn spawn(
     client: async_nats::Client,
     js: jetstream::Context,
     names: BusNames,
+    links: PushLinks,
 ) -> DispatchHandle {
     let out = {
         let (store, client, js, names) = (store.clone(), client.clone(), js, names.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(e) = send_commands(&store, &client, &js, &names).await {
+                if let Err(e) = send_commands(&store, &client, &js, &names, &links).await {
                     tracing::warn!(error = %e, "device command dispatch interrupted; retrying");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -92,6 +114,7 @@ async fn send_commands(
     client: &async_nats::Client,
     js: &jetstream::Context,
     names: &BusNames,
+    links: &PushLinks,
 ) -> Result<(), async_nats::Error> {
     let stream = ota_projections::worker::ensure_events_stream(js, names).await?;
     let durable = names.consumer("dispatch");
@@ -115,7 +138,7 @@ async fn send_commands(
         for message in batch {
             let message = message?;
             if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
-                if let Some(out) = command_for(store, &record, &mut offers).await {
+                if let Some(out) = command_for(store, &record, &mut offers, links).await {
                     // A publish is not a receipt: the update becomes `notified` only when the
                     // device fetches it (DDI) or reports on it.
                     let subject = names.device_commands(&record.aggregate_id);
@@ -132,6 +155,7 @@ async fn command_for(
     store: &Store,
     record: &EventRecord,
     offers: &mut HashMap<FirmwareId, FirmwareOffer>,
+    links: &PushLinks,
 ) -> Option<DeviceMessage> {
     match record.decode::<DeviceUpdateEvent>().ok()? {
         DeviceUpdateEvent::UpdateAssigned { action, kind, origin, firmware, .. } => {
@@ -147,14 +171,28 @@ async fn command_for(
                 LaneKind::Update => "update",
                 LaneKind::Rollback { .. } => "rollback",
             };
+            let expires = Utc::now() + chrono::Duration::seconds(links.ttl_secs);
+            let module = offer.id.to_string();
+            let download_url = links.links.signed_artifact(
+                &links.signer,
+                DEFAULT_TENANT,
+                &record.aggregate_id,
+                &module,
+                &offer.filename,
+                expires.timestamp(),
+            );
             Some(DeviceMessage::Update {
                 action,
                 kind,
                 campaign_id: origin.campaign.map(|c| c.to_string()),
                 firmware: offer,
+                download_url,
+                download_expires_at: expires,
             })
         }
-        DeviceUpdateEvent::UpdateCancelled { action, .. } => Some(DeviceMessage::Cancel { action }),
+        DeviceUpdateEvent::CancelRequested { action, .. } | DeviceUpdateEvent::UpdateCancelled { action, .. } => {
+            Some(DeviceMessage::Cancel { action })
+        }
         _ => None,
     }
 }

@@ -26,7 +26,8 @@ pub enum MembershipError {
 async fn profiles(pool: &PgPool, only: Option<&[String]>) -> Result<BTreeMap<String, DeviceProfile>, MembershipError> {
     let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
         "SELECT DISTINCT ON (aggregate_id) aggregate_id, payload FROM events
-         WHERE aggregate_type = 'Device' AND ($1::text[] IS NULL OR aggregate_id = ANY($1))
+         WHERE aggregate_type = 'Device' AND event_type IN ('DeviceRegistered', 'DeviceProfileChanged')
+           AND ($1::text[] IS NULL OR aggregate_id = ANY($1))
          ORDER BY aggregate_id, sequence DESC",
     )
     .bind(only)
@@ -34,9 +35,10 @@ async fn profiles(pool: &PgPool, only: Option<&[String]>) -> Result<BTreeMap<Str
     .await?;
     rows.into_iter()
         .map(|(device, payload)| match serde_json::from_value::<DeviceEvent>(payload) {
-            Ok(DeviceEvent::DeviceRegistered { profile, .. } | DeviceEvent::DeviceProfileChanged { profile, .. }) => {
-                Ok((device, profile))
-            }
+            Ok(event) => match event.profile() {
+                Some(profile) => Ok((device, profile.clone())),
+                None => Err(MembershipError::Corrupt { device, detail: "latest event carries no profile".into() }),
+            },
             Err(e) => Err(MembershipError::Corrupt { device, detail: e.to_string() }),
         })
         .collect()

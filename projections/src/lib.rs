@@ -10,6 +10,7 @@ pub mod activity;
 pub mod apply;
 pub mod campaigns;
 pub mod devices;
+pub mod downloads;
 pub mod error;
 pub mod event_log;
 pub mod firmware;
@@ -37,6 +38,7 @@ pub fn spawn_all_workers(pool: &PgPool, js: &jetstream::Context, names: &BusName
         spawn_worker::<activity::ActivityProjection>(pool.clone(), js.clone(), names.clone()),
         spawn_worker::<devices::DevicesProjection>(pool.clone(), js.clone(), names.clone()),
         spawn_worker::<updates::UpdatesProjection>(pool.clone(), js.clone(), names.clone()),
+        spawn_worker::<downloads::DownloadsProjection>(pool.clone(), js.clone(), names.clone()),
     ]
 }
 
@@ -48,5 +50,6 @@ pub async fn rebuild(pool: &PgPool, name: ProjectionName) -> Result<u64, Project
         ProjectionName::Activity => replay::rebuild::<activity::ActivityProjection>(pool).await,
         ProjectionName::Devices => replay::rebuild::<devices::DevicesProjection>(pool).await,
         ProjectionName::Updates => replay::rebuild::<updates::UpdatesProjection>(pool).await,
+        ProjectionName::Downloads => replay::rebuild::<downloads::DownloadsProjection>(pool).await,
     }
 }

@@ -17,11 +17,18 @@ pub enum ProjectionName {
     Activity,
     Devices,
     Updates,
+    Downloads,
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 3] =
-        [ProjectionName::Firmware, ProjectionName::Campaigns, ProjectionName::Activity];
+    pub const ALL: [ProjectionName; 6] = [
+        ProjectionName::Firmware,
+        ProjectionName::Campaigns,
+        ProjectionName::Activity,
+        ProjectionName::Devices,
+        ProjectionName::Updates,
+        ProjectionName::Downloads,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -30,6 +37,7 @@ impl ProjectionName {
             ProjectionName::Activity => "activity",
             ProjectionName::Devices => "devices",
             ProjectionName::Updates => "updates",
+            ProjectionName::Downloads => "downloads",
         }
     }
 
@@ -41,6 +49,7 @@ impl ProjectionName {
             ProjectionName::Activity => None,
             ProjectionName::Devices => Some(&["Device"]),
             ProjectionName::Updates => Some(&["DeviceUpdate"]),
+            ProjectionName::Downloads => Some(&["DeviceUpdate"]),
         }
     }
 }

@@ -18,6 +18,8 @@ use crate::wait::eventually_every;
 pub const POSTGRES: &str = "127.0.0.1:5432";
 pub const NATS: &str = "127.0.0.1:4222";
 const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The DDI gateway token every test server accepts.
+pub const GATEWAY_TOKEN: &str = "gateway-secret-for-tests-0123456789";
 
 #[derive(Debug, Clone)]
 pub struct TestOptions {
@@ -97,6 +99,7 @@ impl TestApp {
         settings.listen = "127.0.0.1:0".parse().expect("addr");
         settings.jwt_secret = Some(SECRET.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;
+        settings.ddi_gateway_token = Some(GATEWAY_TOKEN.to_owned());
 
         let server = server::start(&settings, options.components).await.expect("start server");
         let nats = async_nats::connect(NATS).await.expect("connect NATS");
@@ -195,6 +198,14 @@ impl TestApp {
                 json_of(self.post("/api/v1/devices").json(&body).send().await.expect("register")).await;
             assert!(status == 201 || status == 200, "register {id}: {status} {body}");
         }
+    }
+
+    /// Registers one device (model `gw`, hardware `hw`) and returns its DDI target token.
+    pub async fn enrol(&self, id: &str, hardware: &str) -> String {
+        let body = serde_json::json!({"id": id, "device_model": "gw", "hardware_version": hardware, "firmware_version": "1.0"});
+        let (status, body) = json_of(self.post("/api/v1/devices").json(&body).send().await.expect("enrol")).await;
+        assert_eq!(status, 201, "enrol {id}: {body}");
+        body["target_token"].as_str().expect("a new device gets a target token").to_owned()
     }
 
     /// A simulated fleet listening on this server's NATS prefix.

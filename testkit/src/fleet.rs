@@ -50,10 +50,15 @@ impl Fleet {
                 let Some(device) = decode_subject_token(&token) else { continue };
                 let Ok(command) = serde_json::from_slice::<Value>(&message.payload) else { continue };
                 r.lock().expect("lock").entry(device.clone()).or_default().push(command.clone());
+                let behavior = b.lock().expect("lock").get(&device).copied().unwrap_or(Behavior::Succeed);
+                if command["type"] == "cancel" && behavior != Behavior::Silent {
+                    // A device asked to cancel agrees (an unasked `cancelled` is refused and harmless).
+                    let report = json!({"state": "cancelled", "action": command["action"].clone()});
+                    let _ = client.request(names.device_status(&device), report.to_string().into()).await;
+                }
                 if command["type"] != "update" {
                     continue;
                 }
-                let behavior = b.lock().expect("lock").get(&device).copied().unwrap_or(Behavior::Succeed);
                 let (client, subject) = (client.clone(), names.device_status(&device));
                 let action = command["action"].clone();
                 tokio::spawn(async move {

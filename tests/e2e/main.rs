@@ -3,6 +3,7 @@
 
 mod auth;
 mod campaigns;
+mod ddi;
 mod devices;
 mod faults;
 mod firmware;

@@ -39,11 +39,20 @@ pub struct DeviceBody {
     profile: DeviceProfile,
     registered_at: Option<chrono::DateTime<Utc>>,
     updated_at: Option<chrono::DateTime<Utc>>,
+    /// The device's DDI secret, shown once: when the device is created or its token rotated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_token: Option<String>,
 }
 
 impl From<Device> for DeviceBody {
     fn from(d: Device) -> Self {
-        Self { id: d.id, profile: d.profile, registered_at: d.registered_at, updated_at: d.updated_at }
+        Self {
+            id: d.id,
+            profile: d.profile,
+            registered_at: d.registered_at,
+            updated_at: d.updated_at,
+            target_token: None,
+        }
     }
 }
 
@@ -73,15 +82,40 @@ pub async fn register(
         tags: body.tags,
         attributes: body.attributes,
     };
-    let command = DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() };
+    let token = crate::ddi::new_token();
+    let command =
+        DeviceCommand::Enrol { id: id.clone(), profile, token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
     let committed = state
         .store
         .execute::<Device>(id.as_str(), command, &writer.meta)
         .await
         .map_err(|e| from_store(e, device_refusal))?;
+    state.ddi.targets.invalidate(id.as_str());
     let created = committed.events.iter().any(|e| e.sequence == 1);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(committed.state.into())))
+    let mut body = DeviceBody::from(committed.state);
+    body.target_token = created.then_some(token);
+    Ok((status, Json(body)))
+}
+
+/// Issues a new DDI token for the device; the old one stops working at once.
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceBody>, ApiError> {
+    let id = parse_device_id(&id)?;
+    let token = crate::ddi::new_token();
+    let command = DeviceCommand::RotateToken { token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
+    let committed = state
+        .store
+        .execute::<Device>(id.as_str(), command, &writer.meta)
+        .await
+        .map_err(|e| from_store(e, device_refusal))?;
+    state.ddi.targets.invalidate(id.as_str());
+    let mut body = DeviceBody::from(committed.state);
+    body.target_token = Some(token);
+    Ok(Json(body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,17 +274,36 @@ pub async fn rollback(
 }
 
 /// A device's status report (native protocol over HTTP; the same body works on NATS).
+/// The device itself (`TargetToken`, only for its own id) or an operator may send it.
 pub async fn status(
     State(state): State<AppState>,
-    writer: Writer,
     Path(id): Path<String>,
-    Json(report): Json<StatusReport>,
+    headers: axum::http::HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
     let device = parse_device_id(&id)?;
-    let committed = state
-        .reports
-        .report(&device, report, &writer.meta, Utc::now())
-        .await
-        .map_err(|e| from_store(e, update_refusal))?;
+    let as_device = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("TargetToken "));
+    let (mut parts, body) = request.into_parts();
+    let meta = if as_device {
+        let caller = crate::ddi::authorize_device(&state, device.as_str(), &headers).await?;
+        ota_domain::CommandMeta::new(ota_domain::Actor::device(caller.to_string()))
+    } else {
+        let principal = crate::auth::bearer(&state, &parts.headers)?;
+        parts.extensions.insert(principal);
+        let writer =
+            <Writer as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await?;
+        writer.meta
+    };
+    let Json(report) = <Json<StatusReport> as axum::extract::FromRequest<AppState>>::from_request(
+        axum::extract::Request::from_parts(parts, body),
+        &state,
+    )
+    .await?;
+    let committed =
+        state.reports.report(&device, report, &meta, Utc::now()).await.map_err(|e| from_store(e, update_refusal))?;
+    state.ddi.targets.invalidate(device.as_str());
     lane_response(device, committed.state, StatusCode::OK)
 }

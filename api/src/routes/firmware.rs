@@ -1,9 +1,8 @@
 //! Firmware: streamed upload, catalog queries, ranged download.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use ota_domain::firmware::{Firmware, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
@@ -13,6 +12,7 @@ use ota_projections::Page;
 use serde::{Deserialize, Serialize};
 
 use super::validate;
+use crate::artifact::{self, ArtifactFile};
 use crate::auth::Writer;
 use crate::blobs::{BlobError, Staged};
 use crate::error::{from_store, ApiError};
@@ -320,70 +320,41 @@ pub async fn deprecate(
     Ok(Json(FirmwareBody::from_state(committed.state)?))
 }
 
-/// Streams the binary, honouring a single `Range` (206 / 416) and `If-Range`.
+/// Streams the binary, honouring a single `Range` (206 / 416), `If-Range` and `If-Match`.
 pub async fn content(
     State(state): State<AppState>,
+    method: axum::http::Method,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let firmware = find(&state, &id).await?;
-    let size = u64::try_from(firmware.size).unwrap_or(0);
-    let etag = format!("\"{}\"", firmware.sha1);
-    let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if header_str(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
-    }
-    let range_applies = header_str(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
-    let range = match header_str(header::RANGE).filter(|_| range_applies) {
-        None => None,
-        Some(raw) => match http_range_header::parse_range_header(raw).map(|r| r.validate(size)) {
-            // Another range unit must be ignored, a malformed range may be (RFC 9110 14.2).
-            Err(_) => None,
-            Ok(Ok(ranges)) if ranges.len() == 1 && size > 0 => {
-                ranges.first().map(|r| *r.start()..*r.end() + 1)
-            }
-            // Several ranges: RFC 9110 lets us answer with the whole representation.
-            Ok(Ok(ranges)) if ranges.len() > 1 => None,
-            // A suffix longer than the image selects all of it (RFC 9110 14.1.3).
-            Ok(Err(http_range_header::RangeUnsatisfiableError::FileSuffixOutOfBounds))
-                if size > 0 =>
-            {
-                Some(0..size)
-            }
-            // Past the end, reversed, overlapping, or any range of an empty image.
-            Ok(_) => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-                    axum::Json(serde_json::json!({"error": "range_not_satisfiable", "message": format!("range {raw:?} does not fit {size} bytes")})),
-                )
-                    .into_response())
-            }
-        },
+    let file = ArtifactFile {
+        storage_path: firmware.storage_path,
+        filename: firmware.filename,
+        size: u64::try_from(firmware.size).unwrap_or(0),
+        sha1: firmware.sha1,
+        modified: Some(firmware.created_at),
     };
-    let stream = state.blobs.read(&firmware.storage_path, range.clone()).await?;
-    let mut response = Response::new(Body::from_stream(stream));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", firmware.filename)) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    match range {
-        Some(r) => {
-            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = response.headers_mut();
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
-        }
-        None => {
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        }
-    }
-    Ok(response)
+    artifact::serve(&state.blobs, &file, method == axum::http::Method::HEAD, &headers, None).await
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownloadsBody {
+    firmware_id: uuid::Uuid,
+    stats: ota_projections::downloads::DownloadStats,
+    #[serde(flatten)]
+    recent: Page<ota_projections::downloads::DownloadView>,
+}
+
+/// Who downloaded the image, how much, and whether it finished.
+pub async fn downloads(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<DownloadsBody>, ApiError> {
+    let firmware = find(&state, &id).await?;
+    let page = paging.request()?;
+    let stats = ota_projections::downloads::stats(&state.pool, firmware.id).await?;
+    let recent = ota_projections::downloads::list(&state.pool, firmware.id, page).await?;
+    Ok(Json(DownloadsBody { firmware_id: firmware.id, stats, recent }))
 }

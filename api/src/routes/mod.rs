@@ -46,7 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/update", get(devices::current_update).post(devices::update))
         .route("/devices/{id}/history", get(devices::history))
         .route("/devices/{id}/rollback", post(devices::rollback))
-        .route("/devices/{id}/status", post(devices::status))
+        .route("/devices/{id}/token", post(devices::rotate_token))
+        .route("/firmware/{id}/downloads", get(firmware::downloads))
         .route("/stats", get(campaigns::stats))
         .fallback(api_not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -55,7 +56,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::live))
         .route("/health/detailed", get(health::detailed))
+        // Devices report with their own token, operators with theirs: this route checks either.
+        .route("/api/v1/devices/{id}/status", post(devices::status))
         .nest("/api/v1", api)
+        .merge(crate::ddi::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))

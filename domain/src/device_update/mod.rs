@@ -9,6 +9,6 @@ mod model;
 mod tests;
 
 pub use model::{
-    DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, DeviceUpdateEvent, IgnoredReason, Lane, LaneKind, Origin,
-    UpdateFirmware, UpdateState,
+    DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, DeviceUpdateEvent, Download, IgnoredReason, Lane, LaneKind,
+    Origin, UpdateFirmware, UpdateState,
 };

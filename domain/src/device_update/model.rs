@@ -85,6 +85,7 @@ impl UpdateState {
                 | UpdateState::Succeeded
                 | UpdateState::Failed
                 | UpdateState::Rejected
+                | UpdateState::Cancelled
         )
     }
 }
@@ -140,6 +141,9 @@ pub struct Lane {
     pub from: Option<UpdateFirmware>,
     pub state: UpdateState,
     pub progress: Option<u8>,
+    /// The server asked the device to cancel and awaits its answer (hawkBit's CANCELING).
+    #[serde(default)]
+    pub cancel_requested: bool,
     pub assigned_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -178,9 +182,25 @@ pub enum DeviceUpdateCommand {
         message: Option<String>,
         at: DateTime<Utc>,
     },
-    /// With `campaign`, only an update of that campaign is cancelled.
+    /// With `campaign`, only an update of that campaign is cancelled. An update the
+    /// device has not fetched yet is cancelled at once; otherwise the device is asked
+    /// and the update ends when it agrees, unless `force` closes it without asking.
     Cancel {
         campaign: Option<CampaignId>,
+        force: bool,
+        at: DateTime<Utc>,
+    },
+    /// The device's answer to a cancel request.
+    AnswerCancel {
+        action: u32,
+        accepted: bool,
+        message: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// A download of the update's image was served (whole or a range).
+    RecordDownload {
+        action: u32,
+        download: Download,
         at: DateTime<Utc>,
     },
     /// With `action`, only that update times out (the reader may be behind).
@@ -226,6 +246,39 @@ pub enum DeviceUpdateEvent {
         action: u32,
         at: DateTime<Utc>,
     },
+    CancelRequested {
+        action: u32,
+        at: DateTime<Utc>,
+    },
+    /// The device refused to cancel; the update goes on.
+    CancelRefused {
+        action: u32,
+        message: Option<String>,
+        at: DateTime<Utc>,
+    },
+    DownloadServed {
+        action: u32,
+        download: Download,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What download requests of one update delivered over a few seconds (range reads
+/// from streaming clients are many, so they are summed rather than logged one by one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Download {
+    pub firmware: FirmwareId,
+    pub requests: u32,
+    /// Lowest byte offset served.
+    pub offset: u64,
+    /// Bytes actually sent (less than asked when the device hung up).
+    pub bytes: u64,
+    /// Whether every response was sent in full.
+    pub complete: bool,
+    /// Whether a request asked for the whole image (no Range).
+    pub whole: bool,
+    /// `signed_url`, `target_token` or `gateway_token`.
+    pub via: String,
 }
 
 impl DeviceUpdateEvent {
@@ -237,7 +290,10 @@ impl DeviceUpdateEvent {
             | DeviceUpdateEvent::ProgressReported { action, .. }
             | DeviceUpdateEvent::ReportIgnored { action, .. }
             | DeviceUpdateEvent::UpdateCancelled { action, .. }
-            | DeviceUpdateEvent::UpdateTimedOut { action, .. } => *action,
+            | DeviceUpdateEvent::UpdateTimedOut { action, .. }
+            | DeviceUpdateEvent::CancelRequested { action, .. }
+            | DeviceUpdateEvent::CancelRefused { action, .. }
+            | DeviceUpdateEvent::DownloadServed { action, .. } => *action,
         }
     }
 }
@@ -251,6 +307,9 @@ impl DomainEvent for DeviceUpdateEvent {
             DeviceUpdateEvent::ReportIgnored { .. } => "ReportIgnored",
             DeviceUpdateEvent::UpdateCancelled { .. } => "UpdateCancelled",
             DeviceUpdateEvent::UpdateTimedOut { .. } => "UpdateTimedOut",
+            DeviceUpdateEvent::CancelRequested { .. } => "CancelRequested",
+            DeviceUpdateEvent::CancelRefused { .. } => "CancelRefused",
+            DeviceUpdateEvent::DownloadServed { .. } => "DownloadServed",
         }
         .to_owned()
     }
@@ -273,6 +332,10 @@ pub enum DeviceUpdateError {
     NotReportable(UpdateState),
     #[error("progress must be between 0 and 100, got {0}")]
     BadProgress(u8),
+    #[error("action {action} is not the device's current update")]
+    UnknownAction { action: u32 },
+    #[error("no cancellation was requested for action {action}")]
+    CancelNotRequested { action: u32 },
 }
 
 impl DeviceUpdateError {
@@ -280,8 +343,9 @@ impl DeviceUpdateError {
         match self {
             DeviceUpdateError::AlreadyActive { .. }
             | DeviceUpdateError::NotActive { .. }
-            | DeviceUpdateError::NothingToRollBackTo => Refusal::Conflict,
-            DeviceUpdateError::NoUpdate => Refusal::NotFound,
+            | DeviceUpdateError::NothingToRollBackTo
+            | DeviceUpdateError::CancelNotRequested { .. } => Refusal::Conflict,
+            DeviceUpdateError::NoUpdate | DeviceUpdateError::UnknownAction { .. } => Refusal::NotFound,
             DeviceUpdateError::NotReportable(_) | DeviceUpdateError::BadProgress(_) => Refusal::Invalid,
         }
     }
@@ -293,6 +357,8 @@ impl DeviceUpdateError {
             DeviceUpdateError::NotActive { .. } => "device_update.not_active",
             DeviceUpdateError::NotReportable(_) => "device_update.state_not_reportable",
             DeviceUpdateError::BadProgress(_) => "device_update.bad_progress",
+            DeviceUpdateError::UnknownAction { .. } => "device_update.unknown_action",
+            DeviceUpdateError::CancelNotRequested { .. } => "device_update.cancel_not_requested",
         }
     }
 }
@@ -303,6 +369,9 @@ pub struct DeviceUpdate {
     /// Firmware the device ran successfully, oldest first; the last is what it runs
     /// now, the one before is where a rollback goes.
     pub installed: Vec<UpdateFirmware>,
+    /// The last update that ended in success (or a rollback that worked): hawkBit's installed base.
+    #[serde(default)]
+    pub last_installed: Option<(u32, UpdateFirmware)>,
 }
 
 impl DeviceUpdate {
@@ -361,6 +430,13 @@ impl DeviceUpdate {
         if state.rank() < lane.state.rank() {
             return ignored(IgnoredReason::OutOfOrder);
         }
+        if state == UpdateState::Cancelled {
+            // A device may only agree to a cancellation the server asked for.
+            return match lane.cancel_requested {
+                true => Ok(vec![DeviceUpdateEvent::UpdateCancelled { action: lane.action, at }]),
+                false => Err(DeviceUpdateError::CancelNotRequested { action: lane.action }),
+            };
+        }
         if state == lane.state && progress.is_none_or(|p| Some(p) == lane.progress) {
             return Ok(vec![]);
         }
@@ -406,12 +482,47 @@ impl Decide for DeviceUpdate {
             DeviceUpdateCommand::Report { action, state, progress, message, at } => {
                 self.decide_report(action, state, progress, message, at)
             }
-            DeviceUpdateCommand::Cancel { campaign, at } => {
+            DeviceUpdateCommand::Cancel { campaign, force, at } => {
                 let lane = self.active_or_refuse()?;
                 if campaign.is_some() && lane.origin.campaign != campaign {
                     return Ok(vec![]);
                 }
-                Ok(vec![DeviceUpdateEvent::UpdateCancelled { action: lane.action, at }])
+                let action = lane.action;
+                // Nobody has fetched it yet, so nobody needs asking.
+                if force || lane.state == UpdateState::Assigned {
+                    return Ok(vec![DeviceUpdateEvent::UpdateCancelled { action, at }]);
+                }
+                if lane.cancel_requested {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DeviceUpdateEvent::CancelRequested { action, at }])
+            }
+            DeviceUpdateCommand::AnswerCancel { action, accepted, message, at } => {
+                let lane = self.current.as_ref().ok_or(DeviceUpdateError::NoUpdate)?;
+                if lane.action != action {
+                    return Err(DeviceUpdateError::UnknownAction { action });
+                }
+                if lane.state == UpdateState::Cancelled {
+                    return Ok(vec![]);
+                }
+                if lane.state.is_terminal() {
+                    return Err(DeviceUpdateError::NotActive { state: lane.state });
+                }
+                if !lane.cancel_requested {
+                    return Err(DeviceUpdateError::CancelNotRequested { action });
+                }
+                Ok(vec![match accepted {
+                    true => DeviceUpdateEvent::UpdateCancelled { action, at },
+                    false => DeviceUpdateEvent::CancelRefused { action, message, at },
+                }])
+            }
+            DeviceUpdateCommand::RecordDownload { action, download, at } => {
+                let lane = self.current.as_ref().ok_or(DeviceUpdateError::NoUpdate)?;
+                // Downloads of an earlier, closed action are still worth recording.
+                if action > lane.action || action == 0 {
+                    return Err(DeviceUpdateError::UnknownAction { action });
+                }
+                Ok(vec![DeviceUpdateEvent::DownloadServed { action, download, at }])
             }
             DeviceUpdateCommand::TimeOut { action, at } => {
                 let lane = self.active_or_refuse()?;
@@ -464,6 +575,7 @@ impl Aggregate for DeviceUpdate {
                     from,
                     state: UpdateState::Assigned,
                     progress: None,
+                    cancel_requested: false,
                     assigned_at: at,
                     updated_at: at,
                 });
@@ -480,11 +592,25 @@ impl Aggregate for DeviceUpdate {
                         }
                         _ => {}
                     }
+                    if matches!(state, UpdateState::Succeeded | UpdateState::RolledBack) {
+                        self.last_installed = Some((lane.action, lane.firmware.clone()));
+                    }
                 }
             }
             DeviceUpdateEvent::ReportIgnored { .. } => {}
             DeviceUpdateEvent::UpdateCancelled { at, .. } => set_state(&mut self.current, UpdateState::Cancelled, at),
             DeviceUpdateEvent::UpdateTimedOut { at, .. } => set_state(&mut self.current, UpdateState::TimedOut, at),
+            DeviceUpdateEvent::CancelRequested { .. } => {
+                if let Some(lane) = &mut self.current {
+                    lane.cancel_requested = true;
+                }
+            }
+            DeviceUpdateEvent::CancelRefused { .. } => {
+                if let Some(lane) = &mut self.current {
+                    lane.cancel_requested = false;
+                }
+            }
+            DeviceUpdateEvent::DownloadServed { .. } => {}
         }
     }
 }

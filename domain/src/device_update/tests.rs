@@ -36,6 +36,105 @@ fn reported(state: UpdateState) -> DeviceUpdateEvent {
     DeviceUpdateEvent::ProgressReported { action: 1, state, progress: None, message: None, at: at() }
 }
 
+fn cancel() -> DeviceUpdateCommand {
+    DeviceUpdateCommand::Cancel { campaign: None, force: false, at: at() }
+}
+
+#[test]
+fn an_update_nobody_fetched_is_cancelled_at_once() {
+    Given::with(())
+        .given(vec![assigned(1)])
+        .when(cancel())
+        .then_expect_events(vec![DeviceUpdateEvent::UpdateCancelled { action: 1, at: at() }]);
+}
+
+#[test]
+fn a_fetched_update_asks_the_device_and_asks_once() {
+    let notified = DeviceUpdateEvent::DeviceNotified { action: 1, at: at() };
+    Given::with(())
+        .given(vec![assigned(1), notified.clone()])
+        .when(cancel())
+        .then_expect_events(vec![DeviceUpdateEvent::CancelRequested { action: 1, at: at() }]);
+    Given::with(())
+        .given(vec![assigned(1), notified, DeviceUpdateEvent::CancelRequested { action: 1, at: at() }])
+        .when(cancel())
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn forcing_a_cancel_does_not_ask() {
+    Given::with(())
+        .given(vec![assigned(1), reported(UpdateState::Installing)])
+        .when(DeviceUpdateCommand::Cancel { campaign: None, force: true, at: at() })
+        .then_expect_events(vec![DeviceUpdateEvent::UpdateCancelled { action: 1, at: at() }]);
+}
+
+#[test]
+fn the_device_accepts_or_refuses_a_cancel_request() {
+    let asked = || {
+        vec![
+            assigned(1),
+            reported(UpdateState::Downloading),
+            DeviceUpdateEvent::CancelRequested { action: 1, at: at() },
+        ]
+    };
+    let answer = |accepted| DeviceUpdateCommand::AnswerCancel { action: 1, accepted, message: None, at: at() };
+    Given::with(())
+        .given(asked())
+        .when(answer(true))
+        .then_expect_events(vec![DeviceUpdateEvent::UpdateCancelled { action: 1, at: at() }]);
+    Given::with(()).given(asked()).when(answer(false)).then_expect_events(vec![DeviceUpdateEvent::CancelRefused {
+        action: 1,
+        message: None,
+        at: at(),
+    }]);
+    // Refused: the update goes on and may still succeed.
+    let mut refused = asked();
+    refused.push(DeviceUpdateEvent::CancelRefused { action: 1, message: None, at: at() });
+    Given::with(())
+        .given(refused.clone())
+        .when(report(UpdateState::Succeeded))
+        .then_expect_events(vec![reported(UpdateState::Succeeded)]);
+    Given::with(())
+        .given(refused)
+        .when(answer(true))
+        .then_expect_error(DeviceUpdateError::CancelNotRequested { action: 1 });
+}
+
+#[test]
+fn a_device_reporting_cancelled_unasked_is_refused() {
+    Given::with(())
+        .given(vec![assigned(1), reported(UpdateState::Downloading)])
+        .when(report(UpdateState::Cancelled))
+        .then_expect_error(DeviceUpdateError::CancelNotRequested { action: 1 });
+    Given::with(())
+        .given(vec![
+            assigned(1),
+            reported(UpdateState::Downloading),
+            DeviceUpdateEvent::CancelRequested { action: 1, at: at() },
+        ])
+        .when(report(UpdateState::Cancelled))
+        .then_expect_events(vec![DeviceUpdateEvent::UpdateCancelled { action: 1, at: at() }]);
+}
+
+#[test]
+fn the_installed_base_is_the_last_update_that_worked() {
+    let mut device = DeviceUpdate::default();
+    for e in [assigned(1), reported(UpdateState::Succeeded)] {
+        device.apply(e);
+    }
+    assert_eq!(device.last_installed, Some((1, fw("2"))));
+    device.apply(assigned(2));
+    device.apply(DeviceUpdateEvent::ProgressReported {
+        action: 2,
+        state: UpdateState::Failed,
+        progress: None,
+        message: None,
+        at: at(),
+    });
+    assert_eq!(device.last_installed, Some((1, fw("2"))));
+}
+
 #[test]
 fn a_second_assignment_while_one_is_active_is_refused() {
     Given::with(())
@@ -109,7 +208,13 @@ fn any_command() -> impl Strategy<Value = DeviceUpdateCommand> {
                 DeviceUpdateCommand::Report { action, state, progress, message: None, at: at() }
             }
         ),
-        Just(DeviceUpdateCommand::Cancel { campaign: None, at: at() }),
+        any::<bool>().prop_map(|force| DeviceUpdateCommand::Cancel { campaign: None, force, at: at() }),
+        (1u32..4, any::<bool>()).prop_map(|(action, accepted)| DeviceUpdateCommand::AnswerCancel {
+            action,
+            accepted,
+            message: None,
+            at: at()
+        }),
         Just(DeviceUpdateCommand::TimeOut { action: None, at: at() }),
     ]
 }

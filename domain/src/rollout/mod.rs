@@ -21,6 +21,6 @@ mod tests;
 pub use gates::{evaluate_gate, GateKind, GateOutcome, GateReport, WaveTally};
 pub use membership::{assign_waves, wave_sizes, DeviceCandidate, SplitMix64};
 pub use next_steps::{next_steps, should_retry, timed_out, Decision, RolloutView};
-pub use plan::{AfterSuccess, OnFailure, PlanError, Ramp, RolloutPlan, WaveSpec};
+pub use plan::{ActionType, AfterSuccess, OnFailure, PlanError, Ramp, RolloutPlan, WaveSpec};
 pub use rate::{allowed_assignments, current_rate, minute_bucket, next_minute};
 pub use window::MaintenanceWindow;

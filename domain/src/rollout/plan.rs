@@ -59,6 +59,23 @@ pub struct RolloutPlan {
     /// When a continuous campaign stops taking new devices and completes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_at: Option<DateTime<Utc>>,
+    /// How hard devices are told to update (hawkBit's action type, shown to DDI clients).
+    pub action_type: ActionType,
+    /// Whether assigned devices are also told to hold off installing (DDI `update: skip`)
+    /// while the maintenance window is closed. Off by default: SWUpdate answers `skip`
+    /// by reporting success without installing.
+    pub defer_install_outside_window: bool,
+}
+
+/// hawkBit's action types as DDI clients see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionType {
+    /// Download and install now (`forced`).
+    #[default]
+    Forced,
+    /// The device may choose when (`attempt`).
+    Soft,
 }
 
 impl Default for RolloutPlan {
@@ -78,6 +95,8 @@ impl Default for RolloutPlan {
             start_at: None,
             rollback_on_abort: false,
             end_at: None,
+            action_type: ActionType::Forced,
+            defer_install_outside_window: false,
         }
     }
 }

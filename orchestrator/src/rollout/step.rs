@@ -263,7 +263,7 @@ pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &Event
     for wave in 0..campaign.wave_count() {
         let assigned = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
         for device in campaign.wave_members(wave).iter().take(assigned) {
-            let command = DeviceUpdateCommand::Cancel { campaign: Some(id), at: now };
+            let command = DeviceUpdateCommand::Cancel { campaign: Some(id), force: false, at: now };
             match pm.store.execute::<DeviceUpdate>(device.as_str(), command, &meta).await {
                 Ok(_) | Err(StoreError::Rejected(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -276,14 +276,14 @@ pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &Event
 /// A device's inventory changed: continuous campaigns whose filter it now matches take it in.
 pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(), StepError> {
     let Ok(event) = record.decode::<DeviceEvent>() else { return Ok(()) };
-    let (DeviceEvent::DeviceRegistered { profile, .. } | DeviceEvent::DeviceProfileChanged { profile, .. }) = event;
+    let Some(profile) = event.profile() else { return Ok(()) };
     let Ok(device) = ota_domain::DeviceId::parse(&record.aggregate_id) else { return Ok(()) };
     let now = Utc::now();
     for id in tally::continuous_campaigns(&pm.pool).await? {
         let (campaign, _) = pm.store.load::<Campaign>(&id.to_string()).await?;
         let (Some(filter), Some(firmware)) = (&campaign.target.filter, &campaign.firmware) else { continue };
         let still_open = campaign.rollout.end_at.is_none_or(|end| end > now);
-        if !still_open || !filter.matches(&firmware.device_model, &profile) || campaign.is_member(&device) {
+        if !still_open || !filter.matches(&firmware.device_model, profile) || campaign.is_member(&device) {
             continue;
         }
         let meta = CommandMeta::new(Actor::system("rollout")).caused_by(record.event_id());

@@ -37,6 +37,8 @@ impl Projection for DevicesProjection {
                     DeviceEvent::DeviceRegistered { profile, at, .. }
                     | DeviceEvent::DeviceProfileChanged { profile, at },
                 ) => (profile, at),
+                // Credentials stay in the event store; DDI reads them from there.
+                Ok(DeviceEvent::DeviceTokenIssued { .. }) => continue,
                 Err(e) => {
                     poison.push((index, e.to_string()));
                     continue;

@@ -25,8 +25,9 @@ pub struct DeviceFilter {
     pub tag: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, device_model, hardware_version, firmware_version, tags, attributes, registered_at, updated_at, last_seen";
+/// `last_seen` comes from the polls' batched log, which survives a rebuild of this read model.
+const COLUMNS: &str = "id, device_model, hardware_version, firmware_version, tags, attributes, registered_at, \
+    updated_at, (SELECT c.last_seen FROM device_contact c WHERE c.device_id = devices.id) AS last_seen";
 const WHERE: &str = "($1::text IS NULL OR device_model = $1) AND ($2::text IS NULL OR hardware_version = $2)
      AND ($3::text IS NULL OR firmware_version = $3) AND ($4::text IS NULL OR tags ? $4)";
 

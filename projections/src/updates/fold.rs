@@ -67,6 +67,7 @@ pub fn fold(current: HashMap<String, Current>, events: &[(&EventRecord, DeviceUp
                     state: UpdateState::Assigned.as_str().to_owned(),
                     progress: None,
                     message: None,
+                    cancel_requested: false,
                     assigned_at: *at,
                     updated_at: *at,
                 };
@@ -112,9 +113,32 @@ pub fn fold(current: HashMap<String, Current>, events: &[(&EventRecord, DeviceUp
             DeviceUpdateEvent::UpdateTimedOut { action, at } => {
                 transition(&mut changes, device, *action, UpdateState::TimedOut, None, None, *at)
             }
+            DeviceUpdateEvent::CancelRequested { action, at } => {
+                flag_cancel(&mut changes, device, *action, true, Some("cancel requested".into()), *at)
+            }
+            DeviceUpdateEvent::CancelRefused { action, message, at } => {
+                let message = Some(message.clone().unwrap_or_else(|| "cancel refused by the device".into()));
+                flag_cancel(&mut changes, device, *action, false, message, *at)
+            }
+            DeviceUpdateEvent::DownloadServed { .. } => {}
         }
     }
     changes
+}
+
+/// A cancel request (or its refusal) keeps the state; it is recorded as a transition to the same state.
+fn flag_cancel(
+    changes: &mut Changes,
+    device: String,
+    action: u32,
+    requested: bool,
+    message: Option<String>,
+    at: DateTime<Utc>,
+) {
+    let Some(row) = changes.current.get_mut(&device).filter(|row| row.action == action as i32) else { return };
+    row.cancel_requested = requested;
+    let state = row.state.parse().unwrap_or(UpdateState::Assigned);
+    transition(changes, device, action, state, None, message, at);
 }
 
 fn transition(
@@ -129,6 +153,9 @@ fn transition(
     let action = action as i32;
     let Some(row) = changes.current.get_mut(&device).filter(|row| row.action == action) else { return };
     let old = std::mem::replace(&mut row.state, state.as_str().to_owned());
+    if state.is_terminal() {
+        row.cancel_requested = false;
+    }
     row.progress = progress.map(i16::from).or(row.progress);
     row.message = message.clone().or(row.message.take());
     row.updated_at = at;

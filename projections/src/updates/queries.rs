@@ -21,6 +21,8 @@ pub struct UpdateView {
     pub state: String,
     pub progress: Option<i16>,
     pub message: Option<String>,
+    /// The device was asked to cancel and has not answered yet.
+    pub cancel_requested: bool,
     pub assigned_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -62,7 +64,7 @@ pub struct WaveCounts {
 
 /// The columns of `UpdateView`, for every query that reads `device_updates` rows.
 pub(super) const CURRENT_COLUMNS: &str = "device_id, action, kind, campaign_id, wave, retry, firmware_id, \
-    firmware_version, from_version, state, progress, message, assigned_at, updated_at";
+    firmware_version, from_version, state, progress, message, cancel_requested, assigned_at, updated_at";
 
 pub async fn current(pool: &PgPool, device: &str) -> Result<Option<UpdateView>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {CURRENT_COLUMNS} FROM device_updates WHERE device_id = $1"))

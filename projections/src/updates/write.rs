@@ -36,6 +36,7 @@ struct Columns {
     state: Vec<String>,
     progress: Vec<Option<i16>>,
     message: Vec<Option<String>>,
+    cancel_requested: Vec<bool>,
     assigned_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
 }
@@ -54,6 +55,7 @@ impl Columns {
         self.state.push(row.state.clone());
         self.progress.push(row.progress);
         self.message.push(row.message.clone());
+        self.cancel_requested.push(row.cancel_requested);
         self.assigned_at.push(row.assigned_at);
         self.updated_at.push(row.updated_at);
     }
@@ -79,14 +81,16 @@ async fn upsert_current(conn: &mut PgConnection, changes: &Changes) -> Result<()
     }
     sqlx::query(
         "INSERT INTO device_updates (device_id, action, kind, campaign_id, wave, retry, firmware_id, firmware_version,
-            from_version, state, progress, message, assigned_at, updated_at)
+            from_version, state, progress, message, assigned_at, updated_at, cancel_requested)
          SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::uuid[], $5::int[], $6::int[], $7::uuid[],
-            $8::text[], $9::text[], $10::text[], $11::smallint[], $12::text[], $13::timestamptz[], $14::timestamptz[])
+            $8::text[], $9::text[], $10::text[], $11::smallint[], $12::text[], $13::timestamptz[], $14::timestamptz[],
+            $15::bool[])
          ON CONFLICT (device_id) DO UPDATE SET action = EXCLUDED.action, kind = EXCLUDED.kind,
             campaign_id = EXCLUDED.campaign_id, wave = EXCLUDED.wave, retry = EXCLUDED.retry,
             firmware_id = EXCLUDED.firmware_id, firmware_version = EXCLUDED.firmware_version,
             from_version = EXCLUDED.from_version, state = EXCLUDED.state, progress = EXCLUDED.progress,
-            message = EXCLUDED.message, assigned_at = EXCLUDED.assigned_at, updated_at = EXCLUDED.updated_at",
+            message = EXCLUDED.message, assigned_at = EXCLUDED.assigned_at, updated_at = EXCLUDED.updated_at,
+            cancel_requested = EXCLUDED.cancel_requested",
     )
     .bind(&c.device)
     .bind(&c.action)
@@ -102,6 +106,7 @@ async fn upsert_current(conn: &mut PgConnection, changes: &Changes) -> Result<()
     .bind(&c.message)
     .bind(&c.assigned_at)
     .bind(&c.updated_at)
+    .bind(&c.cancel_requested)
     .execute(conn)
     .await?;
     Ok(())

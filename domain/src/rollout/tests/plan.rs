@@ -37,7 +37,9 @@ fn a_full_rollout_object_parses_with_its_json_names_and_round_trips() {
         "max_retries": 2,
         "maintenance_window": {"start": "22:30", "duration_minutes": 240, "utc_offset": "-05:00"},
         "start_at": "2026-03-01T12:00:00Z",
-        "rollback_on_abort": true
+        "rollback_on_abort": true,
+        "action_type": "soft",
+        "defer_install_outside_window": true
     }))
     .expect("a full plan parses");
     let expected = RolloutPlan {
@@ -55,6 +57,8 @@ fn a_full_rollout_object_parses_with_its_json_names_and_round_trips() {
         start_at: Some(at("2026-03-01T12:00:00Z")),
         rollback_on_abort: true,
         end_at: None,
+        action_type: ActionType::Soft,
+        defer_install_outside_window: true,
     };
     assert_eq!(plan, expected);
     assert_eq!(plan.validate(), Ok(()));

@@ -1,0 +1,130 @@
+//! Who is calling a DDI route: a device with its own `TargetToken`, a gateway with
+//! the `GatewayToken` (acting as any device, registering unknown ones), or the
+//! holder of a signed download link.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use chrono::Utc;
+use ota_domain::device::{Device, DeviceCommand, DeviceProfile};
+use ota_domain::{Actor, CommandMeta, DeviceId};
+use rand::distributions::{Alphanumeric, DistString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::targets::Target;
+use super::TENANT;
+use crate::error::{from_store, ApiError};
+use crate::state::AppState;
+
+/// A fresh device secret: 32 alphanumerics (about 190 bits), as hawkBit issues them.
+pub fn new_token() -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The client's address, when the server knows it.
+pub struct PeerAddr(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())))
+    }
+}
+
+/// An authenticated DDI caller.
+pub struct Caller {
+    pub device: DeviceId,
+    pub target: Arc<Target>,
+    /// How it proved itself: `target_token`, `gateway_token` or `signed_url`.
+    pub via: &'static str,
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::unauthorized(message.to_owned())
+}
+
+pub fn check_tenant(tenant: &str) -> Result<(), ApiError> {
+    match tenant.eq_ignore_ascii_case(TENANT) {
+        true => Ok(()),
+        false => Err(ApiError::new(StatusCode::NOT_FOUND, "ddi.unknown_tenant", format!("no tenant {tenant:?}"))),
+    }
+}
+
+pub fn parse_controller(raw: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(raw).map_err(|e| ApiError::bad_request(format!("controller id: {e}")))
+}
+
+/// Checks the `Authorization` header against the device (or the gateway secret).
+pub async fn authorize(
+    state: &AppState,
+    tenant: &str,
+    controller: &str,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    check_tenant(tenant)?;
+    let device = parse_controller(controller)?;
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("missing Authorization header (TargetToken or GatewayToken)"))?;
+    let (scheme, secret) = header.trim().split_once(' ').unwrap_or((header, ""));
+    let secret = secret.trim();
+    let ddi = &state.ddi;
+    match scheme {
+        "TargetToken" if !secret.is_empty() => {
+            let target = ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))?;
+            let known = target.device.token_sha256.as_deref().unwrap_or_default();
+            let given = hash_token(secret);
+            if !target.device.exists() || !bool::from(known.as_bytes().ct_eq(given.as_bytes())) {
+                return Err(unauthorized("the target token does not belong to this device"));
+            }
+            Ok(Caller { device, target, via: "target_token" })
+        }
+        "GatewayToken" if !secret.is_empty() => {
+            let expected = ddi.gateway_token_sha256.ok_or_else(|| unauthorized("gateway tokens are not enabled"))?;
+            let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            if !bool::from(expected.ct_eq(&given)) {
+                return Err(unauthorized("wrong gateway token"));
+            }
+            let mut target =
+                ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))?;
+            if !target.device.exists() {
+                target = register(state, &device).await?;
+            }
+            Ok(Caller { device, target, via: "gateway_token" })
+        }
+        _ => Err(unauthorized("Authorization must be 'TargetToken <token>' or 'GatewayToken <token>'")),
+    }
+}
+
+/// A device acting as itself outside DDI (the native status route): its own token only.
+pub async fn authorize_device(state: &AppState, device: &str, headers: &HeaderMap) -> Result<DeviceId, ApiError> {
+    let caller = authorize(state, TENANT, device, headers).await?;
+    match caller.via {
+        "target_token" => Ok(caller.device),
+        _ => Err(ApiError::forbidden("only the device's own target token may report as the device")),
+    }
+}
+
+/// A device first seen through the gateway: registered with an unknown model until
+/// its configData says more (hawkBit's plug and play).
+async fn register(state: &AppState, device: &DeviceId) -> Result<Arc<Target>, ApiError> {
+    let profile = DeviceProfile { device_model: "unknown".into(), ..Default::default() };
+    let command = DeviceCommand::Register { id: device.clone(), profile, at: Utc::now() };
+    let meta = CommandMeta::new(Actor::device(device.to_string()));
+    state
+        .store
+        .execute::<Device>(device.as_str(), command, &meta)
+        .await
+        .map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
+    state.ddi.targets.invalidate(device.as_str());
+    state.ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))
+}

@@ -1,0 +1,113 @@
+//! The hawkBit DDI device API under `/{tenant}/controller/v1/{controllerId}`, so
+//! SWUpdate, rauc-hawkbit-updater and other hawkBit clients work unchanged.
+//! The protocol rules live in `ota-ddi`; this module does the HTTP and the I/O.
+
+mod auth;
+mod contact;
+mod downloads;
+mod routes;
+mod targets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use ota_ddi::{Links, UrlSigner};
+use sha2::{Digest, Sha256};
+
+pub use auth::{authorize_device, hash_token, new_token, PeerAddr};
+pub use contact::Contacts;
+pub use downloads::DownloadLog;
+pub use targets::{Target, Targets};
+
+use crate::state::AppState;
+
+/// Only one tenant exists for now; DDI paths still carry it, matched case-insensitively.
+pub const TENANT: &str = "default";
+
+/// The DDI side of the server.
+pub struct Ddi {
+    pub targets: Arc<Targets>,
+    pub contacts: Arc<Contacts>,
+    pub downloads: DownloadLog,
+    pub links: Links,
+    pub signer: UrlSigner,
+    gateway_token_sha256: Option<[u8; 32]>,
+    pub poll_secs: u64,
+    pub poll_jitter_percent: u8,
+    pub download_ttl_secs: i64,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Ddi {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub struct DdiSettings {
+    pub public_url: String,
+    pub gateway_token: Option<String>,
+    pub poll_secs: u64,
+    pub poll_jitter_percent: u8,
+    pub signer: UrlSigner,
+    pub download_ttl_secs: u64,
+}
+
+impl Ddi {
+    /// Starts the cache follower, the last-seen writer and the download log.
+    pub fn start(
+        settings: DdiSettings,
+        store: &ota_orchestrator::Store,
+        reports: &ota_orchestrator::devices::Reports,
+        pool: &sqlx::PgPool,
+        nats: &async_nats::Client,
+        names: &ota_domain::bus::BusNames,
+    ) -> Self {
+        let targets = Arc::new(Targets::new(store.clone(), pool.clone()));
+        let contacts = Arc::new(Contacts::default());
+        let (downloads, log_task) = DownloadLog::spawn(reports.clone());
+        let tasks = vec![
+            tokio::spawn(targets.clone().follow(nats.clone(), names.clone())),
+            tokio::spawn(contacts.clone().run(pool.clone(), Duration::from_secs(2))),
+            log_task,
+        ];
+        Self {
+            targets,
+            contacts,
+            downloads,
+            links: Links::new(&settings.public_url),
+            signer: settings.signer,
+            gateway_token_sha256: settings
+                .gateway_token
+                .filter(|t| !t.is_empty())
+                .map(|t| Sha256::digest(t.as_bytes()).into()),
+            poll_secs: settings.poll_secs,
+            poll_jitter_percent: settings.poll_jitter_percent,
+            download_ttl_secs: i64::try_from(settings.download_ttl_secs).unwrap_or(i64::MAX / 2),
+            tasks,
+        }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/{tenant}/controller/v1/{controller}", get(routes::poll))
+        .route("/{tenant}/controller/v1/{controller}/deploymentBase/{action}", get(routes::deployment_base))
+        .route(
+            "/{tenant}/controller/v1/{controller}/deploymentBase/{action}/feedback",
+            post(routes::deployment_feedback),
+        )
+        .route("/{tenant}/controller/v1/{controller}/cancelAction/{action}", get(routes::cancel_action))
+        .route("/{tenant}/controller/v1/{controller}/cancelAction/{action}/feedback", post(routes::cancel_feedback))
+        .route("/{tenant}/controller/v1/{controller}/configData", put(routes::config_data))
+        .route("/{tenant}/controller/v1/{controller}/installedBase/{action}", get(routes::installed_base))
+        .route("/{tenant}/controller/v1/{controller}/softwaremodules/{module}/artifacts", get(routes::artifacts))
+        .route(
+            "/{tenant}/controller/v1/{controller}/softwaremodules/{module}/artifacts/{filename}",
+            get(routes::artifact),
+        )
+}

@@ -1,0 +1,374 @@
+//! The DDI handlers. Every success is a 200 (rauc-hawkbit-updater accepts nothing
+//! else), ids go out as strings, and client mistakes get a 4xx with a JSON body.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use ota_ddi::wire::{
+    Artifact, ArtifactLinks, BasePoll, CancelActionReply, Chunk, ConfigData, ConfigMode, Deployment, DeploymentBase,
+    Feedback, Hashes, Href, PollConfig, PollLinks, Polling, StopId,
+};
+use ota_ddi::{cancel_answer, change_token, deployment_effect, download_and_update, polling_sleep};
+use ota_ddi::{CancelAnswer, FeedbackEffect};
+use ota_domain::device::{AttributeMode, Device, DeviceCommand};
+use ota_domain::device_update::{DeviceUpdateCommand, DeviceUpdateError, Lane, UpdateFirmware};
+use ota_domain::firmware::Firmware;
+use ota_domain::{Actor, CommandMeta};
+use ota_orchestrator::devices::StatusReport;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::auth::{authorize, check_tenant, parse_controller, Caller, PeerAddr};
+use super::downloads::Fetch;
+use crate::artifact::{self, ArtifactFile};
+use crate::error::{from_store, ApiError};
+use crate::extract::{Path, Query};
+use crate::state::AppState;
+
+fn json<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response())
+}
+
+fn ok() -> Response {
+    StatusCode::OK.into_response()
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+}
+
+/// Action ids are numbers; anything else names no action.
+fn parse_action(raw: &str) -> Result<u32, ApiError> {
+    raw.parse().map_err(|_| no_action(raw))
+}
+
+fn no_action(action: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "ddi.no_such_action", format!("no action {action} for this device"))
+}
+
+fn meta(caller: &Caller) -> CommandMeta {
+    CommandMeta::new(Actor::device(caller.device.to_string()))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable("event store", e)
+}
+
+fn update_refusal(e: &DeviceUpdateError) -> (ota_domain::Refusal, &'static str) {
+    (e.refusal(), e.code())
+}
+
+pub async fn poll(
+    State(state): State<AppState>,
+    Path((tenant, controller)): Path<(String, String)>,
+    PeerAddr(address): PeerAddr,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let now = Utc::now();
+    let ddi = &state.ddi;
+    ddi.contacts.touch(caller.device.as_str(), now, address);
+    let (links, id) = (&ddi.links, caller.device.as_str());
+    let updates = &caller.target.updates;
+    let mut poll_links = PollLinks::default();
+    if let Some(lane) = updates.active() {
+        if lane.cancel_requested {
+            poll_links.cancel_action = Some(Href::new(links.cancel_action(&tenant, id, lane.action)));
+        } else {
+            let mode = delivery(&state, lane, now).await?;
+            let change = change_token(lane.action, &mode);
+            poll_links.deployment_base = Some(Href::new(links.deployment_base(&tenant, id, lane.action, &change)));
+        }
+    }
+    if let Some((action, _)) = &updates.last_installed {
+        poll_links.installed_base = Some(Href::new(links.installed_base(&tenant, id, *action)));
+    }
+    // Ask for attributes until the device has sent some (hawkBit asks new targets).
+    if caller.target.device.profile.attributes.is_empty() {
+        poll_links.config_data = Some(Href::new(links.config_data(&tenant, id)));
+    }
+    let sleep = polling_sleep(ddi.poll_secs, ddi.poll_jitter_percent, id, now);
+    json(&BasePoll { config: PollConfig { polling: Polling { sleep } }, links: poll_links })
+}
+
+async fn delivery(state: &AppState, lane: &Lane, now: DateTime<Utc>) -> Result<ota_ddi::DeliveryMode, ApiError> {
+    let plan = match lane.origin.campaign {
+        Some(campaign) => state.ddi.targets.plan(campaign).await.map_err(unavailable)?,
+        None => None,
+    };
+    Ok(download_and_update(plan.as_deref(), now))
+}
+
+async fn firmware(state: &AppState, of: &UpdateFirmware) -> Result<std::sync::Arc<Firmware>, ApiError> {
+    state.ddi.targets.firmware(of.id).await.map_err(unavailable)?.ok_or_else(|| ApiError::not_found("firmware"))
+}
+
+fn artifact_of(state: &AppState, tenant: &str, device: &str, firmware: &Firmware) -> Result<Artifact, ApiError> {
+    let (Some(id), Some(binary)) = (firmware.id, firmware.binary.as_ref()) else {
+        return Err(ApiError::not_found("firmware"));
+    };
+    let links = &state.ddi.links;
+    let module = id.to_string();
+    let download = links.artifact(tenant, device, &module, &binary.filename);
+    let md5sum = links.artifact(tenant, device, &module, &format!("{}.MD5SUM", binary.filename));
+    Ok(Artifact {
+        filename: binary.filename.clone(),
+        hashes: Hashes { sha1: binary.sha1.clone(), md5: binary.md5.clone(), sha256: binary.sha256.clone() },
+        size: binary.size,
+        links: ArtifactLinks {
+            download: Href::new(download.clone()),
+            download_http: Href::new(download),
+            md5sum: Href::new(md5sum.clone()),
+            md5sum_http: Href::new(md5sum),
+        },
+    })
+}
+
+async fn deployment(
+    state: &AppState,
+    tenant: &str,
+    caller: &Caller,
+    action: u32,
+    of: &UpdateFirmware,
+    mode: ota_ddi::DeliveryMode,
+) -> Result<DeploymentBase, ApiError> {
+    let firmware = firmware(state, of).await?;
+    let spec = firmware.spec.as_ref().ok_or_else(|| ApiError::not_found("firmware"))?;
+    let artifact = artifact_of(state, tenant, caller.device.as_str(), &firmware)?;
+    Ok(DeploymentBase {
+        id: action.to_string(),
+        deployment: Deployment {
+            download: mode.download,
+            update: mode.update,
+            maintenance_window: mode.maintenance_window,
+            chunks: vec![Chunk {
+                part: "os".into(),
+                version: spec.version.clone(),
+                name: spec.name.clone(),
+                artifacts: vec![artifact],
+            }],
+        },
+    })
+}
+
+pub async fn deployment_base(
+    State(state): State<AppState>,
+    Path((tenant, controller, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let action = parse_action(&action)?;
+    // Served again and again until the device closes it: clients re-fetch after a reboot.
+    let lane = caller
+        .target
+        .updates
+        .active()
+        .filter(|lane| lane.action == action && !lane.cancel_requested)
+        .ok_or_else(|| no_action(action))?;
+    let mode = delivery(&state, lane, Utc::now()).await?;
+    let body = deployment(&state, &tenant, &caller, action, &lane.firmware, mode).await?;
+    if lane.state == ota_domain::device_update::UpdateState::Assigned {
+        let command = DeviceUpdateCommand::MarkNotified { at: Utc::now() };
+        state.reports.execute(caller.device.as_str(), command, &meta(&caller)).await.map_err(unavailable)?;
+        state.ddi.targets.invalidate(caller.device.as_str());
+    }
+    json(&body)
+}
+
+pub async fn deployment_feedback(
+    State(state): State<AppState>,
+    Path((tenant, controller, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let action = parse_action(&action)?;
+    let feedback: Feedback = parse_body(&body)?;
+    let lane =
+        caller.target.updates.current.as_ref().filter(|l| l.action == action).ok_or_else(|| no_action(action))?;
+    if lane.state.is_terminal() {
+        return Err(ApiError::new(StatusCode::GONE, "ddi.action_closed", format!("action {action} is already closed")));
+    }
+    let FeedbackEffect::Report { state: reported, progress, message } = deployment_effect(lane.state, &feedback) else {
+        return Ok(ok());
+    };
+    let report = StatusReport { state: reported, progress, message, firmware_version: None, action: Some(action) };
+    let outcome = state.reports.report(&caller.device, report, &meta(&caller), Utc::now()).await;
+    state.ddi.targets.invalidate(caller.device.as_str());
+    outcome.map_err(|e| from_store(e, update_refusal))?;
+    Ok(ok())
+}
+
+pub async fn cancel_action(
+    State(state): State<AppState>,
+    Path((tenant, controller, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let action = parse_action(&action)?;
+    let asked = caller.target.updates.current.as_ref().is_some_and(|lane| {
+        lane.action == action
+            && ((lane.cancel_requested && !lane.state.is_terminal())
+                || lane.state == ota_domain::device_update::UpdateState::Cancelled)
+    });
+    if !asked {
+        return Err(no_action(action));
+    }
+    json(&CancelActionReply { id: action.to_string(), cancel_action: StopId { stop_id: action.to_string() } })
+}
+
+pub async fn cancel_feedback(
+    State(state): State<AppState>,
+    Path((tenant, controller, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let action = parse_action(&action)?;
+    let feedback: Feedback = parse_body(&body)?;
+    let accepted = match cancel_answer(&feedback) {
+        CancelAnswer::Pending => return Ok(ok()),
+        CancelAnswer::Accepted => true,
+        CancelAnswer::Refused => false,
+    };
+    let message = feedback.status.message();
+    let command = DeviceUpdateCommand::AnswerCancel { action, accepted, message, at: Utc::now() };
+    let outcome = state.reports.execute(caller.device.as_str(), command, &meta(&caller)).await;
+    state.ddi.targets.invalidate(caller.device.as_str());
+    match outcome {
+        Ok(_) => Ok(ok()),
+        Err(ota_orchestrator::StoreError::Rejected(e)) => Err(match e {
+            DeviceUpdateError::UnknownAction { .. } | DeviceUpdateError::NoUpdate => no_action(action),
+            DeviceUpdateError::NotActive { .. } => {
+                ApiError::new(StatusCode::GONE, "ddi.action_closed", format!("action {action} is already closed"))
+            }
+            other => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, other.code(), other.to_string()),
+        }),
+        Err(e) => Err(from_store(e, update_refusal)),
+    }
+}
+
+pub async fn config_data(
+    State(state): State<AppState>,
+    Path((tenant, controller)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let config: ConfigData = parse_body(&body)?;
+    if config.data.is_empty() {
+        return Err(ApiError::bad_request("configData: data must not be empty"));
+    }
+    let mode = match config.mode {
+        None | Some(ConfigMode::Merge) => AttributeMode::Merge,
+        Some(ConfigMode::Replace) => AttributeMode::Replace,
+        Some(ConfigMode::Remove) => AttributeMode::Remove,
+    };
+    let command = DeviceCommand::SetAttributes { mode, attributes: config.attributes(), at: Utc::now() };
+    let outcome = state.store.execute::<Device>(caller.device.as_str(), command, &meta(&caller)).await;
+    state.ddi.targets.invalidate(caller.device.as_str());
+    outcome.map_err(|e| match e {
+        ota_orchestrator::StoreError::Rejected(e) => ApiError::bad_request(format!("configData: {e}")),
+        other => from_store(other, |e| (e.refusal(), e.code())),
+    })?;
+    Ok(ok())
+}
+
+pub async fn installed_base(
+    State(state): State<AppState>,
+    Path((tenant, controller, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let action = parse_action(&action)?;
+    let (_, installed) =
+        caller.target.updates.last_installed.as_ref().filter(|(a, _)| *a == action).ok_or_else(|| no_action(action))?;
+    let mode = ota_ddi::DeliveryMode { download: "forced", update: "forced", maintenance_window: None };
+    json(&deployment(&state, &tenant, &caller, action, installed, mode).await?)
+}
+
+/// The action a module may be fetched for: the current update's or the installed one's.
+fn module_action(caller: &Caller, module: &str) -> Option<(u32, UpdateFirmware)> {
+    let updates = &caller.target.updates;
+    let current = updates.current.as_ref().map(|l| (l.action, l.firmware.clone()));
+    current.into_iter().chain(updates.last_installed.clone()).find(|(_, f)| f.id.to_string() == module)
+}
+
+pub async fn artifacts(
+    State(state): State<AppState>,
+    Path((tenant, controller, module)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let (_, of) = module_action(&caller, &module).ok_or_else(|| ApiError::not_found("software module"))?;
+    let firmware = firmware(&state, &of).await?;
+    json(&vec![artifact_of(&state, &tenant, caller.device.as_str(), &firmware)?])
+}
+
+/// The download: with the device's token, or with a signed link and no token at all.
+pub async fn artifact(
+    State(state): State<AppState>,
+    method: Method,
+    Path((tenant, controller, module, filename)): Path<(String, String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = match (query.get("signature"), headers.contains_key(header::AUTHORIZATION)) {
+        (Some(signature), false) => {
+            signed_caller(&state, &tenant, &controller, &module, &filename, &query, signature).await?
+        }
+        _ => authorize(&state, &tenant, &controller, &headers).await?,
+    };
+    let (action, of) = module_action(&caller, &module).ok_or_else(|| ApiError::not_found("software module"))?;
+    let firmware = firmware(&state, &of).await?;
+    let binary = firmware.binary.as_ref().ok_or_else(|| ApiError::not_found("artifact"))?;
+    if filename.strip_suffix(".MD5SUM") == Some(binary.filename.as_str()) {
+        let body = format!("{}  {}\n", binary.md5, binary.filename);
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response());
+    }
+    if filename != binary.filename {
+        return Err(ApiError::not_found("artifact"));
+    }
+    let file = ArtifactFile {
+        storage_path: binary.storage_path.clone(),
+        filename: binary.filename.clone(),
+        size: binary.size,
+        sha1: binary.sha1.clone(),
+        modified: firmware.uploaded_at,
+    };
+    let head = method == Method::HEAD;
+    let on_done: Option<artifact::OnDone> = (!head).then(|| {
+        let (log, device, firmware_id, via) =
+            (state.ddi.downloads.clone(), caller.device.to_string(), of.id, caller.via);
+        Box::new(move |served| log.record(Fetch { device, action, firmware: firmware_id, via, served }))
+            as artifact::OnDone
+    });
+    artifact::serve(&state.blobs, &file, head, &headers, on_done).await
+}
+
+async fn signed_caller(
+    state: &AppState,
+    tenant: &str,
+    controller: &str,
+    module: &str,
+    filename: &str,
+    query: &HashMap<String, String>,
+    signature: &str,
+) -> Result<Caller, ApiError> {
+    check_tenant(tenant)?;
+    let device = parse_controller(controller)?;
+    let expires: i64 = query.get("expires").and_then(|e| e.parse().ok()).unwrap_or(0);
+    let signed = ota_ddi::links::signed_form(tenant, controller, module, filename);
+    state
+        .ddi
+        .signer
+        .verify(&signed, expires, signature, Utc::now().timestamp())
+        .map_err(|e| ApiError::forbidden(e.to_string()))?;
+    let target = state.ddi.targets.get(device.as_str()).await.map_err(unavailable)?;
+    Ok(Caller { device, target, via: "signed_url" })
+}
