@@ -3,6 +3,8 @@
 //! run, relay throughput from a backlog, and projection lag under load.
 //!
 //! Run: `cargo run --release -p ota-bench -- --commands 3000`
+//! (`--rollout-devices N`: the fleet-scale rollout instead; `--ddi-devices N`: the DDI base-poll load instead;
+//! `--ddi-cycle-devices N`: the DDI full update cycle instead.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use ota_projections::ProjectionName;
 use ota_testkit::{TestApp, TestOptions};
 use sqlx::PgPool;
 
+mod ddi;
+mod ddi_cycle;
 mod rollout;
 
 #[derive(Parser)]
@@ -30,11 +34,32 @@ struct Args {
     /// Devices reporting concurrently in the rollout benchmark.
     #[arg(long, default_value_t = 256)]
     reporters: usize,
+    /// Run only the hawkBit DDI base-poll benchmark with this many registered devices.
+    #[arg(long)]
+    ddi_devices: Option<usize>,
+    /// Measured seconds of the DDI benchmark (after a 2 s warm-up), per route.
+    #[arg(long, default_value_t = 10)]
+    ddi_seconds: u64,
+    /// Keep-alive connections polling concurrently in the DDI benchmarks (base poll and full cycle).
+    #[arg(long, default_value_t = 64)]
+    ddi_connections: usize,
+    /// Run only the DDI full-cycle benchmark (poll, deploymentBase, feedback, download, final
+    /// feedback) with this many devices in one started campaign.
+    #[arg(long)]
+    ddi_cycle_devices: Option<usize>,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(devices) = args.ddi_cycle_devices {
+        ddi_cycle::run(devices, args.ddi_connections).await;
+        return;
+    }
+    if let Some(devices) = args.ddi_devices {
+        ddi::run(devices, args.ddi_seconds, args.ddi_connections).await;
+        return;
+    }
     if let Some(devices) = args.rollout_devices {
         rollout::run(devices, args.reporters).await;
         return;
