@@ -13,6 +13,13 @@ if [ -z "${OTA_JWT_SECRET:-}" ]; then
   OTA_JWT_SECRET=$(cat data/jwt-secret)
 fi
 export OTA_JWT_SECRET
+if [ -z "${OTA_DDI_GATEWAY_TOKEN:-}" ]; then
+  [ -s data/gateway-token ] || head -c 24 /dev/urandom | base64 | tr -d '\n/+=' > data/gateway-token
+  OTA_DDI_GATEWAY_TOKEN=$(cat data/gateway-token)
+fi
+export OTA_DDI_GATEWAY_TOKEN
+# Demo devices poll every few seconds; real fleets use minutes (the default is 5).
+export OTA_DDI_POLL_SECS="${OTA_DDI_POLL_SECS:-5}"
 export OTA_LISTEN="${OTA_LISTEN:-127.0.0.1:8080}"
 
 "$OTA" migrate
@@ -32,6 +39,7 @@ cat <<INFO
 
   ota is running on $base  (Ctrl-C stops it)
   operator token:  export TOKEN=$token
+  DDI devices:     server $base, tenant default, Authorization: GatewayToken $OTA_DDI_GATEWAY_TOKEN
   try:             curl -s -H "Authorization: Bearer \$TOKEN" $base/api/v1/campaigns | python3 -m json.tool
                    curl -s $base/health/detailed | python3 -m json.tool
 INFO

@@ -1,6 +1,9 @@
 //! `ota simulate`: a live demo fleet. It registers devices in the inventory and
-//! runs each one on the native NATS channel: it takes update commands, reports
-//! progress, and succeeds or fails as told, like a real device would.
+//! runs most of them on the native NATS channel (they take update commands,
+//! report progress, and succeed or fail as told) and some as hawkBit DDI clients
+//! that poll the server over HTTP, download their image and check its hash.
+
+mod ddi;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +33,12 @@ pub struct FleetOptions {
     /// Firmware version the fleet runs at first.
     #[arg(long, default_value = "1.0.0")]
     pub firmware_version: String,
+    /// Of those devices, how many poll over hawkBit DDI instead (needs OTA_DDI_GATEWAY_TOKEN).
+    #[arg(long, default_value_t = 10)]
+    pub ddi_devices: usize,
+    /// Where the DDI devices reach the server (default: OTA_PUBLIC_URL, else http://OTA_LISTEN).
+    #[arg(long)]
+    pub server_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +49,8 @@ pub enum SimulateError {
     Register(String),
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("HTTP client: {0}")]
+    Http(String),
 }
 
 /// Registers the fleet, then answers update commands until interrupted.
@@ -69,6 +80,23 @@ pub async fn run(settings: &Settings, options: &FleetOptions) -> Result<(), Simu
         result.map_err(|e| SimulateError::Register(e.to_string()))?;
     }
     tracing::info!(devices = ids.len(), model = options.model, "demo fleet registered; waiting for updates");
+    let polling: Vec<String> = ids.iter().rev().take(options.ddi_devices).cloned().collect();
+    let _ddi = match &settings.ddi_gateway_token {
+        Some(token) if !polling.is_empty() => {
+            let url = options
+                .server_url
+                .clone()
+                .or_else(|| settings.public_url.clone())
+                .unwrap_or_else(|| format!("http://{}", settings.listen));
+            Some(ddi::spawn(&url, token, polling.clone(), options.fail_percent)?)
+        }
+        _ => {
+            if !polling.is_empty() {
+                tracing::warn!("no OTA_DDI_GATEWAY_TOKEN: every demo device uses NATS");
+            }
+            None
+        }
+    };
 
     let client = connect_nats(&settings.nats_url).await?;
     let mut commands = client
@@ -83,7 +111,7 @@ pub async fn run(settings: &Settings, options: &FleetOptions) -> Result<(), Simu
         else {
             continue;
         };
-        if command["type"] != "update" {
+        if command["type"] != "update" || (_ddi.is_some() && polling.contains(&device)) {
             continue;
         }
         seen += 1;
