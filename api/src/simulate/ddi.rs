@@ -21,7 +21,12 @@ impl Drop for DdiFleet {
     }
 }
 
-pub fn spawn(server: &str, gateway_token: &str, devices: Vec<String>, fail_percent: u8) -> Result<DdiFleet, SimulateError> {
+pub fn spawn(
+    server: &str,
+    gateway_token: &str,
+    devices: Vec<String>,
+    fail_percent: u8,
+) -> Result<DdiFleet, SimulateError> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -103,9 +108,7 @@ impl Device {
         let deployment: Value = self.get(href).await?.json().await.map_err(|e| e.to_string())?;
         let id = deployment["id"].clone();
         let feedback_url = format!("{}/feedback", href.split('?').next().unwrap_or(href));
-        let feedback = |execution: &str, finished: &str, detail: &str| {
-            json!({"id": id, "status": {"execution": execution, "result": {"finished": finished}, "details": [detail]}})
-        };
+        let feedback = |execution: &str, finished: &str, detail: &str| json!({"id": id, "status": {"execution": execution, "result": {"finished": finished}, "details": [detail]}});
         self.send(feedback_url.clone(), feedback("proceeding", "none", "downloading"), false).await?;
         let artifact = &deployment["deployment"]["chunks"][0]["artifacts"][0];
         let url = artifact["_links"]["download-http"]["href"].as_str().ok_or("no download link")?;
