@@ -40,11 +40,24 @@ pub struct Staged {
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// For stores that can hand out pre-signed URLs (S3), with the key prefix they sign under.
+    #[cfg_attr(not(feature = "cloud"), allow(dead_code))]
+    signer: Option<Presigner>,
 }
+
+#[cfg(feature = "cloud")]
+type Presigner = (Arc<dyn object_store::signer::Signer>, Path);
+/// Without cloud stores nothing can pre-sign.
+#[cfg(not(feature = "cloud"))]
+type Presigner = std::convert::Infallible;
 
 impl Blobs {
     /// A directory path (created if missing) or an object_store URL (`s3://bucket/prefix`, ...).
     pub fn open(location: &str) -> Result<Self, BlobError> {
+        #[cfg(feature = "cloud")]
+        if let Ok(url) = Url::parse(location).and_then(|u| if u.scheme() == "s3" { Ok(u) } else { Err(url::ParseError::EmptyHost) }) {
+            return Self::s3(&url);
+        }
         let store: Arc<dyn ObjectStore> = match Url::parse(location) {
             Ok(url) if url.scheme() != "file" && url.scheme().len() > 1 => {
                 let (store, prefix) = object_store::parse_url_opts(&url, std::env::vars())
@@ -58,7 +71,34 @@ impl Blobs {
             Ok(url) => Self::local(url.path())?,
             Err(_) => Self::local(location)?,
         };
-        Ok(Self { store })
+        Ok(Self { store, signer: None })
+    }
+
+    /// S3 (and compatible stores), configured from `AWS_*` variables; it can pre-sign downloads.
+    #[cfg(feature = "cloud")]
+    fn s3(url: &Url) -> Result<Self, BlobError> {
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(url.as_str())
+            .build()
+            .map_err(|e| BlobError::Config(format!("{url}: {e}")))?;
+        let s3 = Arc::new(s3);
+        let prefix = Path::from(url.path().trim_matches('/'));
+        let store: Arc<dyn ObjectStore> = match prefix.as_ref().is_empty() {
+            true => s3.clone(),
+            false => Arc::new(PrefixStore::new(s3.clone(), prefix.clone())),
+        };
+        Ok(Self { store, signer: Some((s3, prefix)) })
+    }
+
+    /// A URL the store itself serves `key` at for `ttl`, when the store can sign one.
+    pub async fn presigned(&self, key: &str, ttl: std::time::Duration) -> Result<Option<Url>, BlobError> {
+        #[cfg(feature = "cloud")]
+        if let Some((signer, prefix)) = &self.signer {
+            let full: Path = prefix.parts().chain(Path::from(key).parts()).collect();
+            return Ok(Some(signer.signed_url(http::Method::GET, &full, ttl).await?));
+        }
+        let _ = (key, ttl);
+        Ok(None)
     }
 
     fn local(dir: &str) -> Result<Arc<dyn ObjectStore>, BlobError> {
@@ -68,7 +108,7 @@ impl Blobs {
     }
 
     pub fn in_memory() -> Self {
-        Self { store: Arc::new(object_store::memory::InMemory::new()) }
+        Self { store: Arc::new(object_store::memory::InMemory::new()), signer: None }
     }
 
     /// Streams chunks into a staging object while hashing; nothing is held whole in memory.

@@ -149,6 +149,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
             poll_jitter_percent: settings.ddi_poll_jitter_percent,
             signer: signer.clone(),
             download_ttl_secs: settings.download_url_ttl_secs,
+            redirect: settings.download_redirect,
         },
         &store,
         &reports,

@@ -58,6 +58,11 @@ pub struct Settings {
     #[arg(long, env = "OTA_DOWNLOAD_URL_SECRET", hide_env_values = true)]
     pub download_url_secret: Option<String>,
 
+    /// With S3 storage (`--features cloud`): answer artifact downloads with a redirect to a
+    /// pre-signed store URL, so the bytes come from the store rather than through the server.
+    #[arg(long, env = "OTA_DOWNLOAD_REDIRECT", default_value_t = false)]
+    pub download_redirect: bool,
+
     /// Seconds a signed download link stays valid.
     #[arg(long, env = "OTA_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]
     pub download_url_ttl_secs: u64,

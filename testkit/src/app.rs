@@ -28,6 +28,10 @@ pub struct TestOptions {
     /// Route Postgres / NATS through a `FaultProxy` that the test can cut.
     pub postgres_proxy: bool,
     pub nats_proxy: bool,
+    /// Firmware storage other than a fresh temporary directory (an object_store URL).
+    pub storage_url: Option<String>,
+    /// Redirect artifact downloads to pre-signed store URLs.
+    pub download_redirect: bool,
 }
 
 impl TestOptions {
@@ -46,6 +50,8 @@ impl Default for TestOptions {
             max_firmware_bytes: 64 * 1024 * 1024,
             postgres_proxy: false,
             nats_proxy: false,
+            storage_url: None,
+            download_redirect: false,
         }
     }
 }
@@ -95,7 +101,8 @@ impl TestApp {
         settings.db_max_connections = 20;
         settings.nats_url = format!("nats://{nats_host}");
         settings.nats_prefix = prefix.clone();
-        settings.storage_url = storage.path().display().to_string();
+        settings.storage_url = options.storage_url.clone().unwrap_or_else(|| storage.path().display().to_string());
+        settings.download_redirect = options.download_redirect;
         settings.listen = "127.0.0.1:0".parse().expect("addr");
         settings.jwt_secret = Some(SECRET.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;

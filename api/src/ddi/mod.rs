@@ -37,6 +37,8 @@ pub struct Ddi {
     pub poll_secs: u64,
     pub poll_jitter_percent: u8,
     pub download_ttl_secs: i64,
+    /// Hand artifact downloads to the object store by redirect (when it can pre-sign).
+    pub redirect: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -55,6 +57,7 @@ pub struct DdiSettings {
     pub poll_jitter_percent: u8,
     pub signer: UrlSigner,
     pub download_ttl_secs: u64,
+    pub redirect: bool,
 }
 
 impl Ddi {
@@ -88,6 +91,7 @@ impl Ddi {
             poll_secs: settings.poll_secs,
             poll_jitter_percent: settings.poll_jitter_percent,
             download_ttl_secs: i64::try_from(settings.download_ttl_secs).unwrap_or(i64::MAX / 2),
+            redirect: settings.redirect,
             tasks,
         }
     }

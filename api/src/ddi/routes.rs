@@ -342,6 +342,16 @@ pub async fn artifact(
         modified: firmware.uploaded_at,
     };
     let head = method == Method::HEAD;
+    if state.ddi.redirect && !head {
+        // The store serves the bytes; the log records the hand-off (no bytes pass through here).
+        let ttl = std::time::Duration::from_secs(state.ddi.download_ttl_secs.clamp(60, 3600) as u64);
+        if let Some(url) = state.blobs.presigned(&file.storage_path, ttl).await? {
+            let served = artifact::Served { offset: 0, wanted: 0, sent: 0, whole: true };
+            let fetch = Fetch { device: caller.device.to_string(), action, firmware: of.id, via: "store_redirect", served };
+            state.ddi.downloads.record(fetch);
+            return Ok((StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response());
+        }
+    }
     let on_done: Option<artifact::OnDone> = (!head).then(|| {
         let (log, device, firmware_id, via) =
             (state.ddi.downloads.clone(), caller.device.to_string(), of.id, caller.via);
