@@ -55,7 +55,9 @@ impl Blobs {
     /// A directory path (created if missing) or an object_store URL (`s3://bucket/prefix`, ...).
     pub fn open(location: &str) -> Result<Self, BlobError> {
         #[cfg(feature = "cloud")]
-        if let Ok(url) = Url::parse(location).and_then(|u| if u.scheme() == "s3" { Ok(u) } else { Err(url::ParseError::EmptyHost) }) {
+        if let Ok(url) =
+            Url::parse(location).and_then(|u| if u.scheme() == "s3" { Ok(u) } else { Err(url::ParseError::EmptyHost) })
+        {
             return Self::s3(&url);
         }
         let store: Arc<dyn ObjectStore> = match Url::parse(location) {

@@ -36,6 +36,11 @@ enum Command {
         #[command(flatten)]
         fleet: ota_api::simulate::FleetOptions,
     },
+    /// The tamper-evident event log.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
     /// Print a bearer token signed with OTA_JWT_SECRET.
     Token {
         #[arg(long, value_enum, default_value = "operator")]
@@ -46,6 +51,12 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain over every event; exit 1 and name the first broken link if any.
+    Verify,
 }
 
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
@@ -99,7 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let targets: Vec<ProjectionName> = if projection == "all" {
                 ProjectionName::ALL.to_vec()
             } else {
-                vec![projection.parse().context("choose one of: all, firmware, campaigns, activity")?]
+                vec![projection
+                    .parse()
+                    .context("choose one of: all, firmware, campaigns, activity, devices, updates, downloads")?]
             };
             for name in targets {
                 let applied = ota_projections::rebuild(&pool, name).await?;
@@ -110,6 +123,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 result = ota_api::simulate::run(&settings, &fleet) => result?,
                 () = shutdown_signal() => tracing::info!("demo fleet stopped"),
+            }
+        }
+        Command::Audit { what: AuditCommand::Verify } => {
+            let pool = ota_migrations::connect(&settings.database_url, 2).await?;
+            let report = ota_orchestrator::chain::verify(&pool).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                anyhow::bail!("the event chain is broken");
             }
         }
         Command::Token { role, subject, ttl } => {

@@ -32,6 +32,8 @@ pub enum ServerError {
     Schema(#[from] ota_migrations::SchemaError),
     #[error("OTA_DOWNLOAD_URL_SECRET must be at least {} bytes", crate::auth::MIN_SECRET_LEN)]
     DownloadSecret,
+    #[error("OTA_AUDIT_SIGNING_KEY must be 64 hex characters (an ed25519 seed)")]
+    AuditKey,
     #[error("NATS: {0}")]
     Nats(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -60,6 +62,7 @@ pub struct RunningServer {
     pub workers: Vec<WorkerHandle>,
     pub rollouts: Option<RolloutHandle>,
     pub dispatch: Option<DispatchHandle>,
+    pub chainer: ota_orchestrator::chain::ChainerHandle,
     http: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -112,6 +115,12 @@ pub async fn connect_nats(url: &str) -> Result<async_nats::Client, ServerError> 
 
 /// The key of signed download links: configured, else derived from the JWT secret
 /// (so every instance agrees), else random (links die with the process).
+fn audit_key(settings: &Settings) -> Result<Option<ed25519_dalek::SigningKey>, ServerError> {
+    let Some(raw) = &settings.audit_signing_key else { return Ok(None) };
+    let seed: [u8; 32] = hex::decode(raw.trim()).ok().and_then(|b| b.try_into().ok()).ok_or(ServerError::AuditKey)?;
+    Ok(Some(ed25519_dalek::SigningKey::from_bytes(&seed)))
+}
+
 fn download_signer(settings: &Settings) -> Result<ota_ddi::UrlSigner, ServerError> {
     use sha2::{Digest, Sha256};
     Ok(match (&settings.download_url_secret, &settings.jwt_secret) {
@@ -168,7 +177,9 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         auth,
         max_firmware_bytes: settings.max_firmware_bytes,
         ddi: Arc::new(ddi),
+        audit_key: audit_key(settings)?.map(Arc::new),
     };
+    let chainer = ota_orchestrator::chain::spawn(pool.clone());
     let relay =
         components.relay.then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
     let workers =
@@ -200,5 +211,5 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         }
     });
     tracing::info!(%addr, prefix = names.prefix(), "ota server listening");
-    Ok(RunningServer { addr, state, relay, workers, rollouts, dispatch, http, shutdown: Some(tx) })
+    Ok(RunningServer { addr, state, relay, workers, rollouts, dispatch, chainer, http, shutdown: Some(tx) })
 }

@@ -63,6 +63,10 @@ pub struct Settings {
     #[arg(long, env = "OTA_DOWNLOAD_REDIRECT", default_value_t = false)]
     pub download_redirect: bool,
 
+    /// ed25519 key (64 hex characters: the 32-byte seed) that signs exported event-chain heads.
+    #[arg(long, env = "OTA_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
+
     /// Seconds a signed download link stays valid.
     #[arg(long, env = "OTA_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]
     pub download_url_ttl_secs: u64,

@@ -23,4 +23,6 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub max_firmware_bytes: u64,
     pub ddi: Arc<Ddi>,
+    /// Signs exported chain heads (OTA_AUDIT_SIGNING_KEY).
+    pub audit_key: Option<Arc<ed25519_dalek::SigningKey>>,
 }

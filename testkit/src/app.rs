@@ -20,6 +20,8 @@ pub const NATS: &str = "127.0.0.1:4222";
 const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 /// The DDI gateway token every test server accepts.
 pub const GATEWAY_TOKEN: &str = "gateway-secret-for-tests-0123456789";
+/// The ed25519 seed that signs chain heads in tests.
+pub const AUDIT_KEY_HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 
 #[derive(Debug, Clone)]
 pub struct TestOptions {
@@ -107,6 +109,7 @@ impl TestApp {
         settings.jwt_secret = Some(SECRET.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;
         settings.ddi_gateway_token = Some(GATEWAY_TOKEN.to_owned());
+        settings.audit_signing_key = Some(AUDIT_KEY_HEX.to_owned());
 
         let server = server::start(&settings, options.components).await.expect("start server");
         let nats = async_nats::connect(NATS).await.expect("connect NATS");

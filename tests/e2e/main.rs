@@ -1,6 +1,7 @@
 //! End-to-end tests against the real Postgres and NATS. One binary; a module
 //! per capability. Each test spawns its own server, database and NATS prefix.
 
+mod audit;
 mod auth;
 mod campaigns;
 mod ddi;

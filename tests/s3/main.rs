@@ -95,8 +95,12 @@ async fn firmware_lives_in_s3_and_devices_download_it_from_the_store_by_presigne
     .await;
     let link = format!("/default/controller/v1/s3-dev/softwaremodules/{firmware}/artifacts/bundle.swu");
     let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let redirect =
-        no_follow.get(app.url(&link)).header("Authorization", format!("TargetToken {token}")).send().await.expect("get");
+    let redirect = no_follow
+        .get(app.url(&link))
+        .header("Authorization", format!("TargetToken {token}"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(redirect.status(), 302);
     let location = redirect.headers()["location"].to_str().expect("location").to_owned();
     assert!(location.starts_with(&format!("http://127.0.0.1:{}/firmware-bucket/ota/sha256/", s3.port)), "{location}");

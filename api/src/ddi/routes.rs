@@ -347,7 +347,8 @@ pub async fn artifact(
         let ttl = std::time::Duration::from_secs(state.ddi.download_ttl_secs.clamp(60, 3600) as u64);
         if let Some(url) = state.blobs.presigned(&file.storage_path, ttl).await? {
             let served = artifact::Served { offset: 0, wanted: 0, sent: 0, whole: true };
-            let fetch = Fetch { device: caller.device.to_string(), action, firmware: of.id, via: "store_redirect", served };
+            let fetch =
+                Fetch { device: caller.device.to_string(), action, firmware: of.id, via: "store_redirect", served };
             state.ddi.downloads.record(fetch);
             return Ok((StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response());
         }

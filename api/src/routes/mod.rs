@@ -1,6 +1,7 @@
 //! The route table.
 
 mod activity;
+mod audit;
 mod campaigns;
 mod devices;
 mod firmware;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/token", post(devices::rotate_token))
         .route("/firmware/{id}/downloads", get(firmware::downloads))
         .route("/stats", get(campaigns::stats))
+        .route("/audit/verify", get(audit::verify))
+        .route("/audit/head", get(audit::head))
         .fallback(api_not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
 

@@ -1,0 +1,131 @@
+//! The tamper-evident log: a hash chain over the global event order that names the
+//! first event edited, inserted or deleted behind the server's back.
+
+use std::time::Duration;
+
+use ota_testkit::{eventually, json_of, TestApp, AUDIT_KEY_HEX};
+use serde_json::Value;
+
+async fn verify(app: &TestApp) -> Value {
+    let (status, body) = json_of(app.get("/api/v1/audit/verify").send().await.expect("verify")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn events(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db).await.expect("count")
+}
+
+/// Waits until every stored event is linked and the chain verifies.
+async fn chained(app: &TestApp) -> Value {
+    let total = events(app).await;
+    eventually("every event linked", Duration::from_secs(30), || async {
+        let report = verify(app).await;
+        (report["ok"] == true && report["verified"] == total).then_some(report)
+    })
+    .await
+}
+
+async fn position_of(app: &TestApp, global_seq: i64) -> i64 {
+    sqlx::query_scalar("SELECT position FROM event_chain WHERE global_seq = $1")
+        .bind(global_seq)
+        .fetch_one(&app.db)
+        .await
+        .expect("position")
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    sqlx::query(statement).execute(&app.db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+#[tokio::test]
+async fn edits_insertions_and_deletions_behind_the_servers_back_are_named() {
+    let app = TestApp::spawn().await;
+    let firmware = app.firmware("2.0").await;
+    let (status, created) = app.create_campaign("audited", &firmware, &["aud-1", "aud-2"]).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    app.campaign_action(&id, "start").await;
+    app.campaign_action(&id, "pause").await;
+    let report = chained(&app).await;
+    let head = report["head"].clone();
+    assert_eq!(head["position"], events(&app).await, "{report}");
+
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT global_seq FROM events ORDER BY tx_id, global_seq")
+        .fetch_all(&app.db)
+        .await
+        .expect("seqs");
+    let (second, middle) = (seqs[1], seqs[seqs.len() / 2]);
+
+    // An event slipped into the past (its transaction id borrowed from an old one).
+    sql(
+        &app,
+        &format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, tx_id)
+             SELECT 'Firmware', 'forged', 1, 'FirmwareDeprecated', '1.0', '{{}}'::jsonb, '{{}}'::jsonb, tx_id
+             FROM events WHERE global_seq = {second}"
+        ),
+    )
+    .await;
+    let forged: i64 = sqlx::query_scalar("SELECT global_seq FROM events WHERE aggregate_id = 'forged'")
+        .fetch_one(&app.db)
+        .await
+        .expect("forged");
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_broken"]["problem"], "inserted", "{report}");
+    assert_eq!(report["first_broken"]["global_seq"], forged, "{report}");
+    sql(&app, "DELETE FROM events WHERE aggregate_id = 'forged'").await;
+    assert_eq!(verify(&app).await["ok"], true);
+
+    // One event's metadata edited: who ordered it.
+    let original: Value = sqlx::query_scalar("SELECT metadata FROM events WHERE global_seq = $1")
+        .bind(middle)
+        .fetch_one(&app.db)
+        .await
+        .expect("metadata");
+    sql(
+        &app,
+        &format!("UPDATE events SET metadata = metadata || '{{\"actor_id\":\"mallory\"}}' WHERE global_seq = {middle}"),
+    )
+    .await;
+    let report = verify(&app).await;
+    assert_eq!(report["first_broken"]["problem"], "edited", "{report}");
+    assert_eq!(report["first_broken"]["global_seq"], middle, "{report}");
+    assert_eq!(report["first_broken"]["position"], position_of(&app, middle).await, "{report}");
+    sqlx::query("UPDATE events SET metadata = $1 WHERE global_seq = $2")
+        .bind(&original)
+        .bind(middle)
+        .execute(&app.db)
+        .await
+        .expect("restore");
+    assert_eq!(verify(&app).await["ok"], true);
+
+    // One event deleted.
+    sql(&app, &format!("DELETE FROM events WHERE global_seq = {second}")).await;
+    let report = verify(&app).await;
+    assert_eq!(report["first_broken"]["problem"], "missing", "{report}");
+    assert_eq!(report["first_broken"]["global_seq"], second, "{report}");
+    assert_eq!(report["first_broken"]["position"], 2, "{report}");
+}
+
+#[tokio::test]
+async fn the_chain_head_is_exported_signed() {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    let app = TestApp::spawn().await;
+    app.firmware("2.0").await;
+    chained(&app).await;
+    let (status, head) = json_of(app.get("/api/v1/audit/head").send().await.expect("head")).await;
+    assert_eq!(status, 200, "{head}");
+    let seed: [u8; 32] = hex::decode(AUDIT_KEY_HEX).expect("hex").try_into().expect("32 bytes");
+    let expected_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    assert_eq!(head["public_key"], hex::encode(expected_key.to_bytes()));
+    let key = VerifyingKey::from_bytes(&expected_key.to_bytes()).expect("key");
+    let signature: [u8; 64] =
+        hex::decode(head["signature"].as_str().expect("signature")).expect("hex").try_into().expect("64 bytes");
+    let message = head["message"].as_str().expect("message");
+    assert!(message.contains(head["link"].as_str().expect("link")), "{head}");
+    key.verify(message.as_bytes(), &Signature::from_bytes(&signature)).expect("the signature verifies");
+    let forged = message.replace("position", "posit1on");
+    assert!(key.verify(forged.as_bytes(), &Signature::from_bytes(&signature)).is_err());
+}
