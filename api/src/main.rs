@@ -57,6 +57,13 @@ enum Command {
 enum AuditCommand {
     /// Recompute the hash chain over every event; exit 1 and name the first broken link if any.
     Verify,
+    /// A campaign as it stood at a moment, and who ordered what until then.
+    Campaign {
+        id: uuid::Uuid,
+        /// RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
@@ -133,12 +140,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the event chain is broken");
             }
         }
+        Command::Audit { what: AuditCommand::Campaign { id, at } } => {
+            let pool = ota_migrations::connect(&settings.database_url, 2).await?;
+            let at = at.unwrap_or_else(chrono::Utc::now);
+            let audit = ota_orchestrator::audit::campaign_at(&pool, ota_domain::CampaignId::from_uuid(id), at).await?;
+            print!("{}", describe_campaign(&audit));
+        }
         Command::Token { role, subject, ttl } => {
             let auth = Auth::from_secret(settings.jwt_secret.as_deref())?;
             println!("{}", auth.issue(&subject, role, ttl)?);
         }
     }
     Ok(())
+}
+
+fn describe_campaign(audit: &ota_orchestrator::audit::CampaignAtT) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if !audit.exists {
+        let _ = writeln!(out, "campaign {} did not exist at {}", audit.campaign_id, audit.at);
+        return out;
+    }
+    let _ = writeln!(out, "campaign {} \"{}\" at {}: {:?}", audit.campaign_id, audit.name, audit.at, audit.status);
+    for wave in &audit.waves {
+        let states: Vec<String> = wave.states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "  wave {}: {} devices, {} assigned: {}",
+            wave.wave,
+            wave.size,
+            wave.assigned,
+            states.join(", ")
+        );
+    }
+    let _ = writeln!(out, "events:");
+    for event in &audit.events {
+        let actor = event.actor.as_deref().unwrap_or("unknown");
+        let _ =
+            writeln!(out, "  {} #{} {} by {}", event.recorded_at.to_rfc3339(), event.sequence, event.event_type, actor);
+    }
+    out
 }
 
 /// Ctrl-C or SIGTERM (what service managers send).

@@ -5,6 +5,7 @@
 //! Decisions are made in `ota-domain`; this crate only loads, decides, stores
 //! and publishes.
 
+pub mod audit;
 pub mod chain;
 pub mod devices;
 pub mod dispatch;

@@ -129,3 +129,92 @@ async fn the_chain_head_is_exported_signed() {
     let forged = message.replace("position", "posit1on");
     assert!(key.verify(forged.as_bytes(), &Signature::from_bytes(&signature)).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_then() {
+    let app = TestApp::spawn_with(ota_testkit::TestOptions::full()).await;
+    let _fleet = app.fleet().await;
+    let devices: Vec<String> = (0..20).map(|i| format!("pit-{i:02}")).collect();
+    app.register_devices(&devices, "rev-a").await;
+    let firmware = app.firmware("2.0").await;
+    let rollout = serde_json::json!({"waves": [{"count": 5}, {"percent": 100}], "after_success": "pause"});
+    let body = serde_json::json!({"name": "pit", "firmware_id": firmware, "target": {"device_ids": devices}, "rollout": rollout});
+    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    app.campaign_action(&id, "start").await;
+    let seen = eventually("first wave done, waiting for approval", Duration::from_secs(60), || async {
+        let view = json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.ok()?).await.1;
+        let waiting = view["decisions"].as_array()?.iter().any(|d| d["decision"] == "approval_requested");
+        (waiting && view["waves"][0]["succeeded"] == 5).then_some(view)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let then = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.campaign_action(&id, "approve").await.0, 200);
+    eventually("campaign completed", Duration::from_secs(60), || async {
+        let view = json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.ok()?).await.1;
+        (view["status"] == "completed").then_some(())
+    })
+    .await;
+
+    let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (status, past) = json_of(
+        app.get(&format!("/api/v1/audit/campaigns/{id}?at={}", at(then).replace('+', "%2B")))
+            .send()
+            .await
+            .expect("audit"),
+    )
+    .await;
+    assert_eq!(status, 200, "{past}");
+    assert_eq!(past["status"], seen["status"], "{past}");
+    assert_eq!(past["waves"][0]["states"]["succeeded"], seen["waves"][0]["succeeded"], "{past}");
+    assert!(past["waves"][1]["states"].as_object().is_some_and(|s| s.is_empty()), "nothing of wave 1 yet: {past}");
+    let events = past["events"].as_array().expect("events");
+    assert!(events.iter().all(|e| e["event_type"] != "CampaignCompleted"), "nothing after the moment: {past}");
+    assert!(events.iter().any(|e| e["actor"].as_str().is_some_and(|a| a.contains("tester"))), "who created it: {past}");
+    assert!(
+        events.iter().any(|e| e["payload"].to_string().contains("success_threshold")),
+        "the gate's numbers: {past}"
+    );
+
+    let (_, now) = json_of(app.get(&format!("/api/v1/audit/campaigns/{id}")).send().await.expect("audit now")).await;
+    assert_eq!(now["status"], "completed", "{now}");
+    assert_eq!(now["waves"][1]["states"]["succeeded"], 15, "{now}");
+
+    // The fleet at that moment: five devices on 2.0 through this campaign, fifteen still on 1.0.
+    let (status, fleet) = json_of(
+        app.get(&format!("/api/v1/audit/fleet?at={}", at(then).replace('+', "%2B"))).send().await.expect("fleet"),
+    )
+    .await;
+    assert_eq!(status, 200, "{fleet}");
+    let rows = fleet["devices"].as_array().expect("devices");
+    let on = |version: &str| rows.iter().filter(|d| d["firmware_version"] == version).count();
+    assert_eq!((on("2.0"), on("1.0")), (5, 15), "{fleet}");
+    assert!(rows.iter().filter(|d| d["firmware_version"] == "2.0").all(|d| d["campaign_id"] == id.as_str()), "{fleet}");
+    let updated =
+        rows.iter().find(|d| d["firmware_version"] == "2.0").and_then(|d| d["device_id"].as_str()).expect("one");
+    let (status, device) = json_of(
+        app.get(&format!("/api/v1/audit/devices/{updated}?at={}", at(then).replace('+', "%2B")))
+            .send()
+            .await
+            .expect("device"),
+    )
+    .await;
+    assert_eq!(status, 200, "{device}");
+    assert_eq!(
+        (device["running"].as_str(), device["update"]["state"].as_str()),
+        (Some("2.0"), Some("succeeded")),
+        "{device}"
+    );
+
+    let (status, body) =
+        json_of(app.get(&format!("/api/v1/audit/campaigns/{id}?at=yesterday")).send().await.expect("bad")).await;
+    assert_eq!(status, 400, "{body}");
+    let long_ago = "2000-01-01T00:00:00Z";
+    assert_eq!(
+        app.get(&format!("/api/v1/audit/campaigns/{id}?at={long_ago}")).send().await.expect("old").status(),
+        404
+    );
+}

@@ -50,3 +50,72 @@ pub async fn head(State(state): State<AppState>) -> Result<Json<SignedHead>, Api
     };
     Ok(Json(SignedHead { head, message, signature, public_key, signed_at }))
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct AtQuery {
+    /// RFC 3339; absent means now.
+    at: Option<String>,
+}
+
+impl AtQuery {
+    fn at(&self) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+        match &self.at {
+            None => Ok(chrono::Utc::now()),
+            Some(raw) => chrono::DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| ApiError::bad_request(format!("at: {e} (expected RFC 3339, e.g. 2026-11-27T10:00:00Z)"))),
+        }
+    }
+}
+
+impl From<ota_orchestrator::audit::AuditError> for ApiError {
+    fn from(e: ota_orchestrator::audit::AuditError) -> Self {
+        match e {
+            ota_orchestrator::audit::AuditError::Database(e) => e.into(),
+            corrupt => ApiError::internal(corrupt),
+        }
+    }
+}
+
+/// A campaign as it stood at `at`: status, waves with their devices' states, and every event that led there.
+pub async fn campaign_at(
+    State(state): State<AppState>,
+    crate::extract::Path(id): crate::extract::Path<String>,
+    crate::extract::Query(q): crate::extract::Query<AtQuery>,
+) -> Result<Json<ota_orchestrator::audit::CampaignAtT>, ApiError> {
+    let id = super::validate::uuid("id", &id).map(ota_domain::CampaignId::from_uuid)?;
+    let audit = ota_orchestrator::audit::campaign_at(&state.pool, id, q.at()?).await?;
+    if !audit.exists {
+        return Err(ApiError::not_found("campaign at that time"));
+    }
+    Ok(Json(audit))
+}
+
+/// A device as it stood at `at`: inventory, running firmware, its update, and the events.
+pub async fn device_at(
+    State(state): State<AppState>,
+    crate::extract::Path(id): crate::extract::Path<String>,
+    crate::extract::Query(q): crate::extract::Query<AtQuery>,
+) -> Result<Json<ota_orchestrator::audit::DeviceAtT>, ApiError> {
+    let id = super::devices::parse_device_id(&id)?;
+    let audit = ota_orchestrator::audit::device_at(&state.pool, id.as_str(), q.at()?).await?;
+    if !audit.registered {
+        return Err(ApiError::not_found("device at that time"));
+    }
+    Ok(Json(audit))
+}
+
+#[derive(Debug, Serialize)]
+pub struct FleetAtT {
+    at: chrono::DateTime<chrono::Utc>,
+    devices: Vec<ota_orchestrator::audit::RunningAtT>,
+}
+
+/// Which firmware every device ran at `at`, and under which campaign it got there.
+pub async fn fleet_at(
+    State(state): State<AppState>,
+    crate::extract::Query(q): crate::extract::Query<AtQuery>,
+) -> Result<Json<FleetAtT>, ApiError> {
+    let at = q.at()?;
+    Ok(Json(FleetAtT { at, devices: ota_orchestrator::audit::fleet_at(&state.pool, at).await? }))
+}

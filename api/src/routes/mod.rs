@@ -52,6 +52,9 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(campaigns::stats))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/head", get(audit::head))
+        .route("/audit/campaigns/{id}", get(audit::campaign_at))
+        .route("/audit/devices/{id}", get(audit::device_at))
+        .route("/audit/fleet", get(audit::fleet_at))
         .fallback(api_not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
 
