@@ -72,6 +72,27 @@ ensure_nats() {
   wait_port 4222
 }
 
+# What only the tests need: SWUpdate (a real hawkBit DDI client) with the tools to
+# build a signed .swu (tests/e2e/swupdate.rs), and an S3-compatible server on
+# loopback, moto (tests/s3).
+ensure_test_clients() {
+  local missing=()
+  { have swupdate && have swupdate-ipc; } || missing+=(swupdate)
+  have cpio || missing+=(cpio)
+  have openssl || missing+=(openssl)
+  have pip3 || have pip || missing+=(python3-pip)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"; apt_install "${missing[@]}"
+  fi
+  if ! have moto_server; then
+    log "installing moto[server] (PyPI)"
+    local pip; pip=$(command -v pip3 || command -v pip)
+    "$pip" install -q "moto[server]>=5,<6" || "$pip" install -q --break-system-packages "moto[server]>=5,<6"
+    hash -r
+    have moto_server || { log "moto_server is not on PATH after installing moto[server]"; exit 1; }
+  fi
+}
+
 ensure_toolchain() {
   if ! have cargo; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

@@ -29,7 +29,7 @@ async fn moto() -> Moto {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("moto_server (PyPI moto[server]; scripts/services.sh installs it) must be on PATH");
+        .expect("moto_server (PyPI moto[server]; scripts/test.sh installs it) must be on PATH");
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/firmware-bucket");
     eventually("moto answers and the bucket exists", Duration::from_secs(30), || async {
