@@ -13,6 +13,7 @@ pub mod extract;
 pub mod routes;
 pub mod server;
 pub mod settings;
+pub mod signing;
 pub mod simulate;
 pub mod state;
 

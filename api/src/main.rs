@@ -36,6 +36,17 @@ enum Command {
         #[command(flatten)]
         fleet: ota_api::simulate::FleetOptions,
     },
+    /// Print a new ed25519 key pair for signing firmware (or chain heads).
+    Keygen {
+        /// The key id to list it under in OTA_FIRMWARE_KEYS.
+        #[arg(long, default_value = "release")]
+        key_id: String,
+    },
+    /// Firmware tools for release pipelines.
+    Firmware {
+        #[command(subcommand)]
+        what: FirmwareCommand,
+    },
     /// The tamper-evident event log.
     Audit {
         #[command(subcommand)]
@@ -50,6 +61,18 @@ enum Command {
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum FirmwareCommand {
+    /// Sign an image: prints its SHA-256 and the hex ed25519 signature over that digest,
+    /// ready for the upload metadata's `signature` and `key_id`.
+    Sign {
+        file: std::path::PathBuf,
+        /// The private key: 64 hex characters, or @path to a file holding them (OTA_SIGNING_KEY also works).
+        #[arg(long, env = "OTA_SIGNING_KEY", hide_env_values = true)]
+        key: String,
     },
 }
 
@@ -131,6 +154,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 result = ota_api::simulate::run(&settings, &fleet) => result?,
                 () = shutdown_signal() => tracing::info!("demo fleet stopped"),
             }
+        }
+        Command::Keygen { key_id } => {
+            let (private, public) = ota_api::signing::keygen();
+            println!("private key (keep secret, for `ota firmware sign --key`): {private}");
+            println!("public key:  {public}");
+            println!("trust it with: OTA_FIRMWARE_KEYS={key_id}:{public}");
+        }
+        Command::Firmware { what: FirmwareCommand::Sign { file, key } } => {
+            let raw = match key.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+                None => key,
+            };
+            let (sha256, signature) = ota_api::signing::sign_file(&file, &raw)?;
+            println!("sha256:    {sha256}");
+            println!("signature: {signature}");
         }
         Command::Audit { what: AuditCommand::Verify } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;

@@ -32,6 +32,8 @@ pub enum ServerError {
     Schema(#[from] ota_migrations::SchemaError),
     #[error("OTA_DOWNLOAD_URL_SECRET must be at least {} bytes", crate::auth::MIN_SECRET_LEN)]
     DownloadSecret,
+    #[error("OTA_FIRMWARE_KEYS: {0}")]
+    FirmwareKeys(#[from] ota_domain::signature::KeyListError),
     #[error("OTA_AUDIT_SIGNING_KEY must be 64 hex characters (an ed25519 seed)")]
     AuditKey,
     #[error("NATS: {0}")]
@@ -178,6 +180,8 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         max_firmware_bytes: settings.max_firmware_bytes,
         ddi: Arc::new(ddi),
         audit_key: audit_key(settings)?.map(Arc::new),
+        firmware_keys: Arc::new(ota_domain::signature::TrustedKeys::parse(&settings.firmware_keys)?),
+        require_signed_firmware: settings.require_signed_firmware,
     };
     let chainer = ota_orchestrator::chain::spawn(pool.clone());
     let relay =

@@ -67,6 +67,14 @@ pub struct Settings {
     #[arg(long, env = "OTA_AUDIT_SIGNING_KEY", hide_env_values = true)]
     pub audit_signing_key: Option<String>,
 
+    /// Trusted firmware signing keys: `key_id:hex-public-key,...` (ed25519; `ota keygen` makes pairs).
+    #[arg(long, env = "OTA_FIRMWARE_KEYS", default_value = "")]
+    pub firmware_keys: String,
+
+    /// Refuse firmware that is unsigned or badly signed (422), and campaigns or updates of unverified firmware.
+    #[arg(long, env = "OTA_REQUIRE_SIGNED_FIRMWARE", default_value_t = false)]
+    pub require_signed_firmware: bool,
+
     /// Seconds a signed download link stays valid.
     #[arg(long, env = "OTA_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]
     pub download_url_ttl_secs: u64,

@@ -25,4 +25,7 @@ pub struct AppState {
     pub ddi: Arc<Ddi>,
     /// Signs exported chain heads (OTA_AUDIT_SIGNING_KEY).
     pub audit_key: Option<Arc<ed25519_dalek::SigningKey>>,
+    /// Public keys firmware may be signed with, and whether only verified firmware is accepted.
+    pub firmware_keys: Arc<ota_domain::signature::TrustedKeys>,
+    pub require_signed_firmware: bool,
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::decide::Decide;
 use crate::ids::FirmwareId;
 use crate::refusal::Refusal;
+use crate::signature::SignatureCheck;
 
 /// What an operator says about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,14 +44,25 @@ pub struct FirmwareBinary {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum FirmwareCommand {
-    Upload { spec: FirmwareSpec, binary: FirmwareBinary, at: DateTime<Utc> },
+    Upload { spec: FirmwareSpec, binary: FirmwareBinary, signature: SignatureCheck, at: DateTime<Utc> },
     Deprecate { reason: Option<String>, at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FirmwareEvent {
-    FirmwareUploaded { id: FirmwareId, spec: FirmwareSpec, binary: FirmwareBinary, at: DateTime<Utc> },
-    FirmwareDeprecated { reason: Option<String>, at: DateTime<Utc> },
+    FirmwareUploaded {
+        id: FirmwareId,
+        spec: FirmwareSpec,
+        binary: FirmwareBinary,
+        /// The signature check made at upload (absent in events from before signatures: unsigned).
+        #[serde(default)]
+        signature: SignatureCheck,
+        at: DateTime<Utc>,
+    },
+    FirmwareDeprecated {
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for FirmwareEvent {
@@ -116,6 +128,8 @@ pub struct Firmware {
     pub binary: Option<FirmwareBinary>,
     pub status: FirmwareStatus,
     pub uploaded_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub signature: SignatureCheck,
 }
 
 impl Firmware {
@@ -127,14 +141,14 @@ impl Firmware {
 impl Decide for Firmware {
     fn decide(&self, command: FirmwareCommand) -> Result<Vec<FirmwareEvent>, FirmwareError> {
         match command {
-            FirmwareCommand::Upload { spec, binary, at } => match (&self.id, &self.binary) {
+            FirmwareCommand::Upload { spec, binary, signature, at } => match (&self.id, &self.binary) {
                 (Some(_), Some(stored)) if stored.sha256 == binary.sha256 => Ok(vec![]),
                 (Some(id), Some(stored)) => Err(FirmwareError::DifferentContent {
                     id: *id,
                     stored_sha256: stored.sha256.clone(),
                     uploaded_sha256: binary.sha256,
                 }),
-                _ => Ok(vec![FirmwareEvent::FirmwareUploaded { id: spec.id(), spec, binary, at }]),
+                _ => Ok(vec![FirmwareEvent::FirmwareUploaded { id: spec.id(), spec, binary, signature, at }]),
             },
             FirmwareCommand::Deprecate { reason, at } => match self.status {
                 _ if !self.exists() => Err(FirmwareError::NotFound),
@@ -161,7 +175,8 @@ impl Aggregate for Firmware {
 
     fn apply(&mut self, event: FirmwareEvent) {
         match event {
-            FirmwareEvent::FirmwareUploaded { id, spec, binary, at } => {
+            FirmwareEvent::FirmwareUploaded { id, spec, binary, signature, at } => {
+                self.signature = signature;
                 self.id = Some(id);
                 self.spec = Some(spec);
                 self.binary = Some(binary);

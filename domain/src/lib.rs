@@ -16,6 +16,7 @@ pub mod meta;
 pub mod record;
 pub mod refusal;
 pub mod rollout;
+pub mod signature;
 
 pub use decide::Decide;
 pub use ids::{CampaignId, DeviceId, FirmwareId, IdError};

@@ -34,6 +34,9 @@ pub struct TestOptions {
     pub storage_url: Option<String>,
     /// Redirect artifact downloads to pre-signed store URLs.
     pub download_redirect: bool,
+    /// Trusted firmware keys (`id:hex,...`) and whether only verified firmware is accepted.
+    pub firmware_keys: String,
+    pub require_signed_firmware: bool,
 }
 
 impl TestOptions {
@@ -54,6 +57,8 @@ impl Default for TestOptions {
             nats_proxy: false,
             storage_url: None,
             download_redirect: false,
+            firmware_keys: String::new(),
+            require_signed_firmware: false,
         }
     }
 }
@@ -105,6 +110,8 @@ impl TestApp {
         settings.nats_prefix = prefix.clone();
         settings.storage_url = options.storage_url.clone().unwrap_or_else(|| storage.path().display().to_string());
         settings.download_redirect = options.download_redirect;
+        settings.firmware_keys = options.firmware_keys.clone();
+        settings.require_signed_firmware = options.require_signed_firmware;
         settings.listen = "127.0.0.1:0".parse().expect("addr");
         settings.jwt_secret = Some(SECRET.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;

@@ -10,4 +10,6 @@ mod faults;
 mod firmware;
 mod group_commit;
 mod rollouts;
+mod signatures;
 mod spine;
+mod swupdate;

@@ -145,6 +145,12 @@ async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmw
     let Some(spec) = firmware.spec.as_ref() else {
         return Err(ApiError::invalid("campaign.unknown_firmware", format!("firmware_id: no firmware {id}")));
     };
+    if state.require_signed_firmware && !firmware.signature.is_verified() {
+        return Err(ApiError::invalid(
+            "campaign.unverified_firmware",
+            format!("firmware_id: firmware {id} has no verified signature and this server requires one"),
+        ));
+    }
     if firmware.status == FirmwareStatus::Deprecated {
         return Err(ApiError::invalid(
             "campaign.deprecated_firmware",

@@ -32,6 +32,9 @@ struct UploadMetadata {
     checksum_sha256: Option<String>,
     checksum_md5: Option<String>,
     release_notes: Option<String>,
+    /// Hex ed25519 signature over the image's SHA-256 digest, and the trusted key it was made with.
+    signature: Option<String>,
+    key_id: Option<String>,
 }
 
 /// A firmware as the write side knows it right after a command.
@@ -50,6 +53,7 @@ pub struct FirmwareBody {
     md5: String,
     status: &'static str,
     created_at: Option<DateTime<Utc>>,
+    signature: ota_domain::signature::SignatureCheck,
 }
 
 impl FirmwareBody {
@@ -71,6 +75,7 @@ impl FirmwareBody {
             md5: binary.md5,
             status: firmware.status.as_str(),
             created_at: firmware.uploaded_at,
+            signature: firmware.signature,
         })
     }
 }
@@ -212,6 +217,7 @@ async fn store_upload(
     blob: &Staged,
     filename: Option<&str>,
 ) -> Result<(StatusCode, Json<FirmwareBody>), ApiError> {
+    let (signature_hex, key_id) = (metadata.signature.clone(), metadata.key_id.clone());
     let (spec, want_sha256, want_md5) = spec_from(metadata)?;
     if want_sha256.as_ref().is_some_and(|want| *want != blob.sha256) {
         return Err(ApiError::invalid(
@@ -224,6 +230,16 @@ async fn store_upload(
             "checksum_mismatch",
             format!("checksum_md5 does not match the uploaded file (computed {})", blob.md5),
         ));
+    }
+    let signature = state.firmware_keys.check(&blob.sha256, key_id.as_deref(), signature_hex.as_deref());
+    if state.require_signed_firmware && !signature.is_verified() {
+        let (code, why) = match &signature {
+            ota_domain::signature::SignatureCheck::Invalid { reason, .. } => {
+                ("firmware.signature_invalid", reason.clone())
+            }
+            _ => ("firmware.signature_required", "unsigned; this server requires signed firmware".to_owned()),
+        };
+        return Err(ApiError::invalid(code, format!("signature: {why}")));
     }
     let id = spec.id().to_string();
     // Answer a repeat or a conflict before touching the stored binaries.
@@ -265,7 +281,7 @@ async fn store_upload(
         md5: blob.md5.clone(),
         storage_path,
     };
-    let command = FirmwareCommand::Upload { spec, binary, at: Utc::now() };
+    let command = FirmwareCommand::Upload { spec, binary, signature, at: Utc::now() };
     let committed =
         state.store.execute::<Firmware>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
     let status = if committed.unchanged() { StatusCode::OK } else { StatusCode::CREATED };

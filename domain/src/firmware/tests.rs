@@ -31,14 +31,20 @@ fn binary(sha256: &str) -> FirmwareBinary {
 }
 
 fn uploaded(sha256: &str) -> FirmwareEvent {
-    FirmwareEvent::FirmwareUploaded { id: spec().id(), spec: spec(), binary: binary(sha256), at: at() }
+    FirmwareEvent::FirmwareUploaded {
+        id: spec().id(),
+        spec: spec(),
+        binary: binary(sha256),
+        signature: Default::default(),
+        at: at(),
+    }
 }
 
 #[test]
 fn first_upload_records_the_firmware_under_its_derived_id() {
     Given::with(())
         .given_no_previous_events()
-        .when(FirmwareCommand::Upload { spec: spec(), binary: binary("aa"), at: at() })
+        .when(FirmwareCommand::Upload { spec: spec(), signature: Default::default(), binary: binary("aa"), at: at() })
         .then_expect_events(vec![uploaded("aa")]);
 }
 
@@ -46,7 +52,7 @@ fn first_upload_records_the_firmware_under_its_derived_id() {
 fn identical_upload_is_a_no_op() {
     Given::with(())
         .given(vec![uploaded("aa")])
-        .when(FirmwareCommand::Upload { spec: spec(), binary: binary("aa"), at: at() })
+        .when(FirmwareCommand::Upload { spec: spec(), signature: Default::default(), binary: binary("aa"), at: at() })
         .then_expect_events(vec![]);
 }
 
@@ -54,7 +60,7 @@ fn identical_upload_is_a_no_op() {
 fn other_bytes_under_the_same_id_are_a_conflict() {
     Given::with(())
         .given(vec![uploaded("aa")])
-        .when(FirmwareCommand::Upload { spec: spec(), binary: binary("bb"), at: at() })
+        .when(FirmwareCommand::Upload { spec: spec(), signature: Default::default(), binary: binary("bb"), at: at() })
         .then_expect_error(FirmwareError::DifferentContent {
             id: spec().id(),
             stored_sha256: "aa".into(),

@@ -22,13 +22,14 @@ impl Projection for FirmwareProjection {
         let event: FirmwareEvent = record.decode().map_err(|e| ProjectionError::poison(record, e))?;
         let id = Uuid::parse_str(&record.aggregate_id).map_err(|e| ProjectionError::poison(record, e))?;
         match event {
-            FirmwareEvent::FirmwareUploaded { spec, binary, at, .. } => {
+            FirmwareEvent::FirmwareUploaded { spec, binary, signature, at, .. } => {
+                let signature = serde_json::to_value(&signature).map_err(|e| ProjectionError::poison(record, e))?;
                 let hardware =
                     serde_json::to_value(&spec.hardware_versions).map_err(|e| ProjectionError::poison(record, e))?;
                 sqlx::query(
                     "INSERT INTO firmware (id, name, version, device_model, hardware_versions, release_notes, filename,
-                        size, sha256, sha1, md5, storage_path, status, created_at, updated_at, created_by)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$14,$15)",
+                        size, sha256, sha1, md5, storage_path, status, created_at, updated_at, created_by, signature)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$14,$15,$16)",
                 )
                 .bind(id)
                 .bind(&spec.name)
@@ -45,6 +46,7 @@ impl Projection for FirmwareProjection {
                 .bind(FirmwareStatus::Active.as_str())
                 .bind(at)
                 .bind(record.meta().map(|m| m.actor.to_string()))
+                .bind(signature)
                 .execute(conn)
                 .await?;
             }

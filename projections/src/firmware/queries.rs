@@ -24,6 +24,8 @@ pub struct FirmwareView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub created_by: Option<String>,
+    /// The signature check made at upload.
+    pub signature: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -32,7 +34,7 @@ pub struct FirmwareFilter {
 }
 
 const COLUMNS: &str = "id, name, version, device_model, hardware_versions, release_notes, filename, size, sha256, \
-                       sha1, md5, storage_path, status, created_at, updated_at, created_by";
+                       sha1, md5, storage_path, status, created_at, updated_at, created_by, signature";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<FirmwareView>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM firmware WHERE id = $1")).bind(id).fetch_optional(pool).await
