@@ -1,7 +1,10 @@
-//! Operator authentication: HS256 bearer tokens with a role claim.
+//! Who may call the management API: bearer JWTs (HS256 with the shared secret, or
+//! RS256 / ES256 verified with a configured public key; optional issuer and
+//! audience; bounded clock skew) carrying a role, and API keys an admin issued.
 //!
 //! Every `/api/v1` route passes `authenticate`; no header or network origin
-//! bypasses it. Writes additionally need the `Writer` extractor.
+//! bypasses it. Writes need the `Writer` extractor, key management `Admin`, the
+//! audit routes `AuditReader`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,11 +28,26 @@ pub enum Role {
     Admin,
     Operator,
     Viewer,
+    Auditor,
 }
 
 impl Role {
     pub fn can_write(&self) -> bool {
         matches!(self, Role::Admin | Role::Operator)
+    }
+    pub fn can_audit(&self) -> bool {
+        matches!(self, Role::Admin | Role::Auditor)
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+            Role::Auditor => "auditor",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Role> {
+        [Role::Admin, Role::Operator, Role::Viewer, Role::Auditor].into_iter().find(|r| r.as_str() == raw)
     }
 }
 
@@ -40,50 +58,119 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default)]
     pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
-    #[error("OTA_JWT_SECRET is not set")]
+    #[error("set OTA_JWT_SECRET (HS256) or OTA_JWT_PUBLIC_KEY_FILE (RS256 / ES256)")]
     MissingSecret,
     #[error("OTA_JWT_SECRET must be at least {MIN_SECRET_LEN} bytes")]
     ShortSecret,
+    #[error("OTA_JWT_PUBLIC_KEY_FILE {path}: {detail}")]
+    PublicKey { path: String, detail: String },
+    #[error("tokens can only be issued with OTA_JWT_SECRET (this server verifies public-key tokens only)")]
+    CannotIssue,
     #[error("cannot sign token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
+/// How bearer tokens are checked.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSettings {
+    pub secret: Option<String>,
+    /// PEM of an RSA or EC (P-256) public key: tokens signed RS256 or ES256 with its private half.
+    pub public_key_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
 pub struct Auth {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    decoders: Vec<(Algorithm, DecodingKey)>,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl Auth {
     pub fn from_secret(secret: Option<&str>) -> Result<Self, AuthConfigError> {
-        let secret = secret.ok_or(AuthConfigError::MissingSecret)?;
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(AuthConfigError::ShortSecret);
+        Self::new(&TokenSettings { secret: secret.map(str::to_owned), leeway_secs: 30, ..Default::default() })
+    }
+
+    pub fn new(settings: &TokenSettings) -> Result<Self, AuthConfigError> {
+        let mut decoders = Vec::new();
+        let mut encoding = None;
+        if let Some(secret) = &settings.secret {
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(AuthConfigError::ShortSecret);
+            }
+            encoding = Some(EncodingKey::from_secret(secret.as_bytes()));
+            decoders.push((Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes())));
+        }
+        if let Some(path) = &settings.public_key_file {
+            let bad = |detail: String| AuthConfigError::PublicKey { path: path.clone(), detail };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let key = match DecodingKey::from_rsa_pem(&pem) {
+                Ok(key) => (Algorithm::RS256, key),
+                Err(_) => (Algorithm::ES256, DecodingKey::from_ec_pem(&pem).map_err(|e| bad(e.to_string()))?),
+            };
+            decoders.push(key);
+        }
+        if decoders.is_empty() {
+            return Err(AuthConfigError::MissingSecret);
         }
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 30;
+        validation.algorithms = decoders.iter().map(|(a, _)| *a).collect();
+        validation.leeway = settings.leeway_secs;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        match &settings.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &settings.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
         Ok(Self {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            encoding,
+            decoders,
             validation,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
         })
     }
 
     pub fn issue(&self, subject: &str, role: Role, ttl: Duration) -> Result<String, AuthConfigError> {
+        let encoding = self.encoding.as_ref().ok_or(AuthConfigError::CannotIssue)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims = Claims { sub: subject.to_owned(), role, iat: now, exp: now + ttl.as_secs() };
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        let claims = Claims {
+            sub: subject.to_owned(),
+            role,
+            iat: now,
+            exp: now + ttl.as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)?)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))
+        let invalid = |e: jsonwebtoken::errors::Error| ApiError::unauthorized(format!("invalid token: {e}"));
+        let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+        let (algorithm, key) =
+            self.decoders.iter().find(|(algorithm, _)| *algorithm == header.alg).ok_or_else(|| {
+                ApiError::unauthorized(format!("invalid token: algorithm {:?} is not accepted", header.alg))
+            })?;
+        // Each key verifies only its own algorithm (no confusing an RSA key for an HMAC secret).
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![*algorithm];
+        jsonwebtoken::decode::<Claims>(token, key, &validation).map(|data| data.claims).map_err(invalid)
     }
 }
 
@@ -106,13 +193,13 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = bearer(&state, request.headers())?;
+    let principal = bearer(&state, request.headers()).await?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }
 
-/// The operator behind a `Bearer` token.
-pub fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+/// The caller behind `Authorization: Bearer <JWT or API key>`.
+pub async fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
@@ -120,8 +207,12 @@ pub fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Princ
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-    let claims = state.auth.verify(token.trim())?;
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?
+        .trim();
+    if token.starts_with(crate::api_keys::KEY_PREFIX) {
+        return crate::api_keys::authenticate(state, token).await;
+    }
+    let claims = state.auth.verify(token)?;
     Ok(Principal { subject: claims.sub, role: claims.role })
 }
 
@@ -129,6 +220,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         parts.extensions.get::<Principal>().cloned().ok_or_else(|| ApiError::unauthorized("not authenticated"))
+    }
+}
+
+/// An admin (key management), with the metadata its commands carry.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Writer);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let writer = Writer::from_request_parts(parts, state).await?;
+        match writer.principal.role {
+            Role::Admin => Ok(Admin(writer)),
+            other => Err(ApiError::forbidden(format!("only admin may manage API keys, not {}", other.as_str()))),
+        }
+    }
+}
+
+/// A principal allowed to read the audit trail (admin, auditor).
+#[derive(Debug, Clone)]
+pub struct AuditReader(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditReader {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        match principal.role.can_audit() {
+            true => Ok(AuditReader(principal)),
+            false => Err(ApiError::forbidden(format!("role {} may not read the audit trail", principal.role.as_str()))),
+        }
     }
 }
 
@@ -144,7 +265,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Writer {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let principal = Principal::from_request_parts(parts, state).await?;
         if !principal.role.can_write() {
-            return Err(ApiError::forbidden(format!("role {:?} may only read", principal.role).to_lowercase()));
+            return Err(ApiError::forbidden(format!("role {} may only read", principal.role.as_str())));
         }
         let RequestId(request_id) = match RequestId::from_request_parts(parts, state).await {
             Ok(id) => id,

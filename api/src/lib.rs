@@ -4,12 +4,14 @@
 //! answer from read models; rules live in `ota-domain`, persistence in
 //! `ota-orchestrator` and `ota-projections`.
 
+pub mod api_keys;
 pub mod artifact;
 pub mod auth;
 pub mod blobs;
 pub mod ddi;
 pub mod error;
 pub mod extract;
+pub mod last_seen;
 pub mod routes;
 pub mod server;
 pub mod settings;

@@ -185,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", describe_campaign(&audit));
         }
         Command::Token { role, subject, ttl } => {
-            let auth = Auth::from_secret(settings.jwt_secret.as_deref())?;
+            let auth = Auth::new(&settings.token_settings())?;
             println!("{}", auth.issue(&subject, role, ttl)?);
         }
     }

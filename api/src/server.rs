@@ -65,6 +65,7 @@ pub struct RunningServer {
     pub rollouts: Option<RolloutHandle>,
     pub dispatch: Option<DispatchHandle>,
     pub chainer: ota_orchestrator::chain::ChainerHandle,
+    usage_writer: JoinHandle<()>,
     http: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -102,6 +103,7 @@ impl RunningServer {
 impl Drop for RunningServer {
     fn drop(&mut self) {
         self.http.abort();
+        self.usage_writer.abort();
     }
 }
 
@@ -138,7 +140,7 @@ fn download_signer(settings: &Settings) -> Result<ota_ddi::UrlSigner, ServerErro
 
 pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
     let names = BusNames::new(&settings.nats_prefix)?;
-    let auth = Arc::new(Auth::from_secret(settings.jwt_secret.as_deref())?);
+    let auth = Arc::new(Auth::new(&settings.token_settings())?);
     let blobs = Blobs::open(&settings.storage_url)?;
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;
     ota_migrations::migrate(&pool).await?;
@@ -151,6 +153,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let signer = download_signer(settings)?;
+    let key_usage = Arc::new(crate::last_seen::LastSeen::api_keys());
     let reports = ota_orchestrator::devices::Reports::spawn(&store);
     let ddi = crate::ddi::Ddi::start(
         crate::ddi::DdiSettings {
@@ -182,7 +185,9 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         audit_key: audit_key(settings)?.map(Arc::new),
         firmware_keys: Arc::new(ota_domain::signature::TrustedKeys::parse(&settings.firmware_keys)?),
         require_signed_firmware: settings.require_signed_firmware,
+        key_usage: key_usage.clone(),
     };
+    let usage_writer = tokio::spawn(key_usage.run(pool.clone(), Duration::from_secs(2)));
     let chainer = ota_orchestrator::chain::spawn(pool.clone());
     let relay =
         components.relay.then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
@@ -215,5 +220,16 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         }
     });
     tracing::info!(%addr, prefix = names.prefix(), "ota server listening");
-    Ok(RunningServer { addr, state, relay, workers, rollouts, dispatch, chainer, http, shutdown: Some(tx) })
+    Ok(RunningServer {
+        addr,
+        state,
+        relay,
+        workers,
+        rollouts,
+        dispatch,
+        chainer,
+        usage_writer,
+        http,
+        shutdown: Some(tx),
+    })
 }

@@ -32,6 +32,22 @@ pub struct Settings {
     #[arg(long, env = "OTA_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// PEM public key (RSA or EC P-256) of an identity provider: accept its RS256 / ES256 tokens.
+    #[arg(long, env = "OTA_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<String>,
+
+    /// Required `iss` claim of bearer tokens.
+    #[arg(long, env = "OTA_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim of bearer tokens.
+    #[arg(long, env = "OTA_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on token expiry, in seconds.
+    #[arg(long, env = "OTA_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
     /// Largest firmware image accepted, in bytes.
     #[arg(long, env = "OTA_MAX_FIRMWARE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_firmware_bytes: u64,
@@ -81,6 +97,16 @@ pub struct Settings {
 }
 
 impl Settings {
+    pub fn token_settings(&self) -> crate::auth::TokenSettings {
+        crate::auth::TokenSettings {
+            secret: self.jwt_secret.clone(),
+            public_key_file: self.jwt_public_key_file.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+        }
+    }
+
     /// Defaults for everything, as if no flag and no variable were given.
     pub fn defaults() -> Self {
         use clap::FromArgMatches;

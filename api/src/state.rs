@@ -28,4 +28,6 @@ pub struct AppState {
     /// Public keys firmware may be signed with, and whether only verified firmware is accepted.
     pub firmware_keys: Arc<ota_domain::signature::TrustedKeys>,
     pub require_signed_firmware: bool,
+    /// When API keys were last used, written in batches.
+    pub key_usage: Arc<crate::last_seen::LastSeen>,
 }

@@ -5,6 +5,7 @@
 //! commands, stamped at the edge, so every decision is a function of state,
 //! command and time and can be tested without a database.
 
+pub mod api_key;
 pub mod bus;
 pub mod campaign;
 pub mod decide;

@@ -152,6 +152,10 @@ impl TestApp {
         self.http.get(self.url(path)).bearer_auth(self.token(Role::Operator))
     }
 
+    pub fn get_as(&self, path: &str, role: Role) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(self.token(role))
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(self.url(path)).bearer_auth(self.token(Role::Operator))
     }

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use ota_api::auth::Role;
 use ota_testkit::{eventually, json_of, TestApp, AUDIT_KEY_HEX};
 use serde_json::Value;
 
 async fn verify(app: &TestApp) -> Value {
-    let (status, body) = json_of(app.get("/api/v1/audit/verify").send().await.expect("verify")).await;
+    let (status, body) = json_of(app.get_as("/api/v1/audit/verify", Role::Auditor).send().await.expect("verify")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -115,7 +116,7 @@ async fn the_chain_head_is_exported_signed() {
     let app = TestApp::spawn().await;
     app.firmware("2.0").await;
     chained(&app).await;
-    let (status, head) = json_of(app.get("/api/v1/audit/head").send().await.expect("head")).await;
+    let (status, head) = json_of(app.get_as("/api/v1/audit/head", Role::Auditor).send().await.expect("head")).await;
     assert_eq!(status, 200, "{head}");
     let seed: [u8; 32] = hex::decode(AUDIT_KEY_HEX).expect("hex").try_into().expect("32 bytes");
     let expected_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
@@ -161,7 +162,7 @@ async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_t
 
     let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (status, past) = json_of(
-        app.get(&format!("/api/v1/audit/campaigns/{id}?at={}", at(then).replace('+', "%2B")))
+        app.get_as(&format!("/api/v1/audit/campaigns/{id}?at={}", at(then).replace('+', "%2B")), Role::Auditor)
             .send()
             .await
             .expect("audit"),
@@ -179,13 +180,18 @@ async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_t
         "the gate's numbers: {past}"
     );
 
-    let (_, now) = json_of(app.get(&format!("/api/v1/audit/campaigns/{id}")).send().await.expect("audit now")).await;
+    let (_, now) =
+        json_of(app.get_as(&format!("/api/v1/audit/campaigns/{id}"), Role::Auditor).send().await.expect("audit now"))
+            .await;
     assert_eq!(now["status"], "completed", "{now}");
     assert_eq!(now["waves"][1]["states"]["succeeded"], 15, "{now}");
 
     // The fleet at that moment: five devices on 2.0 through this campaign, fifteen still on 1.0.
     let (status, fleet) = json_of(
-        app.get(&format!("/api/v1/audit/fleet?at={}", at(then).replace('+', "%2B"))).send().await.expect("fleet"),
+        app.get_as(&format!("/api/v1/audit/fleet?at={}", at(then).replace('+', "%2B")), Role::Auditor)
+            .send()
+            .await
+            .expect("fleet"),
     )
     .await;
     assert_eq!(status, 200, "{fleet}");
@@ -196,7 +202,7 @@ async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_t
     let updated =
         rows.iter().find(|d| d["firmware_version"] == "2.0").and_then(|d| d["device_id"].as_str()).expect("one");
     let (status, device) = json_of(
-        app.get(&format!("/api/v1/audit/devices/{updated}?at={}", at(then).replace('+', "%2B")))
+        app.get_as(&format!("/api/v1/audit/devices/{updated}?at={}", at(then).replace('+', "%2B")), Role::Auditor)
             .send()
             .await
             .expect("device"),
@@ -209,12 +215,18 @@ async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_t
         "{device}"
     );
 
-    let (status, body) =
-        json_of(app.get(&format!("/api/v1/audit/campaigns/{id}?at=yesterday")).send().await.expect("bad")).await;
+    let (status, body) = json_of(
+        app.get_as(&format!("/api/v1/audit/campaigns/{id}?at=yesterday"), Role::Auditor).send().await.expect("bad"),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     let long_ago = "2000-01-01T00:00:00Z";
     assert_eq!(
-        app.get(&format!("/api/v1/audit/campaigns/{id}?at={long_ago}")).send().await.expect("old").status(),
+        app.get_as(&format!("/api/v1/audit/campaigns/{id}?at={long_ago}"), Role::Auditor)
+            .send()
+            .await
+            .expect("old")
+            .status(),
         404
     );
 }

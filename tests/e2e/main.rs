@@ -9,6 +9,7 @@ mod devices;
 mod faults;
 mod firmware;
 mod group_commit;
+mod identities;
 mod rollouts;
 mod signatures;
 mod spine;

@@ -3,7 +3,6 @@
 //! The protocol rules live in `ota-ddi`; this module does the HTTP and the I/O.
 
 mod auth;
-mod contact;
 mod downloads;
 mod routes;
 mod targets;
@@ -17,7 +16,6 @@ use ota_ddi::{Links, UrlSigner};
 use sha2::{Digest, Sha256};
 
 pub use auth::{authorize_device, hash_token, new_token, PeerAddr};
-pub use contact::Contacts;
 pub use downloads::DownloadLog;
 pub use targets::{Target, Targets};
 
@@ -29,7 +27,7 @@ pub const TENANT: &str = "default";
 /// The DDI side of the server.
 pub struct Ddi {
     pub targets: Arc<Targets>,
-    pub contacts: Arc<Contacts>,
+    pub contacts: Arc<crate::last_seen::LastSeen>,
     pub downloads: DownloadLog,
     pub links: Links,
     pub signer: UrlSigner,
@@ -71,7 +69,7 @@ impl Ddi {
         names: &ota_domain::bus::BusNames,
     ) -> Self {
         let targets = Arc::new(Targets::new(store.clone(), pool.clone()));
-        let contacts = Arc::new(Contacts::default());
+        let contacts = Arc::new(crate::last_seen::LastSeen::devices());
         let (downloads, log_task) = DownloadLog::spawn(reports.clone());
         let tasks = vec![
             tokio::spawn(targets.clone().follow(nats.clone(), names.clone())),

@@ -8,7 +8,10 @@ use crate::error::ApiError;
 use crate::extract::Json;
 use crate::state::AppState;
 
-pub async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, ApiError> {
+pub async fn verify(
+    State(state): State<AppState>,
+    _: crate::auth::AuditReader,
+) -> Result<Json<Verification>, ApiError> {
     Ok(Json(chain::verify(&state.pool).await?))
 }
 
@@ -35,7 +38,7 @@ pub fn head_message(head: &Head, at: chrono::DateTime<chrono::Utc>) -> String {
     )
 }
 
-pub async fn head(State(state): State<AppState>) -> Result<Json<SignedHead>, ApiError> {
+pub async fn head(State(state): State<AppState>, _: crate::auth::AuditReader) -> Result<Json<SignedHead>, ApiError> {
     let head =
         chain::head(&state.pool).await?.ok_or_else(|| ApiError::not_found("chain head (no event linked yet)"))?;
     let signed_at = chrono::Utc::now();
@@ -80,6 +83,7 @@ impl From<ota_orchestrator::audit::AuditError> for ApiError {
 /// A campaign as it stood at `at`: status, waves with their devices' states, and every event that led there.
 pub async fn campaign_at(
     State(state): State<AppState>,
+    _: crate::auth::AuditReader,
     crate::extract::Path(id): crate::extract::Path<String>,
     crate::extract::Query(q): crate::extract::Query<AtQuery>,
 ) -> Result<Json<ota_orchestrator::audit::CampaignAtT>, ApiError> {
@@ -94,6 +98,7 @@ pub async fn campaign_at(
 /// A device as it stood at `at`: inventory, running firmware, its update, and the events.
 pub async fn device_at(
     State(state): State<AppState>,
+    _: crate::auth::AuditReader,
     crate::extract::Path(id): crate::extract::Path<String>,
     crate::extract::Query(q): crate::extract::Query<AtQuery>,
 ) -> Result<Json<ota_orchestrator::audit::DeviceAtT>, ApiError> {
@@ -114,6 +119,7 @@ pub struct FleetAtT {
 /// Which firmware every device ran at `at`, and under which campaign it got there.
 pub async fn fleet_at(
     State(state): State<AppState>,
+    _: crate::auth::AuditReader,
     crate::extract::Query(q): crate::extract::Query<AtQuery>,
 ) -> Result<Json<FleetAtT>, ApiError> {
     let at = q.at()?;

@@ -304,7 +304,7 @@ pub async fn status(
         let caller = crate::ddi::authorize_device(&state, device.as_str(), &headers).await?;
         ota_domain::CommandMeta::new(ota_domain::Actor::device(caller.to_string()))
     } else {
-        let principal = crate::auth::bearer(&state, &parts.headers)?;
+        let principal = crate::auth::bearer(&state, &parts.headers).await?;
         parts.extensions.insert(principal);
         let writer =
             <Writer as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await?;

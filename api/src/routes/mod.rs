@@ -11,7 +11,7 @@ mod validate;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -50,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/token", post(devices::rotate_token))
         .route("/firmware/{id}/downloads", get(firmware::downloads))
         .route("/stats", get(campaigns::stats))
+        .route("/api-keys", get(crate::api_keys::list).post(crate::api_keys::issue))
+        .route("/api-keys/{id}", delete(crate::api_keys::revoke))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/head", get(audit::head))
         .route("/audit/campaigns/{id}", get(audit::campaign_at))

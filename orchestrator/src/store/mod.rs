@@ -40,6 +40,7 @@ where
 impl Stored for Firmware {}
 impl Stored for Device {}
 impl Stored for DeviceUpdate {}
+impl Stored for ota_domain::api_key::ApiKey {}
 impl Stored for Campaign {
     const SNAPSHOT_EVERY: Option<usize> = Some(50);
 }
