@@ -194,6 +194,7 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let principal = bearer(&state, request.headers()).await?;
+    state.limits.check_identity(&principal.subject)?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// For 429: how long to wait.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Serialize)]
@@ -21,7 +23,10 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self { retry_after: Some(wait), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -63,6 +68,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body { error: self.code, message: &self.message };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, crate::limits::retry_after(wait));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 9110 11.6.1: a 401 names the scheme that would be accepted.
             response

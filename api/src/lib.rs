@@ -12,6 +12,7 @@ pub mod ddi;
 pub mod error;
 pub mod extract;
 pub mod last_seen;
+pub mod limits;
 pub mod routes;
 pub mod server;
 pub mod settings;

@@ -66,6 +66,7 @@ pub struct RunningServer {
     pub dispatch: Option<DispatchHandle>,
     pub chainer: ota_orchestrator::chain::ChainerHandle,
     usage_writer: JoinHandle<()>,
+    pruner: JoinHandle<()>,
     http: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -104,6 +105,7 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         self.http.abort();
         self.usage_writer.abort();
+        self.pruner.abort();
     }
 }
 
@@ -154,6 +156,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let signer = download_signer(settings)?;
     let key_usage = Arc::new(crate::last_seen::LastSeen::api_keys());
+    let limits = Arc::new(crate::limits::Limits::new(settings.limit_settings()));
     let reports = ota_orchestrator::devices::Reports::spawn(&store);
     let ddi = crate::ddi::Ddi::start(
         crate::ddi::DdiSettings {
@@ -186,7 +189,9 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         firmware_keys: Arc::new(ota_domain::signature::TrustedKeys::parse(&settings.firmware_keys)?),
         require_signed_firmware: settings.require_signed_firmware,
         key_usage: key_usage.clone(),
+        limits: limits.clone(),
     };
+    let pruner = tokio::spawn(limits.prune());
     let usage_writer = tokio::spawn(key_usage.run(pool.clone(), Duration::from_secs(2)));
     let chainer = ota_orchestrator::chain::spawn(pool.clone());
     let relay =
@@ -229,6 +234,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         dispatch,
         chainer,
         usage_writer,
+        pruner,
         http,
         shutdown: Some(tx),
     })

@@ -91,12 +91,44 @@ pub struct Settings {
     #[arg(long, env = "OTA_REQUIRE_SIGNED_FIRMWARE", default_value_t = false)]
     pub require_signed_firmware: bool,
 
+    /// Requests per second per identity (operator, API key) on the management API; 0 = no limit.
+    #[arg(long, env = "OTA_RATE_LIMIT_IDENTITY", default_value_t = 50)]
+    pub rate_limit_identity: u32,
+
+    /// Requests per second per device on DDI and status routes (artifact downloads excepted); 0 = no limit.
+    #[arg(long, env = "OTA_RATE_LIMIT_DEVICE", default_value_t = 10)]
+    pub rate_limit_device: u32,
+
+    /// Requests per second per client address, before authentication; 0 = no limit.
+    #[arg(long, env = "OTA_RATE_LIMIT_ADDRESS", default_value_t = 500)]
+    pub rate_limit_address: u32,
+
+    /// Loopback clients skip the address limit.
+    #[arg(long, env = "OTA_RATE_LIMIT_EXEMPT_LOOPBACK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limit_exempt_loopback: bool,
+
+    /// Deadline, in seconds, of every request that is not an upload or a download.
+    #[arg(long, env = "OTA_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
     /// Seconds a signed download link stays valid.
     #[arg(long, env = "OTA_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]
     pub download_url_ttl_secs: u64,
 }
 
 impl Settings {
+    /// Bursts allow four seconds' worth of requests at once.
+    pub fn limit_settings(&self) -> crate::limits::LimitSettings {
+        let rate = |per_second: u32| crate::limits::Rate { per_second, burst: per_second.saturating_mul(4) };
+        crate::limits::LimitSettings {
+            identity: rate(self.rate_limit_identity),
+            device: rate(self.rate_limit_device),
+            address: rate(self.rate_limit_address),
+            exempt_loopback: self.rate_limit_exempt_loopback,
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+        }
+    }
+
     pub fn token_settings(&self) -> crate::auth::TokenSettings {
         crate::auth::TokenSettings {
             secret: self.jwt_secret.clone(),

@@ -30,4 +30,5 @@ pub struct AppState {
     pub require_signed_firmware: bool,
     /// When API keys were last used, written in batches.
     pub key_usage: Arc<crate::last_seen::LastSeen>,
+    pub limits: Arc<crate::limits::Limits>,
 }

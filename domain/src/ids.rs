@@ -82,7 +82,9 @@ impl DeviceId {
     pub fn parse(value: &str) -> Result<Self, IdError> {
         let ok = !value.is_empty()
             && value.chars().count() <= MAX_DEVICE_ID_LEN
-            && !value.chars().any(|c| c.is_control() || c == '/');
+            && !value.chars().any(|c| c.is_control() || c == '/')
+            && value != "."
+            && value != "..";
         if ok {
             Ok(Self(value.to_owned()))
         } else {

@@ -37,6 +37,10 @@ pub struct TestOptions {
     /// Trusted firmware keys (`id:hex,...`) and whether only verified firmware is accepted.
     pub firmware_keys: String,
     pub require_signed_firmware: bool,
+    /// Rate limits per second (identity, device, address), loopback included; `None`: practically unlimited.
+    pub rate_limits: Option<(u32, u32, u32)>,
+    /// Deadline of non-transfer requests, in seconds (default: the server's).
+    pub request_timeout_secs: Option<u64>,
 }
 
 impl TestOptions {
@@ -59,6 +63,8 @@ impl Default for TestOptions {
             download_redirect: false,
             firmware_keys: String::new(),
             require_signed_firmware: false,
+            rate_limits: None,
+            request_timeout_secs: None,
         }
     }
 }
@@ -112,6 +118,15 @@ impl TestApp {
         settings.download_redirect = options.download_redirect;
         settings.firmware_keys = options.firmware_keys.clone();
         settings.require_signed_firmware = options.require_signed_firmware;
+        // Tests drive hundreds of requests a second as one identity; only the limits test limits.
+        let (identity, device, address) = options.rate_limits.unwrap_or((1_000_000, 1_000_000, 1_000_000));
+        settings.rate_limit_identity = identity;
+        settings.rate_limit_device = device;
+        settings.rate_limit_address = address;
+        settings.rate_limit_exempt_loopback = options.rate_limits.is_none();
+        if let Some(secs) = options.request_timeout_secs {
+            settings.request_timeout_secs = secs;
+        }
         settings.listen = "127.0.0.1:0".parse().expect("addr");
         settings.jwt_secret = Some(SECRET.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;

@@ -10,6 +10,7 @@ mod faults;
 mod firmware;
 mod group_commit;
 mod identities;
+mod limits;
 mod rollouts;
 mod signatures;
 mod spine;

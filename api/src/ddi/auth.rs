@@ -62,8 +62,21 @@ pub fn parse_controller(raw: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(raw).map_err(|e| ApiError::bad_request(format!("controller id: {e}")))
 }
 
-/// Checks the `Authorization` header against the device (or the gateway secret).
+/// Checks the `Authorization` header, then the device's request rate.
 pub async fn authorize(
+    state: &AppState,
+    tenant: &str,
+    controller: &str,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, tenant, controller, headers).await?;
+    state.limits.check_device(caller.device.as_str())?;
+    Ok(caller)
+}
+
+/// Checks the `Authorization` header against the device (or the gateway secret); no rate
+/// limit (artifact downloads: streaming clients read by many ranges).
+pub async fn authenticate(
     state: &AppState,
     tenant: &str,
     controller: &str,

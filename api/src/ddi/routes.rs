@@ -22,7 +22,7 @@ use ota_orchestrator::devices::StatusReport;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::auth::{authorize, check_tenant, parse_controller, Caller, PeerAddr};
+use super::auth::{authenticate, authorize, check_tenant, parse_controller, Caller, PeerAddr};
 use super::downloads::Fetch;
 use crate::artifact::{self, ArtifactFile};
 use crate::error::{from_store, ApiError};
@@ -318,11 +318,12 @@ pub async fn artifact(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    crate::routes::validate::file_name("filename", &filename)?;
     let caller = match (query.get("signature"), headers.contains_key(header::AUTHORIZATION)) {
         (Some(signature), false) => {
             signed_caller(&state, &tenant, &controller, &module, &filename, &query, signature).await?
         }
-        _ => authorize(&state, &tenant, &controller, &headers).await?,
+        _ => authenticate(&state, &tenant, &controller, &headers).await?,
     };
     let (action, of) = module_action(&caller, &module).ok_or_else(|| ApiError::not_found("software module"))?;
     let firmware = firmware(&state, &of).await?;

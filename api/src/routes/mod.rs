@@ -6,7 +6,7 @@ mod campaigns;
 mod devices;
 mod firmware;
 mod health;
-mod validate;
+pub(crate) mod validate;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(crate::ddi::router())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), crate::limits::guard))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -24,3 +24,16 @@ pub fn hex_digest(field: &str, value: &str, len: usize) -> Result<String, ApiErr
 pub fn uuid(field: &str, value: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(value).map_err(|_| ApiError::bad_request(format!("{field}: not a valid id: {value:?}")))
 }
+
+/// A file name from a path: no separators, no `.` or `..`, no control characters.
+pub fn file_name(field: &str, value: &str) -> Result<(), ApiError> {
+    let bad = value.is_empty()
+        || value.len() > 255
+        || value == "."
+        || value == ".."
+        || value.chars().any(|c| c.is_control() || c == '/' || c == '\\');
+    match bad {
+        true => Err(ApiError::bad_request(format!("{field}: not a file name"))),
+        false => Ok(()),
+    }
+}

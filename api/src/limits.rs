@@ -1,0 +1,135 @@
+//! Abuse limits: request rates per identity (an operator, an API key, a device)
+//! and per client address, answered with 429 and `Retry-After`; and a deadline on
+//! every request that is not a long transfer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Requests per second and burst; a rate of 0 turns the limit off.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    /// Per operator, API key or token subject.
+    pub identity: Rate,
+    /// Per device on the DDI and status routes (downloads excepted: RAUC streams by many ranges).
+    pub device: Rate,
+    /// Per client address, before authentication.
+    pub address: Rate,
+    /// Loopback clients skip the address limit (local tools, sidecar proxies).
+    pub exempt_loopback: bool,
+    /// Longest a request that is not an upload or a download may take.
+    pub request_timeout: Duration,
+}
+
+pub struct Limits {
+    identity: Option<DefaultKeyedRateLimiter<String>>,
+    device: Option<DefaultKeyedRateLimiter<String>>,
+    address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    exempt_loopback: bool,
+    pub request_timeout: Duration,
+}
+
+fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> Option<DefaultKeyedRateLimiter<K>> {
+    let per_second = NonZeroU32::new(rate.per_second)?;
+    let burst = NonZeroU32::new(rate.burst.max(rate.per_second)).unwrap_or(per_second);
+    Some(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)))
+}
+
+fn check<K: std::hash::Hash + Eq + Clone>(
+    limiter: Option<&DefaultKeyedRateLimiter<K>>,
+    key: &K,
+    what: &str,
+) -> Result<(), ApiError> {
+    let Some(limiter) = limiter else { return Ok(()) };
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::rate_limited(format!("too many requests from this {what}; retry later"), wait)
+    })
+}
+
+impl Limits {
+    pub fn new(settings: LimitSettings) -> Self {
+        Self {
+            identity: limiter(settings.identity),
+            device: limiter(settings.device),
+            address: limiter(settings.address),
+            exempt_loopback: settings.exempt_loopback,
+            request_timeout: settings.request_timeout,
+        }
+    }
+
+    pub fn check_identity(&self, subject: &str) -> Result<(), ApiError> {
+        check(self.identity.as_ref(), &subject.to_owned(), "identity")
+    }
+
+    pub fn check_device(&self, device: &str) -> Result<(), ApiError> {
+        check(self.device.as_ref(), &device.to_owned(), "device")
+    }
+
+    fn check_address(&self, address: IpAddr) -> Result<(), ApiError> {
+        if self.exempt_loopback && address.is_loopback() {
+            return Ok(());
+        }
+        check(self.address.as_ref(), &address, "address")
+    }
+
+    /// Forgets idle keys so the tables stay small; runs until aborted.
+    pub async fn prune(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Some(l) = &self.identity {
+                l.retain_recent();
+            }
+            if let Some(l) = &self.device {
+                l.retain_recent();
+            }
+            if let Some(l) = &self.address {
+                l.retain_recent();
+            }
+        }
+    }
+}
+
+/// Long transfers have no deadline: firmware uploads and downloads, DDI artifacts.
+fn is_transfer(method: &Method, path: &str) -> bool {
+    (method == Method::POST && path == "/api/v1/firmware") || path.ends_with("/content") || path.contains("/artifacts/")
+}
+
+/// Middleware on every route: the address limit, then the deadline.
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        if let Err(e) = state.limits.check_address(peer.ip()) {
+            return e.into_response();
+        }
+    }
+    if is_transfer(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long").into_response(),
+    }
+}
+
+/// Whole seconds, rounded up, at least one (RFC 9110 10.2.3).
+pub fn retry_after(wait: Duration) -> HeaderValue {
+    HeaderValue::from((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+}
