@@ -33,7 +33,7 @@ const KNOWN_ROUTES: [(&str, &str); 15] = [
 
 /// Every route of the `/api/v1` router with its methods, read from `api/src/routes/mod.rs`
 /// itself, so that a route added there is covered here without anyone remembering to.
-fn route_table() -> Vec<(Method, String)> {
+pub(crate) fn route_table() -> Vec<(Method, String)> {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/src/routes/mod.rs");
     let source = std::fs::read_to_string(file).expect("read the route table");
     let start = source.find("let api = Router::new()").expect("the /api/v1 router");
@@ -66,7 +66,7 @@ fn route_table() -> Vec<(Method, String)> {
 }
 
 /// Every `/api/v1` route as a request line: ids filled in with the given fixtures.
-fn routes(firmware: &str, campaign: &str) -> Vec<(Method, String)> {
+pub(crate) fn routes(firmware: &str, campaign: &str) -> Vec<(Method, String)> {
     route_table()
         .into_iter()
         .map(|(method, template)| {
@@ -178,7 +178,7 @@ async fn event_count(app: &TestApp) -> i64 {
 }
 
 /// A firmware and a draft campaign, so that a request that got through would change something.
-async fn fixtures(app: &TestApp) -> (String, String) {
+pub(crate) async fn fixtures(app: &TestApp) -> (String, String) {
     let firmware = app.firmware("1.0.0").await;
     let (status, body) = app.create_campaign("c", &firmware, &["dev-1", "dev-2"]).await;
     assert_eq!(status, 201, "{body}");
@@ -221,11 +221,28 @@ fn assert_unauthorized(status: u16, body: &Value, what: &str) {
 async fn every_api_route_refuses_missing_or_bad_credentials() {
     let app = TestApp::spawn().await;
     let (firmware, campaign) = fixtures(&app).await;
+    // An admin API key, revoked: it must open nothing.
+    let (status, key) = json_of(
+        app.http
+            .post(app.url("/api/v1/api-keys"))
+            .bearer_auth(app.token(Role::Admin))
+            .json(&json!({"name": "leaked", "role": "admin"}))
+            .send()
+            .await
+            .expect("issue"),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let revoke = app.http.delete(app.url(&format!("/api/v1/api-keys/{}", key["id"].as_str().expect("id"))));
+    assert_eq!(revoke.bearer_auth(app.token(Role::Admin)).send().await.expect("revoke").status(), 200);
     let events = event_count(&app).await;
     let routes = routes(&firmware, &campaign);
     assert!(routes.len() >= KNOWN_ROUTES.len());
+    let mut credentials = bad_credentials(&app);
+    credentials.push(("a revoked API key", Some(format!("Bearer {}", key["key"].as_str().expect("key")))));
+    credentials.push(("a made-up API key", Some(format!("Bearer ota_{}_secret", uuid::Uuid::new_v4().simple()))));
 
-    for (what, authorization) in bad_credentials(&app) {
+    for (what, authorization) in credentials {
         for (method, path) in &routes {
             let mut builder = with_valid_body(request(&app, method, path), method, path, &firmware);
             if let Some(value) = &authorization {

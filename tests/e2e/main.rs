@@ -8,6 +8,7 @@ mod ddi;
 mod devices;
 mod faults;
 mod firmware;
+mod fuzz;
 mod group_commit;
 mod identities;
 mod limits;
