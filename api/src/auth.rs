@@ -128,7 +128,11 @@ impl Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = decoders.iter().map(|(a, _)| *a).collect();
         validation.leeway = settings.leeway_secs;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
+        required.extend(settings.issuer.as_ref().map(|_| "iss"));
+        required.extend(settings.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &settings.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,

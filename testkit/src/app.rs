@@ -18,6 +18,9 @@ use crate::wait::eventually_every;
 pub const POSTGRES: &str = "127.0.0.1:5432";
 pub const NATS: &str = "127.0.0.1:4222";
 const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The `iss` and `aud` test tokens carry.
+pub const ISSUER: &str = "ota-testkit";
+pub const AUDIENCE: &str = "ota-tests";
 /// The DDI gateway token every test server accepts.
 pub const GATEWAY_TOKEN: &str = "gateway-secret-for-tests-0123456789";
 /// The ed25519 seed that signs chain heads in tests.
@@ -129,6 +132,9 @@ impl TestApp {
         }
         settings.listen = "127.0.0.1:0".parse().expect("addr");
         settings.jwt_secret = Some(SECRET.to_owned());
+        // Every test server checks issuer and audience, so a token meant for someone else is refused.
+        settings.jwt_issuer = Some(ISSUER.to_owned());
+        settings.jwt_audience = Some(AUDIENCE.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;
         settings.ddi_gateway_token = Some(GATEWAY_TOKEN.to_owned());
         settings.audit_signing_key = Some(AUDIT_KEY_HEX.to_owned());
@@ -155,7 +161,14 @@ impl TestApp {
     }
 
     pub fn token(&self, role: Role) -> String {
-        Auth::from_secret(Some(SECRET)).and_then(|a| a.issue("tester", role, Duration::from_secs(600))).expect("token")
+        self.token_for("tester", role)
+    }
+
+    /// A token for another subject, as the test server's identity settings make them.
+    pub fn token_for(&self, subject: &str, role: Role) -> String {
+        Auth::new(&self.settings.token_settings())
+            .and_then(|a| a.issue(subject, role, Duration::from_secs(600)))
+            .expect("token")
     }
 
     /// The secret the server verifies tokens with, for tests that forge them.

@@ -6,7 +6,7 @@ mod fleet;
 mod proxy;
 mod wait;
 
-pub use app::{json_of, TestApp, TestOptions, AUDIT_KEY_HEX, GATEWAY_TOKEN};
+pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
 pub use fleet::{Behavior, Fleet};
 pub use proxy::FaultProxy;
 pub use wait::{eventually, eventually_every};

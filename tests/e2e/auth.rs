@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ota_api::auth::Role;
-use ota_testkit::{json_of, TestApp};
+use ota_testkit::{json_of, TestApp, AUDIENCE, ISSUER};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use reqwest::Method;
@@ -99,7 +99,7 @@ fn forge(secret: &str, algorithm: Algorithm, claims: Value) -> String {
 }
 
 fn operator_claims(exp: u64) -> Value {
-    json!({"sub": "mallory", "role": "operator", "iat": now(), "exp": exp})
+    json!({"sub": "mallory", "role": "operator", "iat": now(), "exp": exp, "iss": ISSUER, "aud": AUDIENCE})
 }
 
 /// Authorization headers that must all be refused, with what each one is.
@@ -143,6 +143,37 @@ fn bad_credentials(app: &TestApp) -> Vec<(&'static str, Option<String>)> {
             Some(format!("Bearer {}", forge(secret, Algorithm::HS512, operator_claims(now() + 600)))),
         ),
         ("valid token with a tampered payload", Some(format!("Bearer {}", tamper(&valid)))),
+        (
+            "token for another audience",
+            Some(format!(
+                "Bearer {}",
+                forge(secret, Algorithm::HS256, {
+                    let mut claims = operator_claims(now() + 600);
+                    claims["aud"] = json!("someone-else");
+                    claims
+                })
+            )),
+        ),
+        (
+            "token from another issuer",
+            Some(format!(
+                "Bearer {}",
+                forge(secret, Algorithm::HS256, {
+                    let mut claims = operator_claims(now() + 600);
+                    claims["iss"] = json!("https://evil.example");
+                    claims
+                })
+            )),
+        ),
+        (
+            "token without an audience",
+            Some(format!(
+                "Bearer {}",
+                forge(secret, Algorithm::HS256, {
+                    json!({"sub": "mallory", "role": "admin", "exp": now() + 600, "iss": ISSUER})
+                })
+            )),
+        ),
     ]
 }
 

@@ -16,11 +16,7 @@ async fn burst(requests: Vec<reqwest::RequestBuilder>) -> Vec<reqwest::Response>
 async fn each_identity_device_and_address_gets_its_own_budget_then_429_with_retry_after() {
     // 2/s per identity (burst 8), 1/s per device (burst 4), 10/s per address (burst 40).
     let app = TestApp::spawn_with(TestOptions { rate_limits: Some((2, 1, 10)), ..TestOptions::default() }).await;
-    let token_for = |subject: &str| {
-        ota_api::auth::Auth::from_secret(Some(app.jwt_secret()))
-            .and_then(|a| a.issue(subject, Role::Viewer, std::time::Duration::from_secs(60)))
-            .expect("token")
-    };
+    let token_for = |subject: &str| app.token_for(subject, Role::Viewer);
     let alice = token_for("alice");
     let answers = burst((0..12).map(|_| app.http.get(app.url("/api/v1/stats")).bearer_auth(&alice)).collect()).await;
     let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
