@@ -42,6 +42,18 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
+/// The caller of a route about one action, and that action's number.
+async fn action_caller(
+    state: &AppState,
+    tenant: &str,
+    controller: &str,
+    action: &str,
+    headers: &HeaderMap,
+) -> Result<(Caller, u32), ApiError> {
+    let caller = authorize(state, tenant, controller, headers).await?;
+    Ok((caller, parse_action(action)?))
+}
+
 /// Action ids are numbers; anything else names no action.
 fn parse_action(raw: &str) -> Result<u32, ApiError> {
     raw.parse().map_err(|_| no_action(raw))
@@ -161,8 +173,7 @@ pub async fn deployment_base(
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
-    let action = parse_action(&action)?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
     // Served again and again until the device closes it: clients re-fetch after a reboot.
     let lane = caller
         .target
@@ -186,8 +197,7 @@ pub async fn deployment_feedback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
-    let action = parse_action(&action)?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
     let feedback: Feedback = parse_body(&body)?;
     let lane =
         caller.target.updates.current.as_ref().filter(|l| l.action == action).ok_or_else(|| no_action(action))?;
@@ -209,8 +219,7 @@ pub async fn cancel_action(
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
-    let action = parse_action(&action)?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
     let asked = caller.target.updates.current.as_ref().is_some_and(|lane| {
         lane.action == action
             && ((lane.cancel_requested && !lane.state.is_terminal())
@@ -228,8 +237,7 @@ pub async fn cancel_feedback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
-    let action = parse_action(&action)?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
     let feedback: Feedback = parse_body(&body)?;
     let accepted = match cancel_answer(&feedback) {
         CancelAnswer::Pending => return Ok(ok()),
@@ -284,8 +292,7 @@ pub async fn installed_base(
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
-    let action = parse_action(&action)?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
     let (_, installed) =
         caller.target.updates.last_installed.as_ref().filter(|(a, _)| *a == action).ok_or_else(|| no_action(action))?;
     let mode = ota_ddi::DeliveryMode { download: "forced", update: "forced", maintenance_window: None };
