@@ -2,7 +2,6 @@
 //! `If-Match` against the SHA-1 ETag (412), HEAD, streamed with bounded memory.
 //! The operator download and the DDI artifact route share it.
 
-use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -147,9 +146,4 @@ where
         }
         polled
     }
-}
-
-/// `bytes=` ranges for tests and clients that build them.
-pub fn range_header(range: Range<u64>) -> String {
-    format!("bytes={}-{}", range.start, range.end.saturating_sub(1))
 }

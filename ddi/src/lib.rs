@@ -9,6 +9,9 @@ pub mod links;
 pub mod signed_url;
 pub mod wire;
 
+/// The one tenant there is for now; DDI paths carry it and match it case-insensitively.
+pub const DEFAULT_TENANT: &str = "default";
+
 pub use feedback::{cancel_answer, deployment_effect, progress_percent, CancelAnswer, FeedbackEffect};
 pub use instruction::{change_token, download_and_update, polling_sleep, DeliveryMode};
 pub use links::Links;

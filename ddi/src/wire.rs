@@ -120,14 +120,6 @@ pub struct StopId {
     pub stop_id: String,
 }
 
-/// hawkBit's error body.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ErrorBody {
-    #[serde(rename = "errorCode")]
-    pub error_code: String,
-    pub message: String,
-}
-
 // ---------------------------------------------------------------- in
 
 /// A feedback body. Clients add `id` (number or string), `time`, `timestamp`;

@@ -27,6 +27,8 @@ pub enum AssignError {
     HardwareMismatch { device: Option<String>, supported: Vec<String> },
     #[error("device already runs version {0}")]
     AlreadyInstalled(String),
+    #[error("firmware {0} has no verified signature and this server requires one")]
+    UnverifiedFirmware(FirmwareId),
     #[error(transparent)]
     Update(StoreError<DeviceUpdateError>),
     #[error("{0}")]
@@ -42,6 +44,7 @@ impl AssignError {
             AssignError::ModelMismatch { .. } => (Refusal::Invalid, "update.model_mismatch"),
             AssignError::HardwareMismatch { .. } => (Refusal::Invalid, "update.hardware_mismatch"),
             AssignError::AlreadyInstalled(_) => (Refusal::Invalid, "update.already_installed"),
+            AssignError::UnverifiedFirmware(_) => (Refusal::Invalid, "update.unverified_firmware"),
             AssignError::Update(StoreError::Rejected(e)) => (e.refusal(), e.code()),
             AssignError::Update(_) | AssignError::Store(_) => (Refusal::Conflict, "unavailable"),
         }
@@ -95,17 +98,22 @@ pub fn check_fit(
     Ok(())
 }
 
-/// Checks that `firmware` fits the device and assigns it.
+/// Checks that `firmware` fits the device (and, with `require_signature`, that its
+/// signature verified at upload) and assigns it.
 pub async fn assign_update(
     store: &Store,
     device_id: &DeviceId,
     firmware_id: FirmwareId,
     origin: Origin,
+    require_signature: bool,
     meta: &CommandMeta,
     at: DateTime<Utc>,
 ) -> Result<Committed<DeviceUpdate>, AssignError> {
     let (device, _) = store.load::<Device>(device_id.as_str()).await.map_err(unavailable::<DeviceError>)?;
     let (firmware, _) = store.load::<Firmware>(&firmware_id.to_string()).await.map_err(unavailable::<FirmwareError>)?;
+    if require_signature && firmware.exists() && !firmware.signature.is_verified() {
+        return Err(AssignError::UnverifiedFirmware(firmware_id));
+    }
     check_fit(device_id, &device, firmware_id, &firmware)?;
     let spec = firmware.spec.as_ref().ok_or(AssignError::UnknownFirmware(firmware_id))?;
     let from = match &device.profile.firmware_version {

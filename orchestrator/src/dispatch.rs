@@ -20,9 +20,6 @@ use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-/// The tenant pushed links name (the only one for now).
-pub const DEFAULT_TENANT: &str = "default";
-
 /// Events taken per pull.
 const BATCH: usize = 500;
 
@@ -175,7 +172,7 @@ async fn command_for(
             let module = offer.id.to_string();
             let download_url = links.links.signed_artifact(
                 &links.signer,
-                DEFAULT_TENANT,
+                ota_ddi::DEFAULT_TENANT,
                 &record.aggregate_id,
                 &module,
                 &offer.filename,

@@ -21,8 +21,7 @@ pub use targets::{Target, Targets};
 
 use crate::state::AppState;
 
-/// Only one tenant exists for now; DDI paths still carry it, matched case-insensitively.
-pub const TENANT: &str = "default";
+pub use ota_ddi::DEFAULT_TENANT as TENANT;
 
 /// The DDI side of the server.
 pub struct Ddi {

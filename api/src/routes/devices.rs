@@ -220,20 +220,10 @@ pub async fn update(
     let device = parse_device_id(&id)?;
     let firmware: FirmwareId =
         body.firmware_id.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
-    if state.require_signed_firmware {
-        let (stored, _) = state
-            .store
-            .load::<ota_domain::firmware::Firmware>(&firmware.to_string())
-            .await
-            .map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
-        if stored.exists() && !stored.signature.is_verified() {
-            return Err(ApiError::invalid(
-                "update.unverified_firmware",
-                format!("firmware_id: firmware {firmware} has no verified signature and this server requires one"),
-            ));
-        }
-    }
-    let committed = assign_update(&state.store, &device, firmware, Origin::default(), &writer.meta, Utc::now()).await?;
+    let origin = Origin::default();
+    let committed =
+        assign_update(&state.store, &device, firmware, origin, state.require_signed_firmware, &writer.meta, Utc::now())
+            .await?;
     lane_response(device, committed.state, StatusCode::CREATED)
 }
 

@@ -244,7 +244,8 @@ async fn time_out_and_retry(
         }
         let Ok(device_id) = ota_domain::DeviceId::parse(&device) else { continue };
         let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: retry as u32 + 1 };
-        match assign_update(&pm.store, &device_id, firmware.id, origin, meta, now).await {
+        // The campaign's firmware was checked when the campaign was created.
+        match assign_update(&pm.store, &device_id, firmware.id, origin, false, meta, now).await {
             Ok(_) => {}
             Err(e) if e.is_unavailable() => return Err(StepError::Assign(e.to_string())),
             Err(e) => tracing::info!(campaign = %id, device, reason = %e, "retry not possible"),
