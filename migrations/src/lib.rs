@@ -1,10 +1,11 @@
 //! The database schema: numbered SQL migrations in `sql/`, and the code that
 //! creates the database when it is missing and applies them.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateDatabase, Migrator};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 /// Every migration, embedded at compile time.
@@ -29,10 +30,18 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SchemaEr
             }
         }
     }
+    // Our tables start empty and grow fast. A generic plan cached by a pooled
+    // connection while they were small (a sequential scan) would be kept long
+    // after the table had grown, until autovacuum analysed it; measured in the
+    // rollout benchmark, one projection lookup took 5 ms instead of 0.3 ms.
+    // Planning each statement for its parameters costs less than that risk.
+    let options = PgConnectOptions::from_str(url)
+        .map_err(SchemaError::Connect)?
+        .options([("plan_cache_mode", "force_custom_plan")]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(SchemaError::Connect)
 }

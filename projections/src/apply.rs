@@ -110,9 +110,13 @@ async fn load_offsets<P: Projection>(
     let types: Vec<&str> = records.iter().map(|r| r.aggregate_type.as_str()).collect();
     let ids: Vec<&str> = records.iter().map(|r| r.aggregate_id.as_str()).collect();
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT o.aggregate_type, o.aggregate_id, o.last_sequence FROM projection_offsets o
-         JOIN (SELECT DISTINCT * FROM UNNEST($2::text[], $3::text[])) k(t, i) ON o.aggregate_type = k.t AND o.aggregate_id = k.i
-         WHERE o.projection = $1",
+        // One index probe per key, whatever the statistics say: with a plain join,
+        // a table not yet analysed looked small and was hashed whole on every
+        // batch (17,508 rows read for 188 wanted, measured).
+        "SELECT k.t, k.i, o.last_sequence
+         FROM (SELECT DISTINCT * FROM UNNEST($2::text[], $3::text[])) k(t, i)
+         CROSS JOIN LATERAL (SELECT last_sequence FROM projection_offsets
+                             WHERE projection = $1 AND aggregate_type = k.t AND aggregate_id = k.i LIMIT 1) o",
     )
     .bind(P::NAME.as_str())
     .bind(types)

@@ -42,7 +42,9 @@ pub async fn page(conn: &mut PgConnection, after: Checkpoint, limit: i64) -> Res
          FROM events
          WHERE (tx_id, global_seq) > ($1::text::xid8, $2)
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY tx_id, global_seq
+         -- Qualified: a bare `tx_id` here would name the bigint output column,
+         -- and sorting by it cannot use the index, so every pending row was read.
+         ORDER BY events.tx_id, events.global_seq
          LIMIT $3",
     )
     .bind(after.tx_id.to_string())
