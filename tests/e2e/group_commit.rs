@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use ota_domain::device::{AttributeMode, Device, DeviceCommand, DeviceProfile};
 use ota_domain::{Actor, CommandMeta, DeviceId};
+use ota_orchestrator::store::Batcher;
 use ota_testkit::TestApp;
 
 fn set(key: &str, value: String) -> DeviceCommand {
@@ -88,4 +89,45 @@ async fn concurrent_group_commits_and_single_commands_lose_and_double_nothing() 
     .await
     .expect("gaps");
     assert_eq!(gaps, 0, "sequences are contiguous per device");
+}
+
+/// The group committer decides on the states it stored last. Another writer
+/// makes such a state stale; neither a change nor a no-op may then be decided
+/// wrongly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_remembered_by_the_group_committer_that_went_stale_decides_nothing_wrongly() {
+    let app = TestApp::spawn().await;
+    let store = app.server.state.store.clone();
+    let meta = CommandMeta::new(Actor::system("test"));
+    let batcher = Batcher::<Device>::spawn(store.clone());
+    let id = DeviceId::parse("stale-1").expect("id");
+    let profile = DeviceProfile { device_model: "gw".into(), ..Default::default() };
+    batcher
+        .execute(id.as_str(), DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
+        .await
+        .expect("register");
+    let first = batcher.execute(id.as_str(), set("k", "1".into()), &meta).await.expect("k=1");
+    assert_eq!(first.version, 2);
+
+    // Another writer moves the device on: the committer's remembered k=1 is stale.
+    store.execute::<Device>(id.as_str(), set("k", "2".into()), &meta).await.expect("k=2 elsewhere");
+    // On the stale state, k=1 would be a no-op and nothing would be stored.
+    let again = batcher.execute(id.as_str(), set("k", "1".into()), &meta).await.expect("k=1 again");
+    assert!(!again.unchanged(), "decided on the fresh state, where k is 2");
+    assert_eq!(again.version, 4);
+
+    // Stale again; this time the stale state would accept the change at a taken sequence.
+    store.execute::<Device>(id.as_str(), set("k", "3".into()), &meta).await.expect("k=3 elsewhere");
+    let last = batcher.execute(id.as_str(), set("k", "4".into()), &meta).await.expect("k=4");
+    assert_eq!(last.version, 6, "redone after the other writer's event");
+
+    let (device, version) = store.load::<Device>(id.as_str()).await.expect("load");
+    assert_eq!(version, 6);
+    assert_eq!(device.profile.attributes.get("k").map(String::as_str), Some("4"));
+    let sequences: Vec<i64> =
+        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = 'stale-1' ORDER BY sequence")
+            .fetch_all(&app.db)
+            .await
+            .expect("events");
+    assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6]);
 }

@@ -13,6 +13,7 @@ use cqrs_es::{Aggregate, EventEnvelope};
 use ota_domain::CommandMeta;
 use sqlx::Row;
 
+use super::cache::StateCache;
 use super::{Committed, Store, StoreError, Stored};
 
 /// One command of a batch: aggregate id, command, and who ordered it.
@@ -67,7 +68,20 @@ impl Store {
     where
         A::Command: Clone + Send,
     {
-        if A::SNAPSHOT_EVERY.is_some() || items.len() < 2 {
+        self.execute_batch(items, None).await
+    }
+
+    /// As `execute_many`, deciding on the states `cache` holds where it can and
+    /// leaving there the states this batch stored.
+    pub(super) async fn execute_batch<A: Stored>(
+        &self,
+        items: Vec<BatchItem<A>>,
+        mut cache: Option<&mut StateCache<A>>,
+    ) -> Vec<Outcome<A>>
+    where
+        A::Command: Clone + Send,
+    {
+        if A::SNAPSHOT_EVERY.is_some() || (items.len() < 2 && cache.is_none()) {
             let mut out = Vec::with_capacity(items.len());
             for (id, command, meta) in items {
                 out.push(self.execute::<A>(&id, command, &meta).await);
@@ -75,13 +89,19 @@ impl Store {
             return out;
         }
         let ids: Vec<String> = items.iter().map(|(id, ..)| id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let mut states = match self.load_many::<A>(&ids).await {
-            Ok(states) => states,
-            Err(e) => {
-                let reason = e.to_string();
-                return items.iter().map(|_| Err(StoreError::Unavailable(reason.clone()))).collect();
-            }
+        let (mut states, to_read) = match cache.as_deref_mut() {
+            Some(cache) => cache.lookup(&ids, &items),
+            None => (HashMap::new(), ids.clone()),
         };
+        if !to_read.is_empty() {
+            match self.load_many::<A>(&to_read).await {
+                Ok(read) => states.extend(read),
+                Err(e) => {
+                    let reason = e.to_string();
+                    return items.iter().map(|_| Err(StoreError::Unavailable(reason.clone()))).collect();
+                }
+            }
+        }
         let mut outcomes: Vec<Option<Outcome<A>>> = Vec::with_capacity(items.len());
         let mut rows: Vec<SerializedEvent> = Vec::new();
         for (id, command, meta) in &items {
@@ -129,10 +149,24 @@ impl Store {
         if !rows.is_empty() {
             self.committed.notify_one();
         }
+        if let Some(cache) = cache.as_deref_mut() {
+            for (id, (state, version)) in states {
+                if !conflicted.contains(&id) {
+                    cache.remember(id, state, version);
+                }
+            }
+        }
         let mut results = Vec::with_capacity(items.len());
         for ((id, command, meta), outcome) in items.into_iter().zip(outcomes) {
             if conflicted.contains(&id) {
-                results.push(self.execute::<A>(&id, command, &meta).await);
+                let redone = self.execute::<A>(&id, command, &meta).await;
+                if let Some(cache) = cache.as_deref_mut() {
+                    match &redone {
+                        Ok(committed) => cache.remember(id, committed.state.clone(), committed.version),
+                        Err(_) => cache.forget(&id),
+                    }
+                }
+                results.push(redone);
             } else {
                 results.push(outcome.unwrap_or_else(|| Err(StoreError::Unavailable("no outcome".into()))));
             }

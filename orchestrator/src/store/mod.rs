@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 mod batch;
 mod batcher;
+mod cache;
 
 pub use batch::BatchItem;
 pub use batcher::Batcher;
