@@ -271,19 +271,24 @@ impl TestApp {
     pub async fn caught_up_within(&self, projection: ProjectionName, timeout: Duration, poll: Duration) {
         let types = projection.aggregate_types();
         let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
+        let event_types: Option<Vec<String>> =
+            projection.event_types().map(|t| t.iter().map(|s| s.to_string()).collect());
         let db = self.db.clone();
         eventually_every(&format!("projection {projection} to catch up"), timeout, poll, || {
             let db = db.clone();
             let types = types.clone();
+            let event_types = event_types.clone();
             async move {
                 let behind: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM events e WHERE ($2::text[] IS NULL OR e.aggregate_type = ANY($2))
+                     AND ($3::text[] IS NULL OR e.event_type = ANY($3))
                      AND e.sequence > COALESCE((SELECT o.last_sequence FROM projection_offsets o
                         WHERE o.projection = $1 AND o.aggregate_type = e.aggregate_type
                         AND o.aggregate_id = e.aggregate_id), 0)",
                 )
                 .bind(projection.as_str())
                 .bind(types)
+                .bind(event_types)
                 .fetch_one(&db)
                 .await
                 .ok()?;

@@ -13,22 +13,12 @@ use crate::projection::{apply_as_batch, Projection, ProjectionName};
 
 pub struct DownloadsProjection;
 
-const DOWNLOAD_SERVED: &str = "DownloadServed";
-
 impl Projection for DownloadsProjection {
     const NAME: ProjectionName = ProjectionName::Downloads;
     const TABLES: &'static [&'static str] = &["firmware_downloads"];
 
     async fn apply(conn: &mut PgConnection, record: &EventRecord) -> Result<(), ProjectionError> {
         apply_as_batch::<Self>(conn, record).await
-    }
-
-    /// Only downloads: the reports that make up most of a device's events then
-    /// cost this projection no offset reads or writes. Its offset jumps from one
-    /// download to the next, and the events in between are read back and passed
-    /// over, which keeps the check that none went missing.
-    fn wants(record: &EventRecord) -> bool {
-        record.aggregate_type == "DeviceUpdate" && record.event_type == DOWNLOAD_SERVED
     }
 
     async fn apply_many(
@@ -153,6 +143,6 @@ mod tests {
             via: "target_token".into(),
         };
         let event = DeviceUpdateEvent::DownloadServed { action: 1, download, at: Utc::now() };
-        assert_eq!(event.event_type(), DOWNLOAD_SERVED);
+        assert_eq!(Some([event.event_type().as_str()].as_slice()), ProjectionName::Downloads.event_types());
     }
 }
