@@ -2,6 +2,8 @@
 //! manager): assigning an update with its compatibility checks, rolling back,
 //! and recording a device's status report.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use ota_domain::device::{Device, DeviceCommand, DeviceError};
 use ota_domain::device_update::{
@@ -11,7 +13,7 @@ use ota_domain::firmware::{Firmware, FirmwareError, FirmwareStatus};
 use ota_domain::{CommandMeta, DeviceId, FirmwareId, Refusal};
 use serde::Deserialize;
 
-use crate::store::{Batcher, Committed, Store, StoreError};
+use crate::store::{ChainedBatcher, Committed, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
@@ -159,15 +161,16 @@ pub struct StatusReport {
 
 /// Records device reports through group commits: many devices' reports share
 /// one transaction, each caller still gets its own answer once it is durable.
+/// A report that installs firmware changes the device's inventory version in
+/// the same transaction.
 #[derive(Clone)]
 pub struct Reports {
-    updates: Batcher<DeviceUpdate>,
-    inventory: Batcher<Device>,
+    updates: ChainedBatcher<DeviceUpdate, Device>,
 }
 
 impl Reports {
     pub fn spawn(store: &Store) -> Self {
-        Self { updates: Batcher::spawn(store.clone()), inventory: Batcher::spawn(store.clone()) }
+        Self { updates: ChainedBatcher::spawn(store.clone()) }
     }
 
     /// Any other command on a device's updates, through the same group commits.
@@ -177,7 +180,9 @@ impl Reports {
         command: DeviceUpdateCommand,
         meta: &CommandMeta,
     ) -> Result<Committed<DeviceUpdate>, StoreError<DeviceUpdateError>> {
-        self.updates.execute(device_id, command, meta).await
+        let (update, _) =
+            self.updates.execute(device_id, command, meta, Arc::new(|_: &Committed<DeviceUpdate>| None)).await?;
+        update
     }
 
     /// Records a report; a success also updates the device's inventory version.
@@ -196,18 +201,20 @@ impl Reports {
             message,
             at,
         };
-        let committed = self.updates.execute(device_id.as_str(), command, meta).await?;
-        let installed = committed.state.current.as_ref().filter(|lane| {
-            matches!(lane.state, UpdateState::Succeeded | UpdateState::RolledBack) && !committed.unchanged()
-        });
-        let version = installed.map(|lane| lane.firmware.version.clone()).or(report.firmware_version);
-        if let Some(version) = version {
-            let command = DeviceCommand::ReportFirmware { version, at };
-            if let Err(e) = self.inventory.execute(device_id.as_str(), command, meta).await {
-                // The update's outcome is stored; the inventory catches up with the next report.
-                tracing::warn!(device = %device_id, error = %e, "could not record the device's firmware version");
-            }
+        let device = device_id.to_string();
+        let reported = report.firmware_version;
+        let inventory = move |committed: &Committed<DeviceUpdate>| {
+            let installed = committed.state.current.as_ref().filter(|lane| {
+                matches!(lane.state, UpdateState::Succeeded | UpdateState::RolledBack) && !committed.unchanged()
+            });
+            let version = installed.map(|lane| lane.firmware.version.clone()).or_else(|| reported.clone())?;
+            Some((device.clone(), DeviceCommand::ReportFirmware { version, at }))
+        };
+        let (update, inventory) = self.updates.execute(device_id.as_str(), command, meta, Arc::new(inventory)).await?;
+        if let Some(Err(e)) = inventory {
+            // The update's outcome is stored; the inventory catches up with the next report.
+            tracing::warn!(device = %device_id, error = %e, "could not record the device's firmware version");
         }
-        Ok(committed)
+        update
     }
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use ota_domain::device::{AttributeMode, Device, DeviceCommand, DeviceProfile};
-use ota_domain::{Actor, CommandMeta, DeviceId};
+use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, Origin, UpdateFirmware, UpdateState};
+use ota_domain::{Actor, CommandMeta, DeviceId, FirmwareId};
+use ota_orchestrator::devices::StatusReport;
 use ota_orchestrator::store::Batcher;
 use ota_testkit::TestApp;
 
@@ -130,4 +132,107 @@ async fn a_state_remembered_by_the_group_committer_that_went_stale_decides_nothi
             .await
             .expect("events");
     assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6]);
+}
+
+/// A success and the inventory version it installs are one transaction: the
+/// device is never seen to have succeeded on firmware its inventory lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_report_and_its_inventory_change_commit_together() {
+    let app = TestApp::spawn().await;
+    let store = app.server.state.store.clone();
+    let meta = CommandMeta::new(Actor::system("test"));
+    let id = DeviceId::parse("chained-1").expect("id");
+    let profile =
+        DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
+    store
+        .execute::<Device>(id.as_str(), DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
+        .await
+        .expect("register");
+    let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
+    let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
+    store.execute::<DeviceUpdate>(id.as_str(), assign, &meta).await.expect("assign");
+
+    let reports = app.server.state.reports.clone();
+    let report = |state| StatusReport { state, progress: None, message: None, firmware_version: None, action: None };
+    reports.report(&id, report(UpdateState::Installing), &meta, Utc::now()).await.expect("installing");
+    let done = reports.report(&id, report(UpdateState::Succeeded), &meta, Utc::now()).await.expect("succeeded");
+    assert_eq!(done.state.current.as_ref().map(|lane| lane.state), Some(UpdateState::Succeeded));
+
+    let (device, _) = store.load::<Device>(id.as_str()).await.expect("device");
+    assert_eq!(device.profile.firmware_version.as_deref(), Some("2.0"));
+    let transactions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_type, tx_id::text FROM events WHERE aggregate_id = 'chained-1'
+         ORDER BY global_seq DESC LIMIT 2",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("events");
+    let types: Vec<&str> = transactions.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["Device", "DeviceUpdate"], "the success, then its inventory change");
+    assert_eq!(transactions[0].1, transactions[1].1, "one transaction: {transactions:?}");
+}
+
+/// Reports and their inventory changes, while other writers append to the same
+/// devices' updates and inventories: conflicts on either side are redone, and
+/// nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_reports_racing_other_writers_lose_nothing() {
+    let app = TestApp::spawn().await;
+    let store = app.server.state.store.clone();
+    let meta = CommandMeta::new(Actor::system("test"));
+    let devices: Vec<DeviceId> = (0..24).map(|i| DeviceId::parse(&format!("race-{i}")).expect("id")).collect();
+    for id in &devices {
+        let profile =
+            DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
+        let register = DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() };
+        store.execute::<Device>(id.as_str(), register, &meta).await.expect("register");
+        let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
+        let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
+        store.execute::<DeviceUpdate>(id.as_str(), assign, &meta).await.expect("assign");
+    }
+    let reports = app.server.state.reports.clone();
+    let mut tasks = Vec::new();
+    for id in devices.clone() {
+        let (reports, meta) = (reports.clone(), meta.clone());
+        tasks.push(tokio::spawn(async move {
+            for state in [UpdateState::Downloading, UpdateState::Installing, UpdateState::Succeeded] {
+                let report =
+                    StatusReport { state, progress: None, message: None, firmware_version: None, action: None };
+                reports.report(&id, report, &meta, Utc::now()).await.expect("report");
+            }
+        }));
+    }
+    for round in 0..6 {
+        let (store, meta, devices) = (store.clone(), meta.clone(), devices.clone());
+        tasks.push(tokio::spawn(async move {
+            for id in &devices {
+                store.execute::<Device>(id.as_str(), set("round", round.to_string()), &meta).await.expect("attribute");
+                let stale = DeviceUpdateCommand::Report {
+                    action: Some(999),
+                    state: UpdateState::Downloading,
+                    progress: None,
+                    message: None,
+                    at: Utc::now(),
+                };
+                store.execute::<DeviceUpdate>(id.as_str(), stale, &meta).await.expect("stale report");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    for id in &devices {
+        let (update, _) = store.load::<DeviceUpdate>(id.as_str()).await.expect("update");
+        assert_eq!(update.current.as_ref().map(|lane| lane.state), Some(UpdateState::Succeeded), "{id}");
+        let (device, _) = store.load::<Device>(id.as_str()).await.expect("device");
+        assert_eq!(device.profile.firmware_version.as_deref(), Some("2.0"), "{id}");
+    }
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM events WHERE aggregate_id LIKE 'race-%'
+         AND event_type IN ('ProgressReported', 'ReportIgnored') GROUP BY event_type ORDER BY event_type",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("counts");
+    assert_eq!(counts, vec![("ProgressReported".to_owned(), 24 * 3), ("ReportIgnored".to_owned(), 24 * 6)]);
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
 use ota_domain::CommandMeta;
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 
 use super::cache::StateCache;
 use super::{Committed, Store, StoreError, Stored};
@@ -88,19 +88,48 @@ impl Store {
             }
             return out;
         }
+        let n = items.len();
+        let (items, decided) = match self.decide_batch(items, cache.as_deref_mut()).await {
+            Ok(decided) => decided,
+            Err(reason) => return unavailable(n, &reason),
+        };
+        let stored = async {
+            let mut tx = self.pool().begin().await?;
+            let conflicted = insert_rows::<A>(&mut tx, &decided.rows).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(conflicted)
+        };
+        let conflicted = match stored.await {
+            Ok(conflicted) => conflicted,
+            Err(e) if is_transient(&e) => {
+                // Nothing was stored; every command is decided again on its own.
+                tracing::debug!(error = %e, "group commit aborted by the database; redone singly");
+                decided.ids.iter().cloned().collect()
+            }
+            Err(e) => return unavailable(items.len(), &e.to_string()),
+        };
+        if !decided.rows.is_empty() {
+            self.committed.notify_one();
+        }
+        self.settle(items, decided, &conflicted, cache).await
+    }
+
+    /// Decides a batch on remembered or freshly read states, without storing it.
+    pub(super) async fn decide_batch<A: Stored>(
+        &self,
+        items: Vec<BatchItem<A>>,
+        cache: Option<&mut StateCache<A>>,
+    ) -> Result<(Vec<BatchItem<A>>, Decided<A>), String>
+    where
+        A::Command: Clone + Send,
+    {
         let ids: Vec<String> = items.iter().map(|(id, ..)| id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let (mut states, to_read) = match cache.as_deref_mut() {
+        let (mut states, to_read) = match cache {
             Some(cache) => cache.lookup(&ids, &items),
             None => (HashMap::new(), ids.clone()),
         };
         if !to_read.is_empty() {
-            match self.load_many::<A>(&to_read).await {
-                Ok(read) => states.extend(read),
-                Err(e) => {
-                    let reason = e.to_string();
-                    return items.iter().map(|_| Err(StoreError::Unavailable(reason.clone()))).collect();
-                }
-            }
+            states.extend(self.load_many::<A>(&to_read).await.map_err(|e| e.to_string())?);
         }
         let mut outcomes: Vec<Option<Outcome<A>>> = Vec::with_capacity(items.len());
         let mut rows: Vec<SerializedEvent> = Vec::new();
@@ -120,12 +149,7 @@ impl Store {
                             payload: event,
                             metadata: metadata.clone(),
                         };
-                        match SerializedEvent::try_from(&envelope) {
-                            Ok(row) => rows.push(row),
-                            Err(e) => {
-                                return items.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect();
-                            }
-                        }
+                        rows.push(SerializedEvent::try_from(&envelope).map_err(|e| e.to_string())?);
                         envelopes.push(envelope);
                     }
                     outcomes.push(Some(Ok(Committed { state: state.clone(), version: *version, events: envelopes })));
@@ -134,30 +158,30 @@ impl Store {
         }
         // One global order of index locks: two batches never wait on each other in a cycle.
         rows.sort_by(|a, b| (&a.aggregate_id, a.sequence).cmp(&(&b.aggregate_id, b.sequence)));
-        let conflicted = match self.insert_rows::<A>(&rows).await {
-            Ok(conflicted) => conflicted,
-            Err(e) if is_transient(&e) => {
-                // Nothing was stored; every command is decided again on its own.
-                tracing::debug!(error = %e, "group commit aborted by the database; redone singly");
-                ids.iter().cloned().collect()
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                return items.iter().map(|_| Err(StoreError::Unavailable(reason.clone()))).collect();
-            }
-        };
-        if !rows.is_empty() {
-            self.committed.notify_one();
-        }
+        Ok((items, Decided { ids, states, outcomes, rows }))
+    }
+
+    /// After the commit: remembers the stored states and redoes, one by one, the
+    /// commands of aggregates another writer got to first.
+    pub(super) async fn settle<A: Stored>(
+        &self,
+        items: Vec<BatchItem<A>>,
+        decided: Decided<A>,
+        conflicted: &BTreeSet<String>,
+        mut cache: Option<&mut StateCache<A>>,
+    ) -> Vec<Outcome<A>>
+    where
+        A::Command: Clone + Send,
+    {
         if let Some(cache) = cache.as_deref_mut() {
-            for (id, (state, version)) in states {
+            for (id, (state, version)) in decided.states {
                 if !conflicted.contains(&id) {
                     cache.remember(id, state, version);
                 }
             }
         }
         let mut results = Vec::with_capacity(items.len());
-        for ((id, command, meta), outcome) in items.into_iter().zip(outcomes) {
+        for ((id, command, meta), outcome) in items.into_iter().zip(decided.outcomes) {
             if conflicted.contains(&id) {
                 let redone = self.execute::<A>(&id, command, &meta).await;
                 if let Some(cache) = cache.as_deref_mut() {
@@ -173,72 +197,91 @@ impl Store {
         }
         results
     }
+}
 
-    /// Inserts rows in one statement; returns the aggregates another writer got
-    /// to first, whose rows of this batch are taken out again before commit.
-    async fn insert_rows<A: Stored>(&self, rows: &[SerializedEvent]) -> Result<BTreeSet<String>, sqlx::Error>
-    where
-        A::Command: Clone + Send,
-    {
-        if rows.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        let mut tx = self.pool().begin().await?;
-        let inserted: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+/// A batch decided but not yet stored.
+pub(super) struct Decided<A: Stored>
+where
+    A::Command: Clone + Send,
+{
+    /// Every aggregate of the batch, once.
+    pub ids: Vec<String>,
+    states: HashMap<String, (A, usize)>,
+    /// Per command, in the batch's order.
+    pub outcomes: Vec<Option<Outcome<A>>>,
+    pub rows: Vec<SerializedEvent>,
+}
+
+pub(super) fn unavailable<T, E: std::error::Error + 'static>(n: usize, reason: &str) -> Vec<Result<T, StoreError<E>>> {
+    (0..n).map(|_| Err(StoreError::Unavailable(reason.to_owned()))).collect()
+}
+
+/// Inserts rows in one statement inside the caller's transaction; returns the
+/// aggregates another writer got to first, whose rows of this batch are taken
+/// out again before the caller commits.
+pub(super) async fn insert_rows<A: Stored>(
+    tx: &mut PgConnection,
+    rows: &[SerializedEvent],
+) -> Result<BTreeSet<String>, sqlx::Error>
+where
+    A::Command: Clone + Send,
+{
+    if rows.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let inserted: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
              ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence",
-        )
-        .bind(A::TYPE)
-        .bind(rows.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_version.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        let done: BTreeSet<(String, i64)> = inserted.into_iter().collect();
-        let conflicted: BTreeSet<String> = rows
+    )
+    .bind(A::TYPE)
+    .bind(rows.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_version.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let done: BTreeSet<(String, i64)> = inserted.into_iter().collect();
+    let conflicted: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| !done.contains(&(r.aggregate_id.clone(), r.sequence as i64)))
+        .map(|r| r.aggregate_id.clone())
+        .collect();
+    if !conflicted.is_empty() {
+        let ids: Vec<String> = conflicted.iter().cloned().collect();
+        let taken: Vec<i64> = rows
             .iter()
-            .filter(|r| !done.contains(&(r.aggregate_id.clone(), r.sequence as i64)))
+            .filter(|r| {
+                conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
+            })
+            .map(|r| r.sequence as i64)
+            .collect();
+        let taken_ids: Vec<String> = rows
+            .iter()
+            .filter(|r| {
+                conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
+            })
             .map(|r| r.aggregate_id.clone())
             .collect();
-        if !conflicted.is_empty() {
-            let ids: Vec<String> = conflicted.iter().cloned().collect();
-            let taken: Vec<i64> = rows
-                .iter()
-                .filter(|r| {
-                    conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
-                })
-                .map(|r| r.sequence as i64)
-                .collect();
-            let taken_ids: Vec<String> = rows
-                .iter()
-                .filter(|r| {
-                    conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
-                })
-                .map(|r| r.aggregate_id.clone())
-                .collect();
-            if !taken.is_empty() {
-                sqlx::query(
-                    "DELETE FROM events WHERE aggregate_type = $1
+        if !taken.is_empty() {
+            sqlx::query(
+                "DELETE FROM events WHERE aggregate_type = $1
                      AND (aggregate_id, sequence) IN (SELECT * FROM UNNEST($2::text[], $3::bigint[]))",
-                )
-                .bind(A::TYPE)
-                .bind(taken_ids)
-                .bind(taken)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tracing::debug!(aggregate = A::TYPE, conflicted = ids.len(), "group commit conflicts, redone singly");
+            )
+            .bind(A::TYPE)
+            .bind(taken_ids)
+            .bind(taken)
+            .execute(&mut *tx)
+            .await?;
         }
-        tx.commit().await?;
-        Ok(conflicted)
+        tracing::debug!(aggregate = A::TYPE, conflicted = ids.len(), "group commit conflicts, redone singly");
     }
+    Ok(conflicted)
 }
 
 /// Deadlock or serialization failure: the transaction did nothing and can be redone.
-fn is_transient(error: &sqlx::Error) -> bool {
+pub(super) fn is_transient(error: &sqlx::Error) -> bool {
     error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40P01" || code == "40001")
 }

@@ -22,9 +22,11 @@ use tokio::sync::Notify;
 mod batch;
 mod batcher;
 mod cache;
+mod chained;
 
 pub use batch::BatchItem;
 pub use batcher::Batcher;
+pub use chained::{Chained, ChainedBatcher, FollowUp};
 
 /// How many times a command is decided again after losing a race.
 const MAX_ATTEMPTS: u32 = 12;
