@@ -8,7 +8,6 @@ use ota_domain::device::{AttributeMode, Device, DeviceCommand, DeviceProfile};
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, Origin, UpdateFirmware, UpdateState};
 use ota_domain::{Actor, CommandMeta, DeviceId, FirmwareId};
 use ota_orchestrator::devices::StatusReport;
-use ota_orchestrator::store::Batcher;
 use ota_testkit::TestApp;
 
 fn set(key: &str, value: String) -> DeviceCommand {
@@ -101,37 +100,47 @@ async fn a_state_remembered_by_the_group_committer_that_went_stale_decides_nothi
     let app = TestApp::spawn().await;
     let store = app.server.state.store.clone();
     let meta = CommandMeta::new(Actor::system("test"));
-    let batcher = Batcher::<Device>::spawn(store.clone());
     let id = DeviceId::parse("stale-1").expect("id");
-    let profile = DeviceProfile { device_model: "gw".into(), ..Default::default() };
-    batcher
-        .execute(id.as_str(), DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
-        .await
-        .expect("register");
-    let first = batcher.execute(id.as_str(), set("k", "1".into()), &meta).await.expect("k=1");
-    assert_eq!(first.version, 2);
+    let assign = |version: &str| DeviceUpdateCommand::Assign {
+        origin: Origin::default(),
+        firmware: UpdateFirmware { id: FirmwareId::derive("fw", version, "gw"), version: version.into() },
+        from: None,
+        at: Utc::now(),
+    };
+    let report = |state| StatusReport { state, progress: None, message: None, firmware_version: None, action: None };
+    store.execute::<DeviceUpdate>(id.as_str(), assign("2.0"), &meta).await.expect("assign");
+    let reports = app.server.state.reports.clone();
+    reports.report(&id, report(UpdateState::Installing), &meta, Utc::now()).await.expect("installing");
 
-    // Another writer moves the device on: the committer's remembered k=1 is stale.
-    store.execute::<Device>(id.as_str(), set("k", "2".into()), &meta).await.expect("k=2 elsewhere");
-    // On the stale state, k=1 would be a no-op and nothing would be stored.
-    let again = batcher.execute(id.as_str(), set("k", "1".into()), &meta).await.expect("k=1 again");
-    assert!(!again.unchanged(), "decided on the fresh state, where k is 2");
-    assert_eq!(again.version, 4);
+    // Another writer closes the update: the committer's remembered `installing` is stale.
+    let succeeded = DeviceUpdateCommand::Report {
+        action: None,
+        state: UpdateState::Succeeded,
+        progress: None,
+        message: None,
+        at: Utc::now(),
+    };
+    store.execute::<DeviceUpdate>(id.as_str(), succeeded, &meta).await.expect("succeeded elsewhere");
+    // On the stale state a second `installing` is a duplicate and nothing would be stored.
+    let late = reports.report(&id, report(UpdateState::Installing), &meta, Utc::now()).await.expect("late");
+    assert!(!late.unchanged(), "decided on the fresh state, where the update is closed");
+    assert_eq!(late.state.current.as_ref().map(|lane| lane.state), Some(UpdateState::Succeeded));
 
-    // Stale again; this time the stale state would accept the change at a taken sequence.
-    store.execute::<Device>(id.as_str(), set("k", "3".into()), &meta).await.expect("k=3 elsewhere");
-    let last = batcher.execute(id.as_str(), set("k", "4".into()), &meta).await.expect("k=4");
-    assert_eq!(last.version, 6, "redone after the other writer's event");
+    // Stale again, and this time the stale state would append at a taken sequence.
+    store.execute::<DeviceUpdate>(id.as_str(), assign("3.0"), &meta).await.expect("next update elsewhere");
+    let next = reports.report(&id, report(UpdateState::Downloading), &meta, Utc::now()).await.expect("downloading");
+    let lane = next.state.current.as_ref().expect("lane");
+    assert_eq!((lane.action, lane.state), (2, UpdateState::Downloading), "redone after the other writer's event");
 
-    let (device, version) = store.load::<Device>(id.as_str()).await.expect("load");
-    assert_eq!(version, 6);
-    assert_eq!(device.profile.attributes.get("k").map(String::as_str), Some("4"));
+    let (stored, version) = store.load::<DeviceUpdate>(id.as_str()).await.expect("load");
+    assert_eq!(stored, next.state);
+    assert_eq!(version, next.version);
     let sequences: Vec<i64> =
         sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = 'stale-1' ORDER BY sequence")
             .fetch_all(&app.db)
             .await
             .expect("events");
-    assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(sequences, (1..=version as i64).collect::<Vec<_>>());
 }
 
 /// A success and the inventory version it installs are one transaction: the

@@ -20,12 +20,10 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 mod batch;
-mod batcher;
 mod cache;
 mod chained;
 
 pub use batch::BatchItem;
-pub use batcher::Batcher;
 pub use chained::{Chained, ChainedBatcher, FollowUp};
 
 /// How many times a command is decided again after losing a race.
