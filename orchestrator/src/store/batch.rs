@@ -68,20 +68,7 @@ impl Store {
     where
         A::Command: Clone + Send,
     {
-        self.execute_batch(items, None).await
-    }
-
-    /// As `execute_many`, deciding on the states `cache` holds where it can and
-    /// leaving there the states this batch stored.
-    pub(super) async fn execute_batch<A: Stored>(
-        &self,
-        items: Vec<BatchItem<A>>,
-        mut cache: Option<&mut StateCache<A>>,
-    ) -> Vec<Outcome<A>>
-    where
-        A::Command: Clone + Send,
-    {
-        if A::SNAPSHOT_EVERY.is_some() || (items.len() < 2 && cache.is_none()) {
+        if A::SNAPSHOT_EVERY.is_some() || items.len() < 2 {
             let mut out = Vec::with_capacity(items.len());
             for (id, command, meta) in items {
                 out.push(self.execute::<A>(&id, command, &meta).await);
@@ -89,7 +76,7 @@ impl Store {
             return out;
         }
         let n = items.len();
-        let (items, decided) = match self.decide_batch(items, cache.as_deref_mut()).await {
+        let (items, decided) = match self.decide_batch(items, None).await {
             Ok(decided) => decided,
             Err(reason) => return unavailable(n, &reason),
         };
@@ -111,7 +98,7 @@ impl Store {
         if !decided.rows.is_empty() {
             self.committed.notify_one();
         }
-        self.settle(items, decided, &conflicted, cache).await
+        self.settle(items, decided, &conflicted, None).await
     }
 
     /// Decides a batch on remembered or freshly read states, without storing it.
