@@ -52,9 +52,7 @@ impl ProjectionName {
             ProjectionName::Downloads => Some(&["DeviceUpdate"]),
         }
     }
-}
 
-impl ProjectionName {
     /// Of those aggregates, the event types it reads; `None` means all.
     ///
     /// Downloads reads only downloads, so the reports that make up most of a
