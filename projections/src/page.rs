@@ -27,3 +27,10 @@ pub struct Page<T> {
     pub page: u32,
     pub page_size: u32,
 }
+
+/// A read-only transaction over one snapshot. A page's items and its total, or a page and the statistics
+/// beside it, are read in one so that they describe the same rows while projection workers write: read
+/// apart, a row committed between the two reads shows in one and not in the other.
+pub async fn snapshot(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
+}

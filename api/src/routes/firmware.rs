@@ -370,7 +370,6 @@ pub async fn downloads(
 ) -> Result<Json<DownloadsBody>, ApiError> {
     let firmware = find(&state, &id).await?;
     let page = paging.request()?;
-    let stats = ota_projections::downloads::stats(&state.pool, firmware.id).await?;
-    let recent = ota_projections::downloads::list(&state.pool, firmware.id, page).await?;
+    let (stats, recent) = ota_projections::downloads::log(&state.pool, firmware.id, page).await?;
     Ok(Json(DownloadsBody { firmware_id: firmware.id, stats, recent }))
 }

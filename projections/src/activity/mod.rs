@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
 use crate::error::ProjectionError;
-use crate::page::{Page, PageRequest};
+use crate::page::{snapshot, Page, PageRequest};
 use crate::projection::{apply_as_batch, Projection, ProjectionName};
 
 pub struct ActivityProjection;
@@ -68,6 +68,7 @@ pub async fn history(
     aggregate_id: &str,
     page: PageRequest,
 ) -> Result<Page<ActivityEntry>, sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(
         "SELECT sequence, global_seq, event_type, actor, request_id, causation_id, recorded_at FROM activity
          WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence LIMIT $3 OFFSET $4",
@@ -76,12 +77,13 @@ pub async fn history(
     .bind(aggregate_id)
     .bind(page.limit())
     .bind(page.offset())
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
     let total = sqlx::query_scalar("SELECT count(*) FROM activity WHERE aggregate_type = $1 AND aggregate_id = $2")
         .bind(aggregate_type)
         .bind(aggregate_id)
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
+    snapshot.commit().await?;
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::page::{Page, PageRequest};
+use crate::page::{snapshot, Page, PageRequest};
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct CampaignView {
@@ -50,6 +50,7 @@ pub async fn list(
     filter: &CampaignFilter,
     page: PageRequest,
 ) -> Result<Page<CampaignView>, sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM campaigns WHERE ($1::text IS NULL OR status = $1)
          ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
@@ -57,12 +58,13 @@ pub async fn list(
     .bind(&filter.status)
     .bind(page.limit())
     .bind(page.offset())
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
     let total = sqlx::query_scalar("SELECT count(*) FROM campaigns WHERE ($1::text IS NULL OR status = $1)")
         .bind(&filter.status)
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
+    snapshot.commit().await?;
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 

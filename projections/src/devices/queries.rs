@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::page::{Page, PageRequest};
+use crate::page::{snapshot, Page, PageRequest};
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct DeviceView {
@@ -36,6 +36,7 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<DeviceView>, sqlx::Er
 }
 
 pub async fn list(pool: &PgPool, f: &DeviceFilter, page: PageRequest) -> Result<Page<DeviceView>, sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(&format!("SELECT {COLUMNS} FROM devices WHERE {WHERE} ORDER BY id LIMIT $5 OFFSET $6"))
         .bind(&f.device_model)
         .bind(&f.hardware_version)
@@ -43,15 +44,16 @@ pub async fn list(pool: &PgPool, f: &DeviceFilter, page: PageRequest) -> Result<
         .bind(&f.tag)
         .bind(page.limit())
         .bind(page.offset())
-        .fetch_all(pool)
+        .fetch_all(&mut *snapshot)
         .await?;
     let total = sqlx::query_scalar(&format!("SELECT count(*) FROM devices WHERE {WHERE}"))
         .bind(&f.device_model)
         .bind(&f.hardware_version)
         .bind(&f.firmware_version)
         .bind(&f.tag)
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
+    snapshot.commit().await?;
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 

@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::ProjectionError;
-use crate::page::{Page, PageRequest};
+use crate::page::{snapshot, Page, PageRequest};
 use crate::projection::{apply_as_batch, Projection, ProjectionName};
 
 pub struct DownloadsProjection;
@@ -91,9 +91,15 @@ pub struct DownloadStats {
     pub interrupted: i64,
 }
 
-/// Totals for one firmware (one indexed range scan, not per decision).
-pub async fn stats(pool: &PgPool, firmware: Uuid) -> Result<DownloadStats, sqlx::Error> {
-    sqlx::query_as(
+/// One firmware's totals and a page of its newest downloads, read from one snapshot so that the totals
+/// count the rows the page is cut from (the page's total is the totals' download count).
+pub async fn log(
+    pool: &PgPool,
+    firmware: Uuid,
+    page: PageRequest,
+) -> Result<(DownloadStats, Page<DownloadView>), sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
+    let stats: DownloadStats = sqlx::query_as(
         "SELECT count(*) AS downloads, coalesce(sum(requests), 0)::bigint AS requests,
                 coalesce(sum(bytes), 0)::bigint AS bytes, count(DISTINCT device_id) AS devices,
                 count(DISTINCT device_id) FILTER (WHERE whole AND complete) AS devices_complete,
@@ -101,12 +107,8 @@ pub async fn stats(pool: &PgPool, firmware: Uuid) -> Result<DownloadStats, sqlx:
          FROM firmware_downloads WHERE firmware_id = $1",
     )
     .bind(firmware)
-    .fetch_one(pool)
-    .await
-}
-
-/// The newest downloads of one firmware first.
-pub async fn list(pool: &PgPool, firmware: Uuid, page: PageRequest) -> Result<Page<DownloadView>, sqlx::Error> {
+    .fetch_one(&mut *snapshot)
+    .await?;
     let items = sqlx::query_as(
         r#"SELECT device_id, action, firmware_id, requests, "offset", bytes, complete, whole, via, at
            FROM firmware_downloads WHERE firmware_id = $1 ORDER BY at DESC, device_id LIMIT $2 OFFSET $3"#,
@@ -114,13 +116,11 @@ pub async fn list(pool: &PgPool, firmware: Uuid, page: PageRequest) -> Result<Pa
     .bind(firmware)
     .bind(page.limit())
     .bind(page.offset())
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM firmware_downloads WHERE firmware_id = $1")
-        .bind(firmware)
-        .fetch_one(pool)
-        .await?;
-    Ok(Page { items, total, page: page.page, page_size: page.page_size })
+    snapshot.commit().await?;
+    let total = stats.downloads;
+    Ok((stats, Page { items, total, page: page.page, page_size: page.page_size }))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::page::{Page, PageRequest};
+use crate::page::{snapshot, Page, PageRequest};
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct FirmwareView {
@@ -45,6 +45,7 @@ pub async fn list(
     filter: &FirmwareFilter,
     page: PageRequest,
 ) -> Result<Page<FirmwareView>, sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM firmware WHERE ($1::text IS NULL OR device_model = $1)
          ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
@@ -52,12 +53,13 @@ pub async fn list(
     .bind(&filter.device_model)
     .bind(page.limit())
     .bind(page.offset())
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
     let total = sqlx::query_scalar("SELECT count(*) FROM firmware WHERE ($1::text IS NULL OR device_model = $1)")
         .bind(&filter.device_model)
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
+    snapshot.commit().await?;
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 

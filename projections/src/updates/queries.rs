@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::page::{Page, PageRequest};
+use crate::page::{snapshot, Page, PageRequest};
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct UpdateView {
@@ -74,6 +74,7 @@ pub async fn current(pool: &PgPool, device: &str) -> Result<Option<UpdateView>, 
 }
 
 pub async fn history(pool: &PgPool, device: &str, page: PageRequest) -> Result<Page<HistoryEntry>, sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(
         "SELECT action, kind, campaign_id, wave, retry, firmware_id, firmware_version, from_version, state,
             last_message, assigned_by, assigned_at, updated_at, finished_at
@@ -82,12 +83,13 @@ pub async fn history(pool: &PgPool, device: &str, page: PageRequest) -> Result<P
     .bind(device)
     .bind(page.limit())
     .bind(page.offset())
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
     let total = sqlx::query_scalar("SELECT count(*) FROM update_history WHERE device_id = $1")
         .bind(device)
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
+    snapshot.commit().await?;
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 
@@ -97,6 +99,7 @@ pub async fn campaign_devices(
     state: Option<&str>,
     page: PageRequest,
 ) -> Result<Page<CampaignDevice>, sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(
         "SELECT device_id, state, wave, retry, progress, updated_at FROM device_updates
          WHERE campaign_id = $1 AND ($2::text IS NULL OR state = $2) ORDER BY device_id LIMIT $3 OFFSET $4",
@@ -105,15 +108,16 @@ pub async fn campaign_devices(
     .bind(state)
     .bind(page.limit())
     .bind(page.offset())
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
     let total = sqlx::query_scalar(
         "SELECT count(*) FROM device_updates WHERE campaign_id = $1 AND ($2::text IS NULL OR state = $2)",
     )
     .bind(campaign)
     .bind(state)
-    .fetch_one(pool)
+    .fetch_one(&mut *snapshot)
     .await?;
+    snapshot.commit().await?;
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 
