@@ -245,3 +245,35 @@ async fn chained_reports_racing_other_writers_lose_nothing() {
     .expect("counts");
     assert_eq!(counts, vec![("ProgressReported".to_owned(), 24 * 3), ("ReportIgnored".to_owned(), 24 * 6)]);
 }
+
+/// A remembered state brought up to date with the events since its version equals a fresh load,
+/// from nothing (version 0 reads it whole) and from any point of its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_state_equals_a_fresh_load() {
+    let app = TestApp::spawn().await;
+    let store = app.server.state.store.clone();
+    let meta = CommandMeta::new(Actor::system("test"));
+    let d = "refresh-1";
+    let id = DeviceId::parse(d).expect("id");
+    let profile = DeviceProfile { device_model: "gw".into(), ..Default::default() };
+    store.execute::<Device>(d, DeviceCommand::Register { id, profile, at: Utc::now() }, &meta).await.expect("register");
+
+    let (mut remembered, mut version) = (Device::default(), 0);
+    store.refresh(d, &mut remembered, &mut version).await.expect("refresh from nothing");
+    assert_eq!((remembered.clone(), version), store.load::<Device>(d).await.expect("load"));
+    assert_eq!(version, 1);
+
+    for round in 0..3 {
+        for i in 0..=round * 5 {
+            store.execute::<Device>(d, set(&format!("k{i}"), format!("{round}")), &meta).await.expect("set");
+        }
+        let before = version;
+        store.refresh(d, &mut remembered, &mut version).await.expect("refresh");
+        assert!(version > before);
+        assert_eq!((remembered.clone(), version), store.load::<Device>(d).await.expect("load"), "round {round}");
+    }
+    // Nothing new: nothing changes.
+    let unchanged = (remembered.clone(), version);
+    store.refresh(d, &mut remembered, &mut version).await.expect("refresh");
+    assert_eq!((remembered, version), unchanged);
+}

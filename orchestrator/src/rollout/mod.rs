@@ -11,7 +11,7 @@
 mod step;
 mod tally;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,18 +20,21 @@ use async_nats::jetstream::{self};
 use chrono::Utc;
 use futures::StreamExt;
 use ota_domain::bus::BusNames;
-use ota_domain::campaign::CampaignEvent;
+use ota_domain::campaign::{Campaign, CampaignError, CampaignEvent};
 use ota_domain::{CampaignId, EventRecord};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub use step::StepError;
 
 /// How often running campaigns are looked at even without events (timeouts, rate, windows).
 const TICK: Duration = Duration::from_millis(250);
+
+/// A campaign's state as last seen, and the version it had then.
+type Remembered = (Arc<Campaign>, usize);
 
 #[derive(Clone)]
 pub struct ProcessManager {
@@ -41,6 +44,8 @@ pub struct ProcessManager {
     names: BusNames,
     dirty: Arc<Mutex<BTreeSet<CampaignId>>>,
     wake: Arc<Notify>,
+    /// Campaigns as last seen, with their version; see `campaign`.
+    campaigns: Arc<Mutex<HashMap<CampaignId, Remembered>>>,
 }
 
 pub struct RolloutHandle {
@@ -65,7 +70,23 @@ impl Drop for RolloutHandle {
 impl ProcessManager {
     pub fn new(store: Store, js: jetstream::Context, names: BusNames) -> Self {
         let pool = store.pool().clone();
-        Self { store, pool, js, names, dirty: Arc::default(), wake: Arc::default() }
+        Self { store, pool, js, names, dirty: Arc::default(), wake: Arc::default(), campaigns: Arc::default() }
+    }
+
+    /// A campaign's current state and version. Kept between steps and brought up to
+    /// date with only the events stored since: every tick used to read and decode
+    /// the whole snapshot, megabytes for a campaign of 100k devices. A campaign that
+    /// has ended is forgotten, since nothing steps it any more.
+    async fn campaign(&self, id: CampaignId) -> Result<(Arc<Campaign>, usize), StoreError<CampaignError>> {
+        let mut campaigns = self.campaigns.lock().await;
+        let (state, version) = campaigns.entry(id).or_default();
+        // Clones only while an earlier caller still holds the previous state.
+        self.store.refresh(&id.to_string(), Arc::make_mut(state), version).await?;
+        let current = (state.clone(), *version);
+        if current.0.status.is_terminal() || current.1 == 0 {
+            campaigns.remove(&id);
+        }
+        Ok(current)
     }
 
     pub fn spawn(self) -> RolloutHandle {

@@ -39,7 +39,7 @@ fn meta(campaign: CampaignId, cause: &str) -> CommandMeta {
 }
 
 pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Result<(), StepError> {
-    let (campaign, version) = pm.store.load::<Campaign>(&id.to_string()).await?;
+    let (campaign, version) = pm.campaign(id).await?;
     let meta = meta(id, &version.to_string());
     match campaign.status {
         CampaignStatus::Scheduled if campaign.scheduled_for.is_some_and(|t| t <= now) => {
@@ -51,7 +51,7 @@ pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Re
             pm.store.execute::<Campaign>(&id.to_string(), command, &meta).await?;
             Ok(())
         }
-        CampaignStatus::Running => run(pm, id, campaign, &meta, now).await,
+        CampaignStatus::Running => run(pm, id, &campaign, &meta, now).await,
         _ => Ok(()),
     }
 }
@@ -59,12 +59,12 @@ pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Re
 async fn run(
     pm: &ProcessManager,
     id: CampaignId,
-    campaign: Campaign,
+    campaign: &Campaign,
     meta: &CommandMeta,
     now: DateTime<Utc>,
 ) -> Result<(), StepError> {
-    time_out_and_retry(pm, id, &campaign, meta, now).await?;
-    let waves = tally::wave_tallies(&pm.pool, &campaign).await?;
+    time_out_and_retry(pm, id, campaign, meta, now).await?;
+    let waves = tally::wave_tallies(&pm.pool, campaign).await?;
     let mut plan = campaign.rollout.clone();
     if campaign.approved_wave.is_some() && campaign.approved_wave == campaign.current_wave {
         plan.after_success = AfterSuccess::Next;
@@ -86,7 +86,7 @@ async fn run(
         if open_ended && decision == Decision::Complete {
             continue;
         }
-        carry_out(pm, id, &campaign, &waves, decision, meta, now).await?;
+        carry_out(pm, id, campaign, &waves, decision, meta, now).await?;
     }
     Ok(())
 }
@@ -259,7 +259,7 @@ async fn time_out_and_retry(
 /// reader cannot hide one; the cancel is guarded by campaign.
 pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &EventRecord) -> Result<(), StepError> {
     let meta = CommandMeta::new(Actor::system("rollout")).caused_by(cause.event_id());
-    let (campaign, _) = pm.store.load::<Campaign>(&id.to_string()).await?;
+    let (campaign, _) = pm.campaign(id).await?;
     let now = Utc::now();
     for wave in 0..campaign.wave_count() {
         let assigned = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
@@ -281,7 +281,7 @@ pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(
     let Ok(device) = ota_domain::DeviceId::parse(&record.aggregate_id) else { return Ok(()) };
     let now = Utc::now();
     for id in tally::continuous_campaigns(&pm.pool).await? {
-        let (campaign, _) = pm.store.load::<Campaign>(&id.to_string()).await?;
+        let (campaign, _) = pm.campaign(id).await?;
         let (Some(filter), Some(firmware)) = (&campaign.target.filter, &campaign.firmware) else { continue };
         let still_open = campaign.rollout.end_at.is_none_or(|end| end > now);
         if !still_open || !filter.matches(&firmware.device_model, profile) || campaign.is_member(&device) {
@@ -301,7 +301,7 @@ pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(
 /// the devices that had already updated. Idempotent: the rollback campaign's id is
 /// derived from the aborted one's.
 pub async fn start_rollback(pm: &ProcessManager, id: CampaignId, cause: &EventRecord) -> Result<(), StepError> {
-    let (campaign, _) = pm.store.load::<Campaign>(&id.to_string()).await?;
+    let (campaign, _) = pm.campaign(id).await?;
     let Some(firmware) = campaign.firmware.clone() else { return Ok(()) };
     if !campaign.rollout.rollback_on_abort || campaign.rollback_of.is_some() {
         return Ok(());
