@@ -65,6 +65,33 @@ impl ProjectionName {
             _ => None,
         }
     }
+
+    /// Whether the projection's own rows say how far it has applied each aggregate,
+    /// so that applying an event writes no `projection_offsets` row. Activity keeps a
+    /// row for every event it applies, keyed by aggregate and sequence: writing the
+    /// same fact again into `projection_offsets` was the costliest statement of a
+    /// 100k-device rollout. A projection that keeps its own offsets must record
+    /// every event it is given, so it never reports one as undecodable.
+    pub fn keeps_own_offsets(&self) -> bool {
+        matches!(self, ProjectionName::Activity)
+    }
+
+    /// SQL for the last sequence the projection applied of the aggregate named by the
+    /// two SQL expressions (NULL when none), for offset reads and lag checks.
+    pub fn last_applied_sql(&self, aggregate_type: &str, aggregate_id: &str) -> String {
+        if self.keeps_own_offsets() {
+            format!(
+                "(SELECT a.sequence FROM activity a WHERE a.aggregate_type = {aggregate_type} \
+                 AND a.aggregate_id = {aggregate_id} ORDER BY a.sequence DESC LIMIT 1)"
+            )
+        } else {
+            format!(
+                "(SELECT o.last_sequence FROM projection_offsets o WHERE o.projection = '{}' \
+                 AND o.aggregate_type = {aggregate_type} AND o.aggregate_id = {aggregate_id} LIMIT 1)",
+                self.as_str()
+            )
+        }
+    }
 }
 
 impl fmt::Display for ProjectionName {

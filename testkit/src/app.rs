@@ -279,14 +279,12 @@ impl TestApp {
             let types = types.clone();
             let event_types = event_types.clone();
             async move {
-                let behind: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM events e WHERE ($2::text[] IS NULL OR e.aggregate_type = ANY($2))
-                     AND ($3::text[] IS NULL OR e.event_type = ANY($3))
-                     AND e.sequence > COALESCE((SELECT o.last_sequence FROM projection_offsets o
-                        WHERE o.projection = $1 AND o.aggregate_type = e.aggregate_type
-                        AND o.aggregate_id = e.aggregate_id), 0)",
-                )
-                .bind(projection.as_str())
+                let behind: i64 = sqlx::query_scalar(&format!(
+                    "SELECT count(*) FROM events e WHERE ($1::text[] IS NULL OR e.aggregate_type = ANY($1))
+                     AND ($2::text[] IS NULL OR e.event_type = ANY($2))
+                     AND e.sequence > COALESCE({}, 0)",
+                    projection.last_applied_sql("e.aggregate_type", "e.aggregate_id")
+                ))
                 .bind(types)
                 .bind(event_types)
                 .fetch_one(&db)
