@@ -16,6 +16,12 @@ use crate::projection::Projection;
 
 const BATCH: usize = 500;
 
+/// Messages asked of the server ahead of the batch being applied. async-nats asks
+/// for more when half of what it asked for has arrived; with only one batch asked,
+/// a worker that had fallen behind found a few dozen messages ready after each
+/// commit (87 a batch, measured) instead of a full batch.
+const PULL_AHEAD: usize = 4 * BATCH;
+
 /// Creates the events stream if missing. Idempotent; the relay and every worker call it.
 pub async fn ensure_events_stream(
     js: &jetstream::Context,
@@ -98,7 +104,7 @@ async fn consume<P: Projection>(
         )
         .await
         .map_err(|e| nats(&e))?;
-    let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await.map_err(|e| nats(&e))?;
+    let messages = consumer.stream().max_messages_per_batch(PULL_AHEAD).messages().await.map_err(|e| nats(&e))?;
     let mut batches = messages.ready_chunks(BATCH);
     while let Some(batch) = batches.next().await {
         let mut received = Vec::with_capacity(batch.len());
