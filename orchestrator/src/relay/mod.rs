@@ -22,8 +22,9 @@ pub use read::{pending_count, Checkpoint};
 /// A term at least this long resets the retry backoff.
 const HEALTHY_TERM: Duration = Duration::from_secs(30);
 
-/// Events published per page; well under async-nats's 5,000 in-flight acks.
-const PAGE_SIZE: i64 = 500;
+/// Events published per page. Two pages are in flight at most, well under
+/// async-nats's 5,000 unacknowledged publishes.
+const PAGE_SIZE: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -128,24 +129,43 @@ impl Relay {
             .await
             .map_err(|e| RelayError::Publish(e.to_string()))?;
         let _ = role.send(RelayRole::Leader);
+        // Only the leader writes the checkpoint, so it is read once a term.
+        let mut position = read::checkpoint(&mut conn, self.names.prefix()).await?;
+        // The page sent but not yet acknowledged. The next page is read and sent while
+        // its acknowledgements travel; the checkpoint moves only past acknowledged pages.
+        let mut in_flight: Option<(Checkpoint, usize, publish::Sent)> = None;
         loop {
-            let published = self.step(&mut conn).await?;
-            if published < PAGE_SIZE as usize {
+            let page = read::page(&mut conn, position, PAGE_SIZE).await?;
+            let sent = match page.last() {
+                Some(last) => Some((last.position, page.len(), publish::send_all(&self.js, &self.names, &page).await?)),
+                None => None,
+            };
+            if let Some(previous) = in_flight.take() {
+                self.settle(&mut conn, previous).await?;
+            }
+            if let Some((to, ..)) = &sent {
+                position = *to;
+            }
+            in_flight = sent;
+            if page.len() < PAGE_SIZE as usize {
+                // Caught up: settle now, so the checkpoint is current while idle.
+                if let Some(current) = in_flight.take() {
+                    self.settle(&mut conn, current).await?;
+                }
                 // Woken early by a local commit; the timeout covers other writers.
                 let _ = tokio::time::timeout(self.poll, self.wake.notified()).await;
             }
         }
     }
 
-    /// Publishes one page and advances the checkpoint once NATS acknowledged it all.
-    async fn step(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
-        let checkpoint = read::checkpoint(conn, self.names.prefix()).await?;
-        let page = read::page(conn, checkpoint, PAGE_SIZE).await?;
-        let Some(last) = page.last().map(|row| row.position) else {
-            return Ok(0);
-        };
-        publish::publish_all(&self.js, &self.names, &page).await?;
-        read::advance(conn, self.names.prefix(), last, page.len() as i64).await?;
-        Ok(page.len())
+    /// Waits for a sent page's acknowledgements, then advances the checkpoint past it.
+    async fn settle(
+        &self,
+        conn: &mut PgConnection,
+        (to, count, sent): (Checkpoint, usize, publish::Sent),
+    ) -> Result<(), RelayError> {
+        sent.acknowledged().await?;
+        read::advance(conn, self.names.prefix(), to, count as i64).await?;
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 use std::future::IntoFuture;
 
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use futures::future::try_join_all;
@@ -23,9 +24,24 @@ fn encode(record: &EventRecord) -> Result<Bytes, RelayError> {
     serde_json::to_vec(&announced).map(Bytes::from).map_err(|e| RelayError::Encode(e.to_string()))
 }
 
-/// Publishes a page and waits for every acknowledgement. A duplicate ack (the
-/// message was already stored within the window) counts as success.
-pub async fn publish_all(js: &jetstream::Context, names: &BusNames, page: &[PageRow]) -> Result<(), RelayError> {
+/// The acknowledgements of a page that has been sent.
+pub struct Sent {
+    acks: Vec<PublishAckFuture>,
+}
+
+impl Sent {
+    /// Waits for every acknowledgement. A duplicate ack (the message was already
+    /// stored within the window) counts as success.
+    pub async fn acknowledged(self) -> Result<(), RelayError> {
+        try_join_all(self.acks.into_iter().map(IntoFuture::into_future))
+            .await
+            .map_err(|e| RelayError::Publish(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Sends a page, in order, without waiting for its acknowledgements.
+pub async fn send_all(js: &jetstream::Context, names: &BusNames, page: &[PageRow]) -> Result<Sent, RelayError> {
     let mut acks = Vec::with_capacity(page.len());
     for row in page {
         let record = &row.record;
@@ -34,9 +50,7 @@ pub async fn publish_all(js: &jetstream::Context, names: &BusNames, page: &[Page
             .message_id(record.event_id())
             .header("Ota-Global-Seq", record.global_seq.to_string().as_str());
         let subject = names.event_subject(&record.aggregate_type, &record.aggregate_id);
-        let ack = js.send_publish(subject, message).await.map_err(|e| RelayError::Publish(e.to_string()))?;
-        acks.push(ack.into_future());
+        acks.push(js.send_publish(subject, message).await.map_err(|e| RelayError::Publish(e.to_string()))?);
     }
-    try_join_all(acks).await.map_err(|e| RelayError::Publish(e.to_string()))?;
-    Ok(())
+    Ok(Sent { acks })
 }
