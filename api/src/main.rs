@@ -11,6 +11,11 @@ use ota_api::server::{self, Components};
 use ota_api::Settings;
 use ota_projections::ProjectionName;
 
+/// glibc malloc spent about 45 % of the server's CPU consolidating its free
+/// lists while projections caught up on a 100k-device rollout (perf, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ota", version, about = "Event-sourced OTA firmware campaign orchestrator")]
 struct Cli {

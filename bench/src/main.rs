@@ -19,6 +19,10 @@ use ota_projections::ProjectionName;
 use ota_testkit::{TestApp, TestOptions};
 use sqlx::PgPool;
 
+/// The same allocator as the `ota` binary, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod ddi;
 mod ddi_cycle;
 mod rollout;
