@@ -140,8 +140,10 @@ fn describe(gate: &GateReport) -> String {
     }
 }
 
-/// Assignments per group commit (and per recorded cursor step).
-const ASSIGN_CHUNK: usize = 1000;
+/// Assignments per group commit (and per recorded cursor step). Each cursor step is
+/// a campaign command, which reads the campaign: megabytes at 100k devices. With
+/// 1,000 a step, 100k assignments took 24.4 s; with 2,000, 17.3 s (same machine).
+const ASSIGN_CHUNK: usize = 2000;
 
 /// Assigns the next `count` members of `wave` in group commits, recording the
 /// cursor after each; a crash between the two only repeats assignments, which
