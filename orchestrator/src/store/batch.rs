@@ -259,21 +259,12 @@ where
         .map(|r| r.aggregate_id.clone())
         .collect();
     if !conflicted.is_empty() {
-        let ids: Vec<String> = conflicted.iter().cloned().collect();
-        let taken: Vec<i64> = rows
+        // This batch's rows that did go in for a conflicted aggregate: taken out again.
+        let (taken_ids, taken): (Vec<String>, Vec<i64>) = rows
             .iter()
-            .filter(|r| {
-                conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
-            })
-            .map(|r| r.sequence as i64)
-            .collect();
-        let taken_ids: Vec<String> = rows
-            .iter()
-            .filter(|r| {
-                conflicted.contains(&r.aggregate_id) && done.contains(&(r.aggregate_id.clone(), r.sequence as i64))
-            })
-            .map(|r| r.aggregate_id.clone())
-            .collect();
+            .map(|r| (r.aggregate_id.clone(), r.sequence as i64))
+            .filter(|key| conflicted.contains(&key.0) && done.contains(key))
+            .unzip();
         if !taken.is_empty() {
             sqlx::query(
                 "DELETE FROM events WHERE aggregate_type = $1
@@ -285,7 +276,7 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        tracing::debug!(aggregate = A::TYPE, conflicted = ids.len(), "group commit conflicts, redone singly");
+        tracing::debug!(aggregate = A::TYPE, conflicted = conflicted.len(), "group commit conflicts, redone singly");
     }
     Ok(conflicted)
 }

@@ -36,8 +36,8 @@ impl Store {
     pub(super) async fn execute_chained<A: Stored, B: Stored>(
         &self,
         items: Vec<(BatchItem<A>, FollowUp<A, B>)>,
-        mut cache_a: Option<&mut StateCache<A>>,
-        mut cache_b: Option<&mut StateCache<B>>,
+        cache_a: &mut StateCache<A>,
+        cache_b: &mut StateCache<B>,
     ) -> Vec<Chained<A, B>>
     where
         A::Command: Clone + Send,
@@ -47,7 +47,7 @@ impl Store {
         let (items, follows): (Vec<_>, Vec<_>) = items.into_iter().unzip();
         let fail =
             |reason: &str| unavailable::<Committed<A>, A::Error>(n, reason).into_iter().map(|a| (a, None)).collect();
-        let (items, decided_a) = match self.decide_batch(items, cache_a.as_deref_mut()).await {
+        let (items, decided_a) = match self.decide_batch(items, Some(&mut *cache_a)).await {
             Ok(decided) => decided,
             Err(reason) => return fail(&reason),
         };
@@ -63,7 +63,7 @@ impl Store {
                 }
             }
         }
-        let (b_items, mut decided_b) = match self.decide_batch::<B>(b_items, cache_b.as_deref_mut()).await {
+        let (b_items, mut decided_b) = match self.decide_batch::<B>(b_items, Some(&mut *cache_b)).await {
             Ok(decided) => decided,
             Err(reason) => return fail(&reason),
         };
@@ -95,9 +95,9 @@ impl Store {
         decided_b.outcomes = b_outcomes;
         let metas: Vec<CommandMeta> = items.iter().map(|(_, _, meta)| meta.clone()).collect();
         let redone: Vec<bool> = items.iter().map(|(id, ..)| conflicted_a.contains(id)).collect();
-        let results_a = self.settle(items, decided_a, &conflicted_a, cache_a).await;
+        let results_a = self.settle(items, decided_a, &conflicted_a, Some(cache_a)).await;
         let mut results_b: Vec<Option<Outcome<B>>> = (0..n).map(|_| None).collect();
-        let settled_b = self.settle(b_items, decided_b, &conflicted_b, cache_b).await;
+        let settled_b = self.settle(b_items, decided_b, &conflicted_b, Some(cache_b)).await;
         for (index, outcome) in b_of.into_iter().zip(settled_b) {
             results_b[index] = Some(outcome);
         }
@@ -243,7 +243,7 @@ where
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|job| ((job.item, job.follow), job.reply)).unzip();
-        let results = store.execute_chained::<A, B>(items, Some(&mut cache_a), Some(&mut cache_b)).await;
+        let results = store.execute_chained::<A, B>(items, &mut cache_a, &mut cache_b).await;
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
