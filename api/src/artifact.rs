@@ -12,8 +12,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 
-use crate::blobs::Blobs;
 use crate::error::ApiError;
+use crate::storage::Blobs;
 
 /// What is served.
 #[derive(Debug, Clone)]

@@ -2,7 +2,9 @@
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,10 +12,31 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 
-/// `axum::Json`, but a malformed body answers 400/422 with our error body naming the field.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json`, but a malformed body answers 400/422 with our error body naming the field,
+/// and text with NUL characters is refused: Postgres stores no `\u0000` in text or jsonb,
+/// so it would otherwise fail deep in the store as an outage.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
+        refuse_nul(&body)?;
+        let parsed = axum::Json::<T>::from_bytes(&body)?;
+        Ok(Json(parsed.0))
+    }
+}
+
+/// Refuses a JSON text with an escaped NUL character (raw ones are invalid JSON anyway).
+pub fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
+    match body.windows(6).any(|w| w == b"\\u0000") {
+        true => Err(ApiError::invalid("invalid_field", "text must not contain NUL characters (\\u0000)")),
+        false => Ok(()),
+    }
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -29,9 +52,22 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// `axum::extract::Query`, answering in our error body; NUL characters are refused
+/// (Postgres takes none in text).
+#[derive(Debug)]
 pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or_default();
+        if raw.to_ascii_lowercase().contains("%00") {
+            return Err(ApiError::bad_request("query values must not contain NUL characters (%00)"));
+        }
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
@@ -76,12 +112,27 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
+/// The client's address, when the server knows it.
+pub struct PeerAddr(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())))
+    }
+}
+
 /// `?page=&page_size=` with bounds.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
+    /// From 1 (default 1).
     #[serde(default, deserialize_with = "query_number")]
+    #[param(minimum = 1)]
     pub page: Option<u32>,
+    /// Items per page, 1 to 500 (default 50).
     #[serde(default, deserialize_with = "query_number")]
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u32>,
 }
 
@@ -118,5 +169,6 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Opti
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    refuse_nul(body)?;
     serde_json::from_slice(body).map(Some).map_err(|e| ApiError::invalid("invalid_field", format!("body: {e}")))
 }

@@ -1,26 +1,26 @@
-//! The HTTP edge (axum) and the wiring of the whole server.
+//! The HTTP edge (axum): the management API, the hawkBit DDI device API, and
+//! what they stand on.
 //!
-//! Handlers parse and authorise requests, hand commands to the store and
-//! answer from read models; rules live in `ota-domain`, persistence in
-//! `ota-orchestrator` and `ota-projections`.
+//! Layers depend one way: `error`, `extract`, `validate` at the bottom; then
+//! `auth`, `limits`, `storage`, `artifact`, `last_seen` and the `ddi` services;
+//! then `state`, which holds them; then `routes`, which answer requests. Rules
+//! live in `ota-domain`, persistence in `ota-orchestrator` and `ota-projections`,
+//! and the server's wiring in the `ota` binary crate.
 
-pub mod api_keys;
 pub mod artifact;
 pub mod auth;
-pub mod blobs;
 pub mod ddi;
 pub mod error;
 pub mod extract;
 pub mod last_seen;
 pub mod limits;
+pub mod openapi;
+pub mod resources;
 pub mod routes;
-pub mod server;
-pub mod settings;
-pub mod signing;
-pub mod simulate;
 pub mod state;
+pub mod storage;
+pub mod validate;
 
 pub use error::ApiError;
-pub use server::{RunningServer, ServerError};
-pub use settings::Settings;
+pub use routes::router;
 pub use state::AppState;

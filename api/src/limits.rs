@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Requests per second and burst; a rate of 0 turns the limit off.
 #[derive(Debug, Clone, Copy)]
@@ -114,22 +113,17 @@ fn is_transfer(method: &Method, path: &str) -> bool {
 }
 
 /// Middleware on every route: the address limit, then the deadline.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        if let Err(e) = state.limits.check_address(peer.ip()) {
+        if let Err(e) = limits.check_address(peer.ip()) {
             return e.into_response();
         }
     }
     if is_transfer(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
-    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long").into_response(),
     }
-}
-
-/// Whole seconds, rounded up, at least one (RFC 9110 10.2.3).
-pub fn retry_after(wait: Duration) -> HeaderValue {
-    HeaderValue::from((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
 }

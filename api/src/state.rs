@@ -1,16 +1,22 @@
+//! What handlers share: connections, the store, and the edge's services. Cheap to
+//! clone. Middleware and extractors take only their part of it (`FromRef`).
+
 use std::sync::Arc;
 
 use async_nats::jetstream;
+use axum::extract::FromRef;
 use ota_domain::bus::BusNames;
+use ota_domain::signature::TrustedKeys;
 use ota_orchestrator::devices::Reports;
 use ota_orchestrator::Store;
 use sqlx::PgPool;
 
-use crate::auth::Auth;
-use crate::blobs::Blobs;
+use crate::auth::{ApiKeys, Auth, Authenticator};
 use crate::ddi::Ddi;
+use crate::last_seen::LastSeen;
+use crate::limits::Limits;
+use crate::storage::Blobs;
 
-/// Everything a handler may need; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -26,9 +32,25 @@ pub struct AppState {
     /// Signs exported chain heads (OTA_AUDIT_SIGNING_KEY).
     pub audit_key: Option<Arc<ed25519_dalek::SigningKey>>,
     /// Public keys firmware may be signed with, and whether only verified firmware is accepted.
-    pub firmware_keys: Arc<ota_domain::signature::TrustedKeys>,
+    pub firmware_keys: Arc<TrustedKeys>,
     pub require_signed_firmware: bool,
     /// When API keys were last used, written in batches.
-    pub key_usage: Arc<crate::last_seen::LastSeen>,
-    pub limits: Arc<crate::limits::Limits>,
+    pub key_usage: Arc<LastSeen>,
+    pub limits: Arc<Limits>,
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        Authenticator {
+            tokens: state.auth.clone(),
+            keys: ApiKeys { store: state.store.clone(), usage: state.key_usage.clone() },
+            limits: state.limits.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Arc<Limits> {
+    fn from_ref(state: &AppState) -> Self {
+        state.limits.clone()
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
-use ota_api::server::Components;
+use ota::server::Components;
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, Origin, UpdateFirmware};
 use ota_domain::{Actor, CommandMeta, FirmwareId};
 use ota_projections::ProjectionName;

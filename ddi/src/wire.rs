@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Href {
     pub href: String,
 }
@@ -18,6 +19,7 @@ impl Href {
 
 /// The base poll's answer.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BasePoll {
     pub config: PollConfig,
     #[serde(rename = "_links", skip_serializing_if = "PollLinks::is_empty")]
@@ -25,17 +27,20 @@ pub struct BasePoll {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PollConfig {
     pub polling: Polling,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Polling {
     /// `HH:MM:SS`, always below one day.
     pub sleep: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PollLinks {
     #[serde(rename = "deploymentBase", skip_serializing_if = "Option::is_none")]
     pub deployment_base: Option<Href>,
@@ -58,12 +63,14 @@ impl PollLinks {
 
 /// `deploymentBase/{id}` and `installedBase/{id}`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentBase {
     pub id: String,
     pub deployment: Deployment,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     pub download: &'static str,
     pub update: &'static str,
@@ -73,6 +80,7 @@ pub struct Deployment {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Chunk {
     pub part: String,
     pub version: String,
@@ -81,6 +89,7 @@ pub struct Chunk {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Artifact {
     pub filename: String,
     pub hashes: Hashes,
@@ -90,6 +99,7 @@ pub struct Artifact {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hashes {
     pub sha1: String,
     pub md5: String,
@@ -97,6 +107,7 @@ pub struct Hashes {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArtifactLinks {
     pub download: Href,
     #[serde(rename = "download-http")]
@@ -108,6 +119,7 @@ pub struct ArtifactLinks {
 
 /// `cancelAction/{id}`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelActionReply {
     pub id: String,
     #[serde(rename = "cancelAction")]
@@ -115,6 +127,7 @@ pub struct CancelActionReply {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StopId {
     #[serde(rename = "stopId")]
     pub stop_id: String,
@@ -125,11 +138,13 @@ pub struct StopId {
 /// A feedback body. Clients add `id` (number or string), `time`, `timestamp`;
 /// only `status.execution` and `status.result.finished` are required.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Feedback {
     pub status: FeedbackStatus,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedbackStatus {
     pub execution: Execution,
     pub result: FeedbackResult,
@@ -140,6 +155,7 @@ pub struct FeedbackStatus {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedbackResult {
     pub finished: Finished,
     /// `{cnt, of}`, `{"percentage": n}`, `{}` or anything else: only read, never required.
@@ -149,6 +165,7 @@ pub struct FeedbackResult {
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Execution {
     Closed,
     Proceeding,
@@ -163,6 +180,7 @@ pub enum Execution {
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Finished {
     Success,
     Failure,
@@ -206,6 +224,7 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// `PUT configData`: `mode` may be absent or `null` (merge); stray fields are ignored.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigData {
     #[serde(default)]
     pub mode: Option<ConfigMode>,
@@ -214,6 +233,7 @@ pub struct ConfigData {
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConfigMode {
     Merge,
     Replace,

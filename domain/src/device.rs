@@ -19,6 +19,7 @@ pub const MAX_ATTRIBUTES: usize = 100;
 pub const MAX_ATTRIBUTE_LEN: usize = 128;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceProfile {
     pub device_model: String,
     #[serde(default)]
@@ -34,6 +35,7 @@ pub struct DeviceProfile {
 /// How new attributes combine with the stored ones (hawkBit's configData modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AttributeMode {
     #[default]
     Merge,

@@ -106,6 +106,7 @@ impl FirmwareError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FirmwareStatus {
     #[default]
     Active,
@@ -130,6 +131,9 @@ pub struct Firmware {
     pub uploaded_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub signature: SignatureCheck,
+    /// The upload, or the deprecation since.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl Firmware {
@@ -181,8 +185,12 @@ impl Aggregate for Firmware {
                 self.spec = Some(spec);
                 self.binary = Some(binary);
                 self.uploaded_at = Some(at);
+                self.updated_at = Some(at);
             }
-            FirmwareEvent::FirmwareDeprecated { .. } => self.status = FirmwareStatus::Deprecated,
+            FirmwareEvent::FirmwareDeprecated { at, .. } => {
+                self.status = FirmwareStatus::Deprecated;
+                self.updated_at = Some(at);
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ pub enum IdError {
 /// A firmware id: UUID v5 of (name, version, device_model), so the same upload maps to the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FirmwareId(Uuid);
 
 impl FirmwareId {
@@ -39,6 +40,7 @@ impl FirmwareId {
 /// A campaign id: a random UUID chosen when the campaign is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignId(Uuid);
 
 impl CampaignId {
@@ -76,6 +78,7 @@ uuid_id_traits!(CampaignId, "campaign");
 /// A device id as the device (or operator) names it; hawkBit calls it controllerId.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceId(String);
 
 impl DeviceId {

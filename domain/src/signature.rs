@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// What the server found when it checked an upload's signature.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SignatureCheck {
     #[default]
     Unsigned,

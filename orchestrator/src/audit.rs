@@ -24,6 +24,7 @@ pub enum AuditError {
 
 /// One event as an auditor reads it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditedEvent {
     pub aggregate_type: String,
     pub sequence: i64,
@@ -99,6 +100,7 @@ fn apply<A: Aggregate>(state: &mut A, row: &StoredRow) -> Result<(), AuditError>
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaveAtT {
     pub wave: usize,
     pub size: usize,
@@ -108,6 +110,7 @@ pub struct WaveAtT {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignAtT {
     pub campaign_id: CampaignId,
     pub at: DateTime<Utc>,
@@ -167,6 +170,7 @@ pub async fn campaign_at(pool: &PgPool, id: CampaignId, at: DateTime<Utc>) -> Re
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceAtT {
     pub device_id: String,
     pub at: DateTime<Utc>,
@@ -210,6 +214,7 @@ pub async fn device_at(pool: &PgPool, id: &str, at: DateTime<Utc>) -> Result<Dev
 
 /// The compliance question: at `at`, which firmware did each device run, installed by which campaign.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunningAtT {
     pub device_id: String,
     pub firmware_version: String,

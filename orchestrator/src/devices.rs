@@ -146,9 +146,13 @@ pub async fn running_firmware(
 /// A device's own report about its current update, from any channel.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"state": "downloading", "progress": 40, "action": 3})))]
 pub struct StatusReport {
     pub state: UpdateState,
+    /// Percent, 0 to 100.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub progress: Option<u8>,
     #[serde(default)]
     pub message: Option<String>,

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use ota::server::{self, Components, RunningServer};
+use ota::Settings;
 use ota_api::auth::{Auth, Role};
-use ota_api::server::{self, Components, RunningServer};
-use ota_api::Settings;
 use ota_domain::bus::BusNames;
 use ota_projections::ProjectionName;
 use sqlx::PgPool;
@@ -258,8 +258,9 @@ impl TestApp {
     }
 
     /// A simulated fleet listening on this server's NATS prefix.
-    pub async fn fleet(&self) -> crate::fleet::Fleet {
-        crate::fleet::Fleet::start(NATS, &self.names).await
+    pub async fn fleet(&self) -> crate::Fleet {
+        let client = async_nats::connect(NATS).await.expect("fleet connects to NATS");
+        crate::Fleet::start(client, &self.names, ota::simulate::FleetPolicy::default()).await.expect("fleet subscribes")
     }
 
     /// Waits until a projection has applied every stored event it reads.

@@ -2,12 +2,11 @@
 //! storage directory, plus a TCP proxy that can cut a dependency away.
 
 mod app;
-mod fleet;
 mod proxy;
 mod wait;
 
 pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
-pub use fleet::{Behavior, Fleet};
+pub use ota::simulate::{Behavior, NatsFleet as Fleet};
 pub use proxy::FaultProxy;
 pub use wait::{eventually, eventually_every};
 

@@ -58,7 +58,7 @@ fn segments() -> impl Strategy<Value = String> {
 async fn arbitrary_requests_to_every_route_get_4xx_never_5xx() {
     let app = TestApp::spawn_with(ota_testkit::TestOptions::full()).await;
     let (firmware, campaign) = crate::auth::fixtures(&app).await;
-    let table = crate::auth::route_table();
+    let table = crate::auth::route_table(&app).await;
     let roles = [Role::Admin, Role::Operator, Role::Viewer, Role::Auditor];
     let tokens: Vec<String> = roles.iter().map(|r| app.token(*r)).collect();
     let case = (0..table.len(), segments(), bodies(), segments(), 0..roles.len(), proptest::bool::ANY);

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ota::server::{self, Components};
 use ota_api::auth::Role;
-use ota_api::server::{self, Components};
 use ota_testkit::{eventually, json_of, TestApp};
 use serde_json::{json, Value};
 

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod campaigns;
+mod contract;
 mod ddi;
 mod devices;
 mod faults;

@@ -1,7 +1,7 @@
 //! Firmware signatures: ed25519 over the image's SHA-256, checked at upload against
 //! trusted keys; with signing required, unverified firmware is refused everywhere.
 
-use ota_api::server::{self, Components};
+use ota::server::{self, Components};
 use ota_testkit::{json_of, TestApp, TestOptions};
 use serde_json::{json, Value};
 
@@ -10,7 +10,7 @@ fn sign(seed: &str, bytes: &[u8]) -> (String, String) {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("image.swu");
     std::fs::write(&file, bytes).expect("write");
-    ota_api::signing::sign_file(&file, seed).expect("sign")
+    ota::signing::sign_file(&file, seed).expect("sign")
 }
 
 async fn upload(app: &TestApp, version: &str, bytes: &[u8], signature: Option<(&str, &str)>) -> (u16, Value) {
@@ -24,8 +24,8 @@ async fn upload(app: &TestApp, version: &str, bytes: &[u8], signature: Option<(&
 
 #[tokio::test]
 async fn uploads_record_whether_their_signature_verified() {
-    let (seed, public) = ota_api::signing::keygen();
-    let (other_seed, _) = ota_api::signing::keygen();
+    let (seed, public) = ota::signing::keygen();
+    let (other_seed, _) = ota::signing::keygen();
     let app =
         TestApp::spawn_with(TestOptions { firmware_keys: format!("ci:{public}"), ..TestOptions::default() }).await;
 
@@ -59,7 +59,7 @@ async fn uploads_record_whether_their_signature_verified() {
 
 #[tokio::test]
 async fn with_signing_required_unverified_firmware_is_refused_for_upload_campaigns_and_updates() {
-    let (seed, public) = ota_api::signing::keygen();
+    let (seed, public) = ota::signing::keygen();
     let app =
         TestApp::spawn_with(TestOptions { firmware_keys: format!("ci:{public}"), ..TestOptions::default() }).await;
     // Uploaded before signing became mandatory.

@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use ota_api::server::Components;
+use ota::server::Components;
 use ota_domain::campaign::Campaign;
 use ota_domain::EventRecord;
 use ota_projections::{Projection, ProjectionName};

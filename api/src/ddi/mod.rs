@@ -2,24 +2,19 @@
 //! SWUpdate, rauc-hawkbit-updater and other hawkBit clients work unchanged.
 //! The protocol rules live in `ota-ddi`; this module does the HTTP and the I/O.
 
-mod auth;
 mod downloads;
-mod routes;
 mod targets;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post, put};
-use axum::Router;
 use ota_ddi::{Links, UrlSigner};
+use rand::distributions::{Alphanumeric, DistString};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-pub use auth::{authorize_device, hash_token, new_token, PeerAddr};
-pub use downloads::DownloadLog;
+pub use downloads::{DownloadLog, Fetch};
 pub use targets::{Target, Targets};
-
-use crate::state::AppState;
 
 pub use ota_ddi::DEFAULT_TENANT as TENANT;
 
@@ -94,21 +89,20 @@ impl Ddi {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/{tenant}/controller/v1/{controller}", get(routes::poll))
-        .route("/{tenant}/controller/v1/{controller}/deploymentBase/{action}", get(routes::deployment_base))
-        .route(
-            "/{tenant}/controller/v1/{controller}/deploymentBase/{action}/feedback",
-            post(routes::deployment_feedback),
-        )
-        .route("/{tenant}/controller/v1/{controller}/cancelAction/{action}", get(routes::cancel_action))
-        .route("/{tenant}/controller/v1/{controller}/cancelAction/{action}/feedback", post(routes::cancel_feedback))
-        .route("/{tenant}/controller/v1/{controller}/configData", put(routes::config_data))
-        .route("/{tenant}/controller/v1/{controller}/installedBase/{action}", get(routes::installed_base))
-        .route("/{tenant}/controller/v1/{controller}/softwaremodules/{module}/artifacts", get(routes::artifacts))
-        .route(
-            "/{tenant}/controller/v1/{controller}/softwaremodules/{module}/artifacts/{filename}",
-            get(routes::artifact),
-        )
+/// A fresh device secret: 32 alphanumerics (about 190 bits), as hawkBit issues them.
+pub fn new_token() -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Ddi {
+    /// Whether `secret` is the gateway token; `None` when gateway tokens are off.
+    pub fn is_gateway_token(&self, secret: &str) -> Option<bool> {
+        let expected = self.gateway_token_sha256?;
+        let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        Some(bool::from(expected.ct_eq(&given)))
+    }
 }

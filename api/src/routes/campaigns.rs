@@ -1,107 +1,100 @@
-//! Campaigns: create, lifecycle transitions, queries, statistics.
+//! Campaigns: create, lifecycle transitions, queries, statistics. Every answer
+//! about a campaign is the one `resources::Campaign` shape.
+
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use ota_domain::campaign::{
-    Campaign, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target, TargetFilter,
+    Campaign as CampaignState, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target, TargetFilter,
 };
+use ota_domain::device_update::UpdateState;
 use ota_domain::firmware::{Firmware, FirmwareStatus};
 use ota_domain::rollout::RolloutPlan;
 use ota_domain::{CampaignId, DeviceId, FirmwareId, Refusal};
-use ota_projections::campaigns::{CampaignFilter, CampaignView};
-use ota_projections::Page;
+use ota_projections::campaigns::CampaignFilter;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::validate;
 use crate::auth::Writer;
-use crate::error::{from_store, ApiError};
+use crate::error::{from_store, ApiError, ErrorBody};
 use crate::extract::{optional_json, Json, Paging, Path, Query};
+use crate::resources::{Campaign, Page};
 use crate::state::AppState;
+use crate::validate;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one))
+        .routes(routes!(start))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(approve))
+        .routes(routes!(cancel))
+        .routes(routes!(abort))
+        .routes(routes!(devices))
+        .routes(routes!(stats))
+}
 
 /// Largest explicit target list in one request.
 const MAX_TARGET_DEVICES: usize = 100_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "gw-os 2.1.0 to the fleet",
+    "firmware_id": "3f1c2a9e-5d0b-5c8e-9a51-0d2f4b6e8a10",
+    "target": {"filter": {"device_model": "gw", "hardware_versions": ["rev-b"]}},
+    "rollout": {
+        "waves": [{"percent": 5}, {"percent": 50}, {"percent": 100}],
+        "success_threshold_percent": 95, "failure_threshold_percent": 5, "min_finished": 10,
+        "on_failure": "pause", "max_per_minute": 500, "device_timeout_secs": 3600, "max_retries": 1,
+        "maintenance_window": {"start": "22:00", "duration_minutes": 240, "utc_offset": "+01:00"}
+    }
+}))]
 pub struct CreateCampaign {
+    /// 1 to 200 characters.
     name: String,
+    /// The firmware to ship: it must exist, be active, and (with OTA_REQUIRE_SIGNED_FIRMWARE) verified.
     firmware_id: String,
     target: TargetBody,
     #[serde(default)]
     rollout: RolloutPlan,
 }
 
-#[derive(Debug, Deserialize)]
+/// Who a campaign targets: explicit device ids and/or a filter over the inventory.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetBody {
+    /// At most 100,000 ids.
     #[serde(default)]
     device_ids: Vec<String>,
     #[serde(default)]
     filter: Option<TargetFilter>,
+    /// Devices that come to match the filter later join while the campaign runs.
     #[serde(default)]
     continuous: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CampaignBody {
-    id: Option<CampaignId>,
-    name: String,
-    status: CampaignStatus,
-    firmware: Option<CampaignFirmware>,
-    target: Target,
-    rollout: RolloutPlan,
-    device_count: usize,
-    /// Devices per wave once the campaign started.
-    waves: Vec<usize>,
-    /// Devices assigned so far per wave.
-    assigned_per_wave: Vec<u32>,
-    excluded: u32,
-    current_wave: Option<usize>,
-    awaiting_approval: bool,
-    scheduled_for: Option<DateTime<Utc>>,
-    created_at: Option<DateTime<Utc>>,
-    started_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-}
-
-impl From<Campaign> for CampaignBody {
-    fn from(c: Campaign) -> Self {
-        Self {
-            id: c.id,
-            name: c.name,
-            status: c.status,
-            firmware: c.firmware,
-            device_count: c
-                .membership
-                .as_ref()
-                .map_or(c.target.device_ids.len(), |m| m.waves.iter().map(Vec::len).sum()),
-            waves: c.membership.as_ref().map_or_else(Vec::new, |m| m.waves.iter().map(Vec::len).collect()),
-            excluded: c.membership.as_ref().map_or(0, |m| m.excluded),
-            assigned_per_wave: c.assigned.clone(),
-            current_wave: c.current_wave,
-            awaiting_approval: c.awaiting_approval,
-            scheduled_for: c.scheduled_for,
-            target: c.target,
-            rollout: c.rollout,
-            created_at: c.created_at,
-            started_at: c.started_at,
-            ended_at: c.ended_at,
-        }
-    }
 }
 
 fn refusal(e: &CampaignError) -> (Refusal, &'static str) {
     (e.refusal(), e.code())
 }
 
-pub async fn create(
+/// Create a campaign (a draft: nothing happens until it is started).
+#[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = CreateCampaign, responses(
+    (status = 201, body = Campaign, description = "Created, as a draft."),
+    (status = 422, body = ErrorBody, description = "A field is invalid, the firmware is unknown, deprecated or unverified, or the plan is inconsistent (`invalid_field`, `campaign.*`, `plan.*`)."),
+))]
+async fn create(
     State(state): State<AppState>,
     writer: Writer,
     Json(body): Json<CreateCampaign>,
-) -> Result<(StatusCode, Json<CampaignBody>), ApiError> {
+) -> Result<(StatusCode, Json<Campaign>), ApiError> {
     let name = validate::text("name", &body.name, 200)?;
     if body.target.device_ids.len() > MAX_TARGET_DEVICES {
         return Err(ApiError::invalid(
@@ -132,10 +125,10 @@ pub async fn create(
     };
     let committed = state
         .store
-        .execute::<Campaign>(&id.to_string(), command, &writer.meta)
+        .execute::<CampaignState>(&id.to_string(), command, &writer.meta)
         .await
         .map_err(|e| from_store(e, refusal))?;
-    Ok((StatusCode::CREATED, Json(committed.state.into())))
+    Ok((StatusCode::CREATED, Json(Campaign::created(committed.state, writer.meta.actor.to_string())?)))
 }
 
 /// The firmware must exist (in the event store, not merely in a lagging read model) and be active.
@@ -165,108 +158,104 @@ async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmw
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only campaigns in this status.
+    #[param(value_type = Option<CampaignStatus>)]
     status: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     paging: Paging,
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Page<CampaignView>>, ApiError> {
+/// List campaigns, newest first.
+#[utoipa::path(get, path = "/campaigns", tag = "campaigns", params(ListQuery, Paging), responses(
+    (status = 200, body = Page<Campaign>),
+))]
+async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<Campaign>>, ApiError> {
     let page = q.paging.request()?;
     if let Some(status) = &q.status {
         status.parse::<CampaignStatus>().map_err(ApiError::bad_request)?;
     }
     let filter = CampaignFilter { status: q.status };
-    Ok(Json(ota_projections::campaigns::list(&state.pool, &filter, page).await?))
+    let views = ota_projections::campaigns::list(&state.pool, &filter, page).await?;
+    let (total, page_no, page_size) = (views.total, views.page, views.page_size);
+    let items = Campaign::from_views(&state.pool, views.items).await?;
+    Ok(Json(Page { items, total, page: page_no, page_size }))
 }
 
-/// A campaign with its waves (sizes and per-state counts) and every decision taken.
-#[derive(Debug, Serialize)]
-pub struct CampaignDetail {
-    #[serde(flatten)]
-    campaign: CampaignView,
-    waves: Vec<WaveDetail>,
-    decisions: Vec<ota_projections::campaigns::DecisionView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WaveDetail {
-    wave: i32,
-    size: i32,
-    assigned: i32,
-    skipped: i32,
-    started_at: Option<DateTime<Utc>>,
-    in_progress: i64,
-    succeeded: i64,
-    failed: i64,
-    rejected: i64,
-    timed_out: i64,
-    cancelled: i64,
-    rolled_back: i64,
-}
-
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CampaignDetail>, ApiError> {
+/// One campaign: status, waves with their devices' states, and every decision taken.
+#[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = Campaign),
+    (status = 404, body = ErrorBody, description = "No such campaign (`not_found`)."),
+))]
+async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Campaign>, ApiError> {
     let id = validate::uuid("id", &id)?;
-    let campaign =
+    let view =
         ota_projections::campaigns::get(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("campaign"))?;
-    let counts = ota_projections::updates::wave_counts(&state.pool, id).await?;
-    let waves = ota_projections::campaigns::waves(&state.pool, id)
-        .await?
-        .into_iter()
-        .map(|w| {
-            let by_state = counts.iter().find(|c| c.wave == w.wave).map(|c| c.by_state.clone()).unwrap_or_default();
-            let n = |s: &str| by_state.get(s).copied().unwrap_or(0);
-            WaveDetail {
-                wave: w.wave,
-                size: w.size,
-                assigned: w.assigned,
-                skipped: w.skipped,
-                started_at: w.started_at,
-                in_progress: ["assigned", "notified", "downloading", "downloaded", "installing"]
-                    .iter()
-                    .map(|s| n(s))
-                    .sum(),
-                succeeded: n("succeeded"),
-                failed: n("failed"),
-                rejected: n("rejected"),
-                timed_out: n("timed_out"),
-                cancelled: n("cancelled"),
-                rolled_back: n("rolled_back"),
-            }
-        })
-        .collect();
-    let decisions = ota_projections::campaigns::decisions(&state.pool, id).await?;
-    Ok(Json(CampaignDetail { campaign, waves, decisions }))
+    let mut campaigns = Campaign::from_views(&state.pool, vec![view]).await?;
+    campaigns.pop().map(Json).ok_or_else(|| ApiError::not_found("campaign"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DevicesQuery {
+    /// Only devices whose update for this campaign is in this state.
+    #[param(value_type = Option<UpdateState>)]
     state: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     paging: Paging,
 }
 
-pub async fn devices(
+/// A campaign's member device, with the state of its update.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignDevice {
+    device_id: String,
+    state: UpdateState,
+    wave: Option<i32>,
+    /// 0 for the first try.
+    retry: i32,
+    progress: Option<i16>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The campaign's devices that were assigned an update, with their state.
+#[utoipa::path(get, path = "/campaigns/{id}/devices", tag = "campaigns", params(("id" = Uuid, Path), DevicesQuery, Paging), responses(
+    (status = 200, body = Page<CampaignDevice>),
+))]
+async fn devices(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<DevicesQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Page<CampaignDevice>>, ApiError> {
     let id = validate::uuid("id", &id)?;
     if let Some(s) = &q.state {
-        s.parse::<ota_domain::device_update::UpdateState>().map_err(ApiError::bad_request)?;
+        s.parse::<UpdateState>().map_err(ApiError::bad_request)?;
     }
     let page =
         ota_projections::updates::campaign_devices(&state.pool, id, q.state.as_deref(), q.paging.request()?).await?;
-    Ok(Json(page))
+    let mut items = Vec::with_capacity(page.items.len());
+    for d in page.items {
+        let state = d.state.parse::<UpdateState>().map_err(ApiError::internal_text)?;
+        items.push(CampaignDevice {
+            device_id: d.device_id,
+            state,
+            wave: d.wave,
+            retry: d.retry,
+            progress: d.progress,
+            updated_at: d.updated_at,
+        });
+    }
+    Ok(Json(Page { items, total: page.total, page: page.page, page_size: page.page_size }))
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// An optional reason, recorded with the pause, cancel or abort.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
+    /// 1 to 1,000 characters.
     reason: Option<String>,
 }
 
@@ -280,24 +269,31 @@ async fn transition(
     writer: &Writer,
     id: &str,
     command: CampaignCommand,
-) -> Result<Json<CampaignBody>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     let id = validate::uuid("id", id)?;
     let committed = state
         .store
-        .execute::<Campaign>(&id.to_string(), command, &writer.meta)
+        .execute::<CampaignState>(&id.to_string(), command, &writer.meta)
         .await
         .map_err(|e| from_store(e, refusal))?;
-    Ok(Json(committed.state.into()))
+    Ok(Json(Campaign::from_state(&state.pool, committed.state).await?))
 }
 
-/// Starts a campaign: resolves its target into waves now, or schedules it for `start_at`.
-pub async fn start(
+/// Start a draft: its target is resolved into waves now (recorded with the seed, so
+/// the membership is reproducible), or it is scheduled for `rollout.start_at`.
+#[utoipa::path(post, path = "/campaigns/{id}/start", tag = "campaigns", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = Campaign, description = "Running (or scheduled)."),
+    (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
+    (status = 409, body = ErrorBody, description = "Not a draft (`campaign.invalid_transition`)."),
+    (status = 422, body = ErrorBody, description = "No device matches the target (`campaign.no_members`)."),
+))]
+async fn start(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
-) -> Result<Json<CampaignBody>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     let id = validate::uuid("id", &id)?.to_string();
-    let (campaign, _) = state.store.load::<Campaign>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let (campaign, _) = state.store.load::<CampaignState>(&id).await.map_err(|e| from_store(e, refusal))?;
     let now = Utc::now();
     let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);
     let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
@@ -312,8 +308,8 @@ pub async fn start(
     };
     let command = CampaignCommand::Start { membership, at: now };
     let committed =
-        state.store.execute::<Campaign>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
-    Ok(Json(committed.state.into()))
+        state.store.execute::<CampaignState>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    Ok(Json(Campaign::from_state(&state.pool, committed.state).await?))
 }
 
 /// A fresh seed per start; it is recorded, so the membership stays reproducible.
@@ -323,92 +319,113 @@ fn rand_seed() -> u64 {
     u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
 }
 
-pub async fn approve(
+/// Approve the next wave of a campaign that waits for it (`after_success: "pause"`).
+#[utoipa::path(post, path = "/campaigns/{id}/approve", tag = "campaigns", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = Campaign),
+    (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
+    (status = 409, body = ErrorBody, description = "Nothing waits for approval (`campaign.nothing_to_approve`, `campaign.invalid_transition`)."),
+))]
+async fn approve(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
-) -> Result<Json<CampaignBody>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     transition(&state, &writer, &id, CampaignCommand::Approve { at: Utc::now() }).await
 }
 
-pub async fn pause(
+/// Pause a running campaign: no new assignments; devices in flight go on.
+#[utoipa::path(post, path = "/campaigns/{id}/pause", tag = "campaigns", params(("id" = Uuid, Path)),
+    request_body(content = Option<ReasonBody>, description = "Optional; an empty body is fine."),
+    responses(
+        (status = 200, body = Campaign),
+        (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
+        (status = 409, body = ErrorBody, description = "Not running (`campaign.invalid_transition`)."),
+        (status = 422, body = ErrorBody, description = "The body is not `{\"reason\"}` (`invalid_field`)."),
+))]
+async fn pause(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<CampaignBody>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     let reason = reason(&body)?;
     transition(&state, &writer, &id, CampaignCommand::Pause { reason, gate: None, at: Utc::now() }).await
 }
 
-pub async fn resume(
+/// Resume a paused campaign.
+#[utoipa::path(post, path = "/campaigns/{id}/resume", tag = "campaigns", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = Campaign),
+    (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
+    (status = 409, body = ErrorBody, description = "Not paused (`campaign.invalid_transition`)."),
+))]
+async fn resume(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
-) -> Result<Json<CampaignBody>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     transition(&state, &writer, &id, CampaignCommand::Resume { at: Utc::now() }).await
 }
 
-/// An operator stops a campaign for good (devices in flight get a cancel).
-pub async fn abort(
+/// Abort a campaign for good: devices in flight are asked to cancel and, with
+/// `rollback_on_abort`, a rollback campaign returns updated devices to their previous firmware.
+#[utoipa::path(post, path = "/campaigns/{id}/abort", tag = "campaigns", params(("id" = Uuid, Path)),
+    request_body(content = Option<ReasonBody>, description = "Optional; an empty body is fine."),
+    responses(
+        (status = 200, body = Campaign),
+        (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
+        (status = 409, body = ErrorBody, description = "Already ended (`campaign.invalid_transition`)."),
+        (status = 422, body = ErrorBody, description = "The body is not `{\"reason\"}` (`invalid_field`)."),
+))]
+async fn abort(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<CampaignBody>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     let reason = reason(&body)?.unwrap_or_else(|| format!("aborted by {}", writer.meta.actor));
     transition(&state, &writer, &id, CampaignCommand::Abort { reason, gate: None, at: Utc::now() }).await
 }
 
-/// What a cancel did: members never assigned stay so; devices in flight get a cancel.
-#[derive(Debug, Serialize)]
-pub struct CancelBody {
-    #[serde(flatten)]
-    campaign: CampaignBody,
-    never_assigned: u64,
-    in_flight: i64,
-}
-
-pub async fn cancel(
+/// Cancel a campaign: the rest is never assigned; devices in flight are asked to cancel.
+#[utoipa::path(post, path = "/campaigns/{id}/cancel", tag = "campaigns", params(("id" = Uuid, Path)),
+    request_body(content = Option<ReasonBody>, description = "Optional; an empty body is fine."),
+    responses(
+        (status = 200, body = Campaign, description = "Cancelled: `unassigned` members stay so, `in_flight` devices were asked to cancel."),
+        (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
+        (status = 409, body = ErrorBody, description = "Already ended (`campaign.invalid_transition`)."),
+        (status = 422, body = ErrorBody, description = "The body is not `{\"reason\"}` (`invalid_field`)."),
+))]
+async fn cancel(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<CancelBody>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     let reason = reason(&body)?;
-    let Json(campaign) = transition(&state, &writer, &id, CampaignCommand::Cancel { reason, at: Utc::now() }).await?;
-    let never_assigned =
-        campaign.waves.iter().enumerate().map(|(w, size)| {
-            (*size as u64).saturating_sub(campaign.assigned_per_wave.get(w).copied().unwrap_or(0) as u64)
-        });
-    let never_assigned = never_assigned.sum();
-    let mut in_flight = 0;
-    if let Some(id) = campaign.id {
-        for wave in ota_projections::updates::wave_counts(&state.pool, id.as_uuid()).await? {
-            in_flight += ["assigned", "notified", "downloading", "downloaded", "installing"]
-                .iter()
-                .map(|s| wave.by_state.get(*s).copied().unwrap_or(0))
-                .sum::<i64>();
-        }
-    }
-    Ok(Json(CancelBody { campaign, never_assigned, in_flight }))
+    transition(&state, &writer, &id, CampaignCommand::Cancel { reason, at: Utc::now() }).await
 }
 
 /// Fleet-wide figures, from incrementally kept counters.
-pub async fn stats(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let campaigns = ota_projections::campaigns::counts_by_status(&state.pool).await?;
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    devices: i64,
+    firmware: i64,
+    campaigns_by_status: BTreeMap<String, i64>,
+    updates_by_state: BTreeMap<String, i64>,
+    /// Succeeded over decided (succeeded, failed, timed out, rejected); null before any.
+    success_rate: Option<f64>,
+}
+
+/// Devices, firmware, campaigns by status, updates by state and the success rate.
+#[utoipa::path(get, path = "/stats", tag = "system", responses((status = 200, body = Stats)))]
+async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    let campaigns_by_status = ota_projections::campaigns::counts_by_status(&state.pool).await?;
     let firmware = ota_projections::firmware::count(&state.pool).await?;
     let devices = ota_projections::devices::count(&state.pool).await?;
-    let updates = ota_projections::updates::state_counts(&state.pool).await?;
-    let n = |s: &str| updates.get(s).copied().unwrap_or(0);
-    let succeeded = n("succeeded");
-    let decided = succeeded + n("failed") + n("timed_out") + n("rejected");
+    let updates_by_state = ota_projections::updates::state_counts(&state.pool).await?;
+    let n = |s: UpdateState| updates_by_state.get(s.as_str()).copied().unwrap_or(0);
+    let succeeded = n(UpdateState::Succeeded);
+    let decided = succeeded + n(UpdateState::Failed) + n(UpdateState::TimedOut) + n(UpdateState::Rejected);
     let success_rate = if decided > 0 { Some(succeeded as f64 / decided as f64) } else { None };
-    Ok(Json(serde_json::json!({
-        "devices": devices,
-        "firmware": firmware,
-        "campaigns_by_status": campaigns,
-        "updates_by_state": updates,
-        "success_rate": success_rate,
-    })))
+    Ok(Json(Stats { devices, firmware, campaigns_by_status, updates_by_state, success_rate }))
 }

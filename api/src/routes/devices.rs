@@ -2,26 +2,46 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::extract::State;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use ota_domain::device::{Device, DeviceCommand, DeviceError, DeviceProfile};
-use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError, Lane, LaneKind, Origin, UpdateFirmware, UpdateState};
+use ota_domain::device::{Device as DeviceState, DeviceCommand, DeviceError, DeviceProfile};
+use ota_domain::device_update::{DeviceUpdate as UpdateStream, DeviceUpdateCommand, DeviceUpdateError, Origin};
 use ota_domain::{DeviceId, FirmwareId, Refusal};
 use ota_orchestrator::devices::{assign_update, AssignError, StatusReport};
-use ota_projections::devices::{DeviceFilter, DeviceView};
-use ota_projections::updates::{HistoryEntry, UpdateView};
-use ota_projections::Page;
-use serde::{Deserialize, Serialize};
+use ota_projections::devices::DeviceFilter;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::auth::Writer;
-use crate::error::{from_store, ApiError};
+use crate::auth::{Authenticator, Writer};
+use crate::error::{from_store, ApiError, ErrorBody};
 use crate::extract::{Json, Paging, Path, Query};
+use crate::resources::{Device, DeviceUpdate, Page};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, register))
+        .routes(routes!(get_one))
+        .routes(routes!(current_update, update))
+        .routes(routes!(history))
+        .routes(routes!(rollback))
+        .routes(routes!(rotate_token))
+}
+
+/// The status route authenticates its caller itself (a device's token or an operator's).
+pub(super) fn status_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(status))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "gw-0042", "device_model": "gw", "hardware_version": "rev-b",
+    "firmware_version": "2.0.3", "tags": ["plant-7"], "attributes": {"site": "Lyon"}}))]
 pub struct RegisterDevice {
+    /// 1 to 256 characters, no control characters or '/'.
     id: String,
     device_model: String,
     hardware_version: Option<String>,
@@ -30,30 +50,6 @@ pub struct RegisterDevice {
     tags: BTreeSet<String>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DeviceBody {
-    id: Option<DeviceId>,
-    #[serde(flatten)]
-    profile: DeviceProfile,
-    registered_at: Option<chrono::DateTime<Utc>>,
-    updated_at: Option<chrono::DateTime<Utc>>,
-    /// The device's DDI secret, shown once: when the device is created or its token rotated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target_token: Option<String>,
-}
-
-impl From<Device> for DeviceBody {
-    fn from(d: Device) -> Self {
-        Self {
-            id: d.id,
-            profile: d.profile,
-            registered_at: d.registered_at,
-            updated_at: d.updated_at,
-            target_token: None,
-        }
-    }
 }
 
 fn device_refusal(e: &DeviceError) -> (Refusal, &'static str) {
@@ -68,12 +64,27 @@ pub fn parse_device_id(raw: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(raw).map_err(|e| ApiError::bad_request(format!("device id: {e}")))
 }
 
-/// Registers a device, or replaces its profile: 201 when new, 200 otherwise.
-pub async fn register(
+/// The device a command just changed, with its last contact.
+async fn device_answer(state: &AppState, device: DeviceState) -> Result<Device, ApiError> {
+    let last_seen = match &device.id {
+        Some(id) => ota_projections::devices::last_seen(&state.pool, id.as_str()).await?,
+        None => None,
+    };
+    Device::from_state(device, last_seen)
+}
+
+/// Register a device, or replace its profile (an upsert). A new device's answer
+/// carries its DDI secret, `target_token`, this once.
+#[utoipa::path(post, path = "/devices", tag = "devices", request_body = RegisterDevice, responses(
+    (status = 201, body = Device, description = "Registered; `target_token` is shown this once."),
+    (status = 200, body = Device, description = "Known already: its profile was replaced (or was the same)."),
+    (status = 422, body = ErrorBody, description = "A field is invalid (`invalid_field`)."),
+))]
+async fn register(
     State(state): State<AppState>,
     writer: Writer,
     Json(body): Json<RegisterDevice>,
-) -> Result<(StatusCode, Json<DeviceBody>), ApiError> {
+) -> Result<(StatusCode, Json<Device>), ApiError> {
     let id = DeviceId::parse(&body.id).map_err(|e| ApiError::invalid("invalid_field", format!("id: {e}")))?;
     let profile = DeviceProfile {
         device_model: body.device_model.trim().to_owned(),
@@ -87,51 +98,57 @@ pub async fn register(
         DeviceCommand::Enrol { id: id.clone(), profile, token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
     let committed = state
         .store
-        .execute::<Device>(id.as_str(), command, &writer.meta)
+        .execute::<DeviceState>(id.as_str(), command, &writer.meta)
         .await
         .map_err(|e| from_store(e, device_refusal))?;
     state.ddi.targets.invalidate(id.as_str());
     let created = committed.events.iter().any(|e| e.sequence == 1);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    let mut body = DeviceBody::from(committed.state);
-    body.target_token = created.then_some(token);
-    Ok((status, Json(body)))
+    let mut device = device_answer(&state, committed.state).await?;
+    device.target_token = created.then_some(token);
+    Ok((status, Json(device)))
 }
 
-/// Issues a new DDI token for the device; the old one stops working at once.
-pub async fn rotate_token(
+/// Issue a new DDI token for the device; the old one stops working at once.
+#[utoipa::path(post, path = "/devices/{id}/token", tag = "devices", params(("id" = String, Path, description = "The device id.")), responses(
+    (status = 200, body = Device, description = "`target_token` is the new secret, shown this once."),
+    (status = 404, body = ErrorBody, description = "No such device (`device.not_found`)."),
+))]
+async fn rotate_token(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
-) -> Result<Json<DeviceBody>, ApiError> {
+) -> Result<Json<Device>, ApiError> {
     let id = parse_device_id(&id)?;
     let token = crate::ddi::new_token();
     let command = DeviceCommand::RotateToken { token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
     let committed = state
         .store
-        .execute::<Device>(id.as_str(), command, &writer.meta)
+        .execute::<DeviceState>(id.as_str(), command, &writer.meta)
         .await
         .map_err(|e| from_store(e, device_refusal))?;
     state.ddi.targets.invalidate(id.as_str());
-    let mut body = DeviceBody::from(committed.state);
-    body.target_token = Some(token);
-    Ok(Json(body))
+    let mut device = device_answer(&state, committed.state).await?;
+    device.target_token = Some(token);
+    Ok(Json(device))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     device_model: Option<String>,
     hardware_version: Option<String>,
     firmware_version: Option<String>,
+    /// Devices carrying this tag.
     tag: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     paging: Paging,
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Page<DeviceView>>, ApiError> {
+/// List the inventory, filtered by any of model, hardware, firmware version and tag.
+#[utoipa::path(get, path = "/devices", tag = "devices", params(ListQuery, Paging), responses((status = 200, body = Page<Device>)))]
+async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<Device>>, ApiError> {
     let page = q.paging.request()?;
     let filter = DeviceFilter {
         device_model: q.device_model,
@@ -139,16 +156,23 @@ pub async fn list(
         firmware_version: q.firmware_version,
         tag: q.tag,
     };
-    Ok(Json(ota_projections::devices::list(&state.pool, &filter, page).await?))
+    let views = ota_projections::devices::list(&state.pool, &filter, page).await?;
+    let items = views.items.into_iter().map(Device::from_view).collect::<Result<_, _>>()?;
+    Ok(Json(Page { items, total: views.total, page: views.page, page_size: views.page_size }))
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeviceView>, ApiError> {
+/// One device.
+#[utoipa::path(get, path = "/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The device id.")), responses(
+    (status = 200, body = Device),
+    (status = 404, body = ErrorBody, description = "No such device (`not_found`)."),
+))]
+async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Device>, ApiError> {
     let id = parse_device_id(&id)?;
     let device = ota_projections::devices::get(&state.pool, id.as_str()).await?;
-    Ok(Json(device.ok_or_else(|| ApiError::not_found("device"))?))
+    Ok(Json(Device::from_view(device.ok_or_else(|| ApiError::not_found("device"))?)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     firmware_id: String,
@@ -167,56 +191,31 @@ impl From<AssignError> for ApiError {
     }
 }
 
-/// The device's current update, straight from its stream.
-#[derive(Debug, Serialize)]
-pub struct LaneBody {
-    device_id: String,
-    action: u32,
-    /// `update`, or `rollback` (then `rolls_back_action` names the update it undoes).
-    kind: &'static str,
-    rolls_back_action: Option<u32>,
-    campaign_id: Option<ota_domain::CampaignId>,
-    wave: Option<u32>,
-    retry: u32,
-    firmware: UpdateFirmware,
-    from: Option<UpdateFirmware>,
-    state: UpdateState,
-    progress: Option<u8>,
-    assigned_at: chrono::DateTime<Utc>,
-    updated_at: chrono::DateTime<Utc>,
+/// The update a command just changed.
+fn update_answer(
+    device: &DeviceId,
+    stream: UpdateStream,
+    assigned_by: Option<String>,
+) -> Result<DeviceUpdate, ApiError> {
+    let lane = stream.current.ok_or_else(|| ApiError::internal_text("update without lane"))?;
+    Ok(DeviceUpdate::from_lane(device, lane, assigned_by))
 }
 
-impl LaneBody {
-    fn new(device: &DeviceId, lane: Lane) -> Self {
-        let (kind, rolls_back_action) = match lane.kind {
-            LaneKind::Update => ("update", None),
-            LaneKind::Rollback { of_action } => ("rollback", Some(of_action)),
-        };
-        Self {
-            device_id: device.to_string(),
-            action: lane.action,
-            kind,
-            rolls_back_action,
-            campaign_id: lane.origin.campaign,
-            wave: lane.origin.wave,
-            retry: lane.origin.retry,
-            firmware: lane.firmware,
-            from: lane.from,
-            state: lane.state,
-            progress: lane.progress,
-            assigned_at: lane.assigned_at,
-            updated_at: lane.updated_at,
-        }
-    }
-}
-
-/// Assigns one firmware to one device (outside any campaign).
-pub async fn update(
+/// Assign one firmware to one device, outside any campaign.
+#[utoipa::path(post, path = "/devices/{id}/update", tag = "devices", params(("id" = String, Path, description = "The device id.")),
+    request_body = UpdateRequest,
+    responses(
+        (status = 201, body = DeviceUpdate),
+        (status = 404, body = ErrorBody, description = "No such device (`device.not_found`)."),
+        (status = 409, body = ErrorBody, description = "The device has an update in flight (`device_update.already_active`)."),
+        (status = 422, body = ErrorBody, description = "The firmware does not fit the device, is installed already, unknown, deprecated or unverified (`update.*`)."),
+))]
+async fn update(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
     Json(body): Json<UpdateRequest>,
-) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
+) -> Result<(StatusCode, Json<DeviceUpdate>), ApiError> {
     let device = parse_device_id(&id)?;
     let firmware: FirmwareId =
         body.firmware_id.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
@@ -224,66 +223,81 @@ pub async fn update(
     let committed =
         assign_update(&state.store, &device, firmware, origin, state.require_signed_firmware, &writer.meta, Utc::now())
             .await?;
-    lane_response(device, committed.state, StatusCode::CREATED)
+    let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
-fn lane_response(
-    device: DeviceId,
-    update: DeviceUpdate,
-    status: StatusCode,
-) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
-    let lane = update.current.ok_or_else(|| ApiError::internal("update without lane"))?;
-    Ok((status, Json(LaneBody::new(&device, lane))))
-}
-
-pub async fn current_update(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<UpdateView>, ApiError> {
+/// The device's current (or last) update.
+#[utoipa::path(get, path = "/devices/{id}/update", tag = "devices", params(("id" = String, Path, description = "The device id.")), responses(
+    (status = 200, body = DeviceUpdate),
+    (status = 404, body = ErrorBody, description = "The device never had an update (`not_found`)."),
+))]
+async fn current_update(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeviceUpdate>, ApiError> {
     let device = parse_device_id(&id)?;
-    let update = ota_projections::updates::current(&state.pool, device.as_str()).await?;
-    Ok(Json(update.ok_or_else(|| ApiError::not_found("update for this device"))?))
+    let record = ota_projections::updates::current_record(&state.pool, device.as_str()).await?;
+    Ok(Json(DeviceUpdate::from_record(record.ok_or_else(|| ApiError::not_found("update for this device"))?)?))
 }
 
-pub async fn history(
+/// Every update and rollback of the device, newest first.
+#[utoipa::path(get, path = "/devices/{id}/history", tag = "devices", params(("id" = String, Path, description = "The device id."), Paging),
+    responses((status = 200, body = Page<DeviceUpdate>)))]
+async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(paging): Query<Paging>,
-) -> Result<Json<Page<HistoryEntry>>, ApiError> {
+) -> Result<Json<Page<DeviceUpdate>>, ApiError> {
     let device = parse_device_id(&id)?;
-    Ok(Json(ota_projections::updates::history(&state.pool, device.as_str(), paging.request()?).await?))
+    let records = ota_projections::updates::records(&state.pool, device.as_str(), paging.request()?).await?;
+    let items = records.items.into_iter().map(DeviceUpdate::from_record).collect::<Result<_, _>>()?;
+    Ok(Json(Page { items, total: records.total, page: records.page, page_size: records.page_size }))
 }
 
-/// Rolls the device back to the firmware it ran before its last successful update.
-pub async fn rollback(
+/// Roll the device back to the firmware it ran before its last successful update.
+#[utoipa::path(post, path = "/devices/{id}/rollback", tag = "devices", params(("id" = String, Path, description = "The device id.")), responses(
+    (status = 201, body = DeviceUpdate, description = "A rollback was assigned (`kind`: `rollback`)."),
+    (status = 404, body = ErrorBody, description = "No such device (`not_found`)."),
+    (status = 409, body = ErrorBody, description = "An update is in flight, or nothing to roll back to (`device_update.already_active`, `device_update.no_rollback_target`)."),
+))]
+async fn rollback(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
+) -> Result<(StatusCode, Json<DeviceUpdate>), ApiError> {
     let device = parse_device_id(&id)?;
     let (registered, _) =
-        state.store.load::<Device>(device.as_str()).await.map_err(|e| from_store(e, device_refusal))?;
+        state.store.load::<DeviceState>(device.as_str()).await.map_err(|e| from_store(e, device_refusal))?;
     if !registered.exists() {
         return Err(ApiError::not_found("device"));
     }
-    let command =
-        ota_domain::device_update::DeviceUpdateCommand::RollBack { origin: Origin::default(), at: Utc::now() };
+    let command = DeviceUpdateCommand::RollBack { origin: Origin::default(), at: Utc::now() };
     let committed = state
         .store
-        .execute::<DeviceUpdate>(device.as_str(), command, &writer.meta)
+        .execute::<UpdateStream>(device.as_str(), command, &writer.meta)
         .await
         .map_err(|e| from_store(e, update_refusal))?;
-    lane_response(device, committed.state, StatusCode::CREATED)
+    let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
-/// A device's status report (native protocol over HTTP; the same body works on NATS).
-/// The device itself (`TargetToken`, only for its own id) or an operator may send it.
-pub async fn status(
+/// A device's status report (the native protocol over HTTP; the same body works on
+/// NATS). The device itself (`TargetToken`, only for its own id) or an operator may send it.
+#[utoipa::path(post, path = "/devices/{id}/status", tag = "devices", params(("id" = String, Path, description = "The device id.")),
+    request_body = StatusReport,
+    security(("bearer" = []), ("target_token" = [])),
+    responses(
+        (status = 200, body = DeviceUpdate, description = "Stored (durably) and applied."),
+        (status = 401, body = ErrorBody, description = "No valid bearer token or target token (`unauthorized`)."),
+        (status = 403, body = ErrorBody, description = "A viewer, or another device's token (`forbidden`)."),
+        (status = 404, body = ErrorBody, description = "No update to report on (`device_update.none`, `device_update.unknown_action`)."),
+        (status = 409, body = ErrorBody, description = "The update is closed (`device_update.not_active`)."),
+        (status = 422, body = ErrorBody, description = "The body is not a status report, or the state cannot be reported (`invalid_field`, `device_update.*`)."),
+))]
+async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
     request: axum::extract::Request,
-) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
+) -> Result<Json<DeviceUpdate>, ApiError> {
     let device = parse_device_id(&id)?;
     let as_device = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -291,22 +305,21 @@ pub async fn status(
         .is_some_and(|v| v.starts_with("TargetToken "));
     let (mut parts, body) = request.into_parts();
     let meta = if as_device {
-        let caller = crate::ddi::authorize_device(&state, device.as_str(), &headers).await?;
+        let caller = super::ddi::authorize_device(&state, device.as_str(), &headers).await?;
         ota_domain::CommandMeta::new(ota_domain::Actor::device(caller.to_string()))
     } else {
-        let principal = crate::auth::bearer(&state, &parts.headers).await?;
+        let principal = Authenticator::from_ref(&state).bearer(&parts.headers).await?;
         parts.extensions.insert(principal);
-        let writer =
-            <Writer as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await?;
-        writer.meta
+        Writer::from_request_parts(&mut parts, &state).await?.meta
     };
-    let Json(report) = <Json<StatusReport> as axum::extract::FromRequest<AppState>>::from_request(
-        axum::extract::Request::from_parts(parts, body),
-        &state,
-    )
-    .await?;
+    let Json(report) =
+        Json::<StatusReport>::from_request(axum::extract::Request::from_parts(parts, body), &state).await?;
     let committed =
         state.reports.report(&device, report, &meta, Utc::now()).await.map_err(|e| from_store(e, update_refusal))?;
     state.ddi.targets.invalidate(device.as_str());
-    lane_response(device, committed.state, StatusCode::OK)
+    let lane = committed.state.current.ok_or_else(|| ApiError::internal_text("update without lane"))?;
+    let assigned_by = ota_projections::updates::record(&state.pool, device.as_str(), lane.action as i32)
+        .await?
+        .and_then(|record| record.assigned_by);
+    Ok(Json(DeviceUpdate::from_lane(&device, lane, assigned_by)))
 }

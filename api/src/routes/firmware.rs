@@ -1,83 +1,76 @@
 //! Firmware: streamed upload, catalog queries, ranged download.
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::TryStreamExt;
-use ota_domain::firmware::{Firmware, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
-use ota_domain::FirmwareId;
+use ota_domain::firmware::{Firmware as FirmwareState, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
+use ota_projections::downloads::{DownloadStats, DownloadView};
 use ota_projections::firmware::{FirmwareFilter, FirmwareView};
-use ota_projections::Page;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
-use super::validate;
 use crate::artifact::{self, ArtifactFile};
 use crate::auth::Writer;
-use crate::blobs::{BlobError, Staged};
-use crate::error::{from_store, ApiError};
+use crate::error::{from_store, ApiError, ErrorBody};
 use crate::extract::{optional_json, Json, Multipart, Paging, Path, Query};
+use crate::resources::firmware::Firmware;
+use crate::resources::Page;
 use crate::state::AppState;
+use crate::storage::{BlobError, Staged};
+use crate::validate;
 
 const METADATA_LIMIT: usize = 64 * 1024;
 
-#[derive(Debug, Deserialize)]
+pub(super) fn routes(max_firmware_bytes: u64) -> OpenApiRouter<AppState> {
+    let upload_limit = usize::try_from(max_firmware_bytes).unwrap_or(usize::MAX).saturating_add(1024 * 1024);
+    OpenApiRouter::new()
+        .routes(routes!(list, upload).layer(DefaultBodyLimit::max(upload_limit)))
+        .routes(routes!(get_one))
+        .routes(routes!(content))
+        .routes(routes!(deprecate))
+        .routes(routes!(downloads))
+}
+
+/// What the image is, sent as the `metadata` part (JSON) beside the `file` part.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "gw-os", "version": "2.1.0", "device_model": "gw", "hardware_versions": ["rev-a", "rev-b"],
+    "checksum_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}))]
 struct UploadMetadata {
+    /// 1 to 128 characters (avoid ':', which the id derivation joins with).
     name: String,
     version: String,
     device_model: String,
     #[serde(default)]
     hardware_versions: Vec<String>,
+    /// If given, the upload is refused unless the stored bytes hash to it (64 hex).
     checksum_sha256: Option<String>,
+    /// Likewise, 32 hex.
     checksum_md5: Option<String>,
+    /// At most 20,000 characters.
     release_notes: Option<String>,
     /// Hex ed25519 signature over the image's SHA-256 digest, and the trusted key it was made with.
     signature: Option<String>,
     key_id: Option<String>,
 }
 
-/// A firmware as the write side knows it right after a command.
-#[derive(Debug, Serialize)]
-pub struct FirmwareBody {
-    id: FirmwareId,
-    name: String,
-    version: String,
-    device_model: String,
-    hardware_versions: Vec<String>,
-    release_notes: Option<String>,
-    filename: String,
-    size: u64,
-    sha256: String,
-    sha1: String,
-    md5: String,
-    status: &'static str,
-    created_at: Option<DateTime<Utc>>,
-    signature: ota_domain::signature::SignatureCheck,
+/// The multipart body of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document; the handler streams the parts.
+struct UploadForm {
+    metadata: UploadMetadata,
+    /// The image, streamed to storage and hashed on the way (never held in memory).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
 }
 
-impl FirmwareBody {
-    fn from_state(firmware: Firmware) -> Result<Self, ApiError> {
-        let (Some(id), Some(spec), Some(binary)) = (firmware.id, firmware.spec, firmware.binary) else {
-            return Err(ApiError::internal("firmware state without upload"));
-        };
-        Ok(Self {
-            id,
-            name: spec.name,
-            version: spec.version,
-            device_model: spec.device_model,
-            hardware_versions: spec.hardware_versions,
-            release_notes: spec.release_notes,
-            filename: binary.filename,
-            size: binary.size,
-            sha256: binary.sha256,
-            sha1: binary.sha1,
-            md5: binary.md5,
-            status: firmware.status.as_str(),
-            created_at: firmware.uploaded_at,
-            signature: firmware.signature,
-        })
-    }
+/// Who uploaded a firmware, as the read model recorded it.
+async fn uploader(state: &AppState, id: uuid::Uuid) -> Result<Option<String>, ApiError> {
+    Ok(ota_projections::firmware::get(&state.pool, id).await?.and_then(|view| view.created_by))
 }
 
 fn refusal(e: &FirmwareError) -> (ota_domain::Refusal, &'static str) {
@@ -157,11 +150,22 @@ fn artifact_filename(given: Option<&str>, spec: &FirmwareSpec) -> String {
     }
 }
 
-pub async fn upload(
+/// Upload an image (multipart: `metadata` JSON, then `file`). Streamed, hashed while
+/// streaming, checked against the given checksums and, if signed, the trusted keys.
+#[utoipa::path(post, path = "/firmware", tag = "firmware",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, body = Firmware, description = "Stored."),
+        (status = 200, body = Firmware, description = "The identical image was already stored: nothing changed."),
+        (status = 409, body = ErrorBody, description = "The same name, version and model with other bytes (`firmware.content_conflict`, `firmware.id_collision`)."),
+        (status = 413, body = ErrorBody, description = "Larger than OTA_MAX_FIRMWARE_BYTES (`too_large`)."),
+        (status = 422, body = ErrorBody, description = "A field is invalid, a checksum does not match, or a required signature is missing or wrong (`invalid_field`, `checksum_mismatch`, `firmware.signature_*`)."),
+))]
+async fn upload(
     State(state): State<AppState>,
     writer: Writer,
     Multipart(mut multipart): Multipart,
-) -> Result<(StatusCode, Json<FirmwareBody>), ApiError> {
+) -> Result<(StatusCode, Json<Firmware>), ApiError> {
     let limit = state.max_firmware_bytes;
     let mut metadata = None;
     let mut staged: Option<(Staged, Option<String>)> = None;
@@ -177,6 +181,7 @@ pub async fn upload(
                         }
                         bytes.extend_from_slice(&chunk);
                     }
+                    crate::extract::refuse_nul(&bytes)?;
                     let parsed: UploadMetadata = serde_json::from_slice(&bytes)
                         .map_err(|e| ApiError::invalid("invalid_field", format!("metadata: {e}")))?;
                     metadata = Some(parsed);
@@ -216,7 +221,7 @@ async fn store_upload(
     metadata: UploadMetadata,
     blob: &Staged,
     filename: Option<&str>,
-) -> Result<(StatusCode, Json<FirmwareBody>), ApiError> {
+) -> Result<(StatusCode, Json<Firmware>), ApiError> {
     let (signature_hex, key_id) = (metadata.signature.clone(), metadata.key_id.clone());
     let (spec, want_sha256, want_md5) = spec_from(metadata)?;
     if want_sha256.as_ref().is_some_and(|want| *want != blob.sha256) {
@@ -243,7 +248,7 @@ async fn store_upload(
     }
     let id = spec.id().to_string();
     // Answer a repeat or a conflict before touching the stored binaries.
-    let (existing, _) = state.store.load::<Firmware>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let (existing, _) = state.store.load::<FirmwareState>(&id).await.map_err(|e| from_store(e, refusal))?;
     // The id hashes `name:version:device_model`, so ("a:b", "c") and ("a", "b:c") share it:
     // never answer for, or conflict with, a firmware that is not the one uploaded.
     if let Some(taken) = existing
@@ -263,7 +268,8 @@ async fn store_upload(
     if let Some(stored) = existing.binary.as_ref() {
         if stored.sha256 == blob.sha256 {
             state.blobs.discard(blob).await;
-            return Ok((StatusCode::OK, Json(FirmwareBody::from_state(existing)?)));
+            let created_by = uploader(state, spec.id().as_uuid()).await?;
+            return Ok((StatusCode::OK, Json(Firmware::from_state(existing, created_by)?)));
         }
         let conflict = FirmwareError::DifferentContent {
             id: spec.id(),
@@ -283,25 +289,35 @@ async fn store_upload(
     };
     let command = FirmwareCommand::Upload { spec, binary, signature, at: Utc::now() };
     let committed =
-        state.store.execute::<Firmware>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
-    let status = if committed.unchanged() { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(FirmwareBody::from_state(committed.state)?)))
+        state.store.execute::<FirmwareState>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    let (status, created_by) = match committed.unchanged() {
+        true => (
+            StatusCode::OK,
+            uploader(state, committed.state.id.map_or_else(Default::default, |id| id.as_uuid())).await?,
+        ),
+        false => (StatusCode::CREATED, Some(writer.meta.actor.to_string())),
+    };
+    Ok((status, Json(Firmware::from_state(committed.state, created_by)?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only firmware for this device model.
     device_model: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     paging: Paging,
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Page<FirmwareView>>, ApiError> {
+/// List firmware, newest first.
+#[utoipa::path(get, path = "/firmware", tag = "firmware", params(ListQuery, Paging), responses((status = 200, body = Page<Firmware>)))]
+async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<Firmware>>, ApiError> {
     let page = q.paging.request()?;
     let filter = FirmwareFilter { device_model: q.device_model };
-    Ok(Json(ota_projections::firmware::list(&state.pool, &filter, page).await?))
+    let views = ota_projections::firmware::list(&state.pool, &filter, page).await?;
+    let items = views.items.into_iter().map(Firmware::from_view).collect::<Result<_, _>>()?;
+    Ok(Json(Page { items, total: views.total, page: views.page, page_size: views.page_size }))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<FirmwareView, ApiError> {
@@ -309,35 +325,58 @@ async fn find(state: &AppState, id: &str) -> Result<FirmwareView, ApiError> {
     ota_projections::firmware::get(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("firmware"))
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<FirmwareView>, ApiError> {
-    Ok(Json(find(&state, &id).await?))
+/// One firmware.
+#[utoipa::path(get, path = "/firmware/{id}", tag = "firmware", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = Firmware),
+    (status = 404, body = ErrorBody, description = "No such firmware (`not_found`)."),
+))]
+async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Firmware>, ApiError> {
+    Ok(Json(Firmware::from_view(find(&state, &id).await?)?))
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// An optional reason for a deprecation.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeprecateBody {
     reason: Option<String>,
 }
 
-pub async fn deprecate(
+/// Deprecate a firmware: no new campaign or update may use it (rollbacks still may).
+#[utoipa::path(post, path = "/firmware/{id}/deprecate", tag = "firmware", params(("id" = Uuid, Path)),
+    request_body(content = Option<DeprecateBody>, description = "Optional; an empty body is fine."),
+    responses(
+        (status = 200, body = Firmware),
+        (status = 404, body = ErrorBody, description = "No such firmware (`firmware.not_found`)."),
+        (status = 409, body = ErrorBody, description = "Already deprecated (`firmware.already_deprecated`)."),
+        (status = 422, body = ErrorBody, description = "The body is not `{\"reason\"}` (`invalid_field`)."),
+))]
+async fn deprecate(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<FirmwareBody>, ApiError> {
+) -> Result<Json<Firmware>, ApiError> {
     let id = validate::uuid("id", &id)?;
     let reason = optional_json::<DeprecateBody>(&body)?.and_then(|b| b.reason);
     let command = FirmwareCommand::Deprecate { reason, at: Utc::now() };
     let committed = state
         .store
-        .execute::<Firmware>(&id.to_string(), command, &writer.meta)
+        .execute::<FirmwareState>(&id.to_string(), command, &writer.meta)
         .await
         .map_err(|e| from_store(e, refusal))?;
-    Ok(Json(FirmwareBody::from_state(committed.state)?))
+    Ok(Json(Firmware::from_state(committed.state, uploader(&state, id).await?)?))
 }
 
-/// Streams the binary, honouring a single `Range` (206 / 416), `If-Range` and `If-Match`.
-pub async fn content(
+/// Download the image: a single `Range` (206 / 416), `If-Range` and `If-Match` are honoured.
+#[utoipa::path(get, path = "/firmware/{id}/content", tag = "firmware", params(("id" = Uuid, Path)), responses(
+    (status = 200, content_type = "application/octet-stream", body = Vec<u8>, description = "The whole image; `ETag` is its SHA-1."),
+    (status = 206, content_type = "application/octet-stream", body = Vec<u8>, description = "The requested range."),
+    (status = 304, description = "`If-None-Match` matches the image's ETag."),
+    (status = 404, body = ErrorBody, description = "No such firmware (`not_found`)."),
+    (status = 412, body = ErrorBody, description = "`If-Match` does not match (`precondition_failed`)."),
+    (status = 416, body = ErrorBody, description = "The range is outside the image (`range_not_satisfiable`)."),
+))]
+async fn content(
     State(state): State<AppState>,
     method: axum::http::Method,
     Path(id): Path<String>,
@@ -354,22 +393,37 @@ pub async fn content(
     artifact::serve(&state.blobs, &file, method == axum::http::Method::HEAD, &headers, None).await
 }
 
-#[derive(Debug, Serialize)]
-pub struct DownloadsBody {
+/// Who downloaded an image, how much, and whether it finished: totals and a page of the newest.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Downloads {
     firmware_id: uuid::Uuid,
-    stats: ota_projections::downloads::DownloadStats,
-    #[serde(flatten)]
-    recent: Page<ota_projections::downloads::DownloadView>,
+    stats: DownloadStats,
+    items: Vec<DownloadView>,
+    /// Download records in all.
+    total: i64,
+    page: u32,
+    page_size: u32,
 }
 
-/// Who downloaded the image, how much, and whether it finished.
-pub async fn downloads(
+/// The download log of an image.
+#[utoipa::path(get, path = "/firmware/{id}/downloads", tag = "firmware", params(("id" = Uuid, Path), Paging), responses(
+    (status = 200, body = Downloads),
+    (status = 404, body = ErrorBody, description = "No such firmware (`not_found`)."),
+))]
+async fn downloads(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(paging): Query<Paging>,
-) -> Result<Json<DownloadsBody>, ApiError> {
+) -> Result<Json<Downloads>, ApiError> {
     let firmware = find(&state, &id).await?;
     let page = paging.request()?;
     let (stats, recent) = ota_projections::downloads::log(&state.pool, firmware.id, page).await?;
-    Ok(Json(DownloadsBody { firmware_id: firmware.id, stats, recent }))
+    Ok(Json(Downloads {
+        firmware_id: firmware.id,
+        stats,
+        items: recent.items,
+        total: recent.total,
+        page: recent.page,
+        page_size: recent.page_size,
+    }))
 }

@@ -2,71 +2,141 @@
 
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::extract::Json;
+use crate::state::AppState;
+
 /// How long a health report waits for any one dependency.
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use serde_json::{json, Value};
-
-use crate::state::AppState;
-
-pub async fn live() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(live)).routes(routes!(detailed))
 }
 
-pub async fn detailed(State(state): State<AppState>) -> impl IntoResponse {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`: the process answers.
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// Whether the process answers (for a load balancer's liveness probe).
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Liveness)))]
+async fn live() -> Json<Liveness> {
+    Json(Liveness { status: "ok".to_owned() })
+}
+
+/// One dependency's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<u64>,
+    /// The NATS connection state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    /// Events stored but not yet published to NATS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unpublished_events: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Probe {
+    fn failed(error: impl ToString) -> Self {
+        Probe { ok: false, latency_ms: None, state: None, unpublished_events: None, error: Some(error.to_string()) }
+    }
+    fn ok() -> Self {
+        Probe { ok: true, latency_ms: None, state: None, unpublished_events: None, error: None }
+    }
+}
+
+/// How far one read model is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionHealth {
+    name: String,
+    /// Events applied.
+    applied: i64,
+    /// The highest global position applied.
+    last_global_seq: i64,
+    /// Messages its NATS consumer has not yet acknowledged (absent when NATS is down or slow to say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// `ok` when Postgres, NATS, object storage and the relay are all fine, else `degraded` (and a 503).
+    #[schema(example = "ok")]
+    status: String,
+    postgres: Probe,
+    nats: Probe,
+    object_store: Probe,
+    relay: Probe,
+    projections: Vec<ProjectionHealth>,
+}
+
+/// Every dependency and the lag of every read model (for a readiness probe and for people).
+#[utoipa::path(get, path = "/health/detailed", tag = "system", responses(
+    (status = 200, body = HealthReport, description = "Everything is fine."),
+    (status = 503, body = HealthReport, description = "A dependency is down: `status` is `degraded`."),
+))]
+async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
     let started = Instant::now();
     let postgres = match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
-        Ok(_) => json!({"ok": true, "latency_ms": started.elapsed().as_millis()}),
-        Err(e) => json!({"ok": false, "error": e.to_string()}),
+        Ok(_) => Probe { latency_ms: Some(started.elapsed().as_millis() as u64), ..Probe::ok() },
+        Err(e) => Probe::failed(e),
     };
     let nats_state = state.nats.connection_state();
     let nats_ok = nats_state == async_nats::connection::State::Connected;
-    let nats = json!({"ok": nats_ok, "state": nats_state.to_string()});
+    let nats = Probe { ok: nats_ok, state: Some(nats_state.to_string()), ..Probe::ok() };
     let object_store = match tokio::time::timeout(PROBE_DEADLINE, state.blobs.probe()).await {
-        Ok(Ok(())) => json!({"ok": true}),
-        Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
-        Err(_) => json!({"ok": false, "error": "no answer within 2 s"}),
+        Ok(Ok(())) => Probe::ok(),
+        Ok(Err(e)) => Probe::failed(e),
+        Err(_) => Probe::failed("no answer within 2 s"),
     };
     let relay = match ota_orchestrator::relay::pending_count(&state.pool, state.names.prefix()).await {
-        Ok(pending) => json!({"ok": true, "unpublished_events": pending}),
-        Err(e) => json!({"ok": false, "error": e.to_string()}),
+        Ok(pending) => Probe { unpublished_events: Some(pending), ..Probe::ok() },
+        Err(e) => Probe::failed(e),
     };
     let projections = projections(&state, nats_ok).await;
-    let all_ok = [&postgres, &nats, &object_store, &relay].iter().all(|v| v["ok"] == json!(true));
+    let all_ok = [&postgres, &nats, &object_store, &relay].iter().all(|p| p.ok);
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "status": if all_ok { "ok" } else { "degraded" },
-        "postgres": postgres,
-        "nats": nats,
-        "object_store": object_store,
-        "relay": relay,
-        "projections": projections,
-    });
-    (status, axum::Json(body))
+    let report = HealthReport {
+        status: if all_ok { "ok" } else { "degraded" }.to_owned(),
+        postgres,
+        nats,
+        object_store,
+        relay,
+        projections,
+    };
+    (status, Json(report))
 }
 
-async fn projections(state: &AppState, nats_ok: bool) -> Value {
+async fn projections(state: &AppState, nats_ok: bool) -> Vec<ProjectionHealth> {
     let applied = ota_projections::status::all(&state.pool).await.unwrap_or_default();
     let mut out = Vec::new();
     for name in ota_projections::ProjectionName::ALL {
         let row = applied.iter().find(|s| s.projection == name.as_str());
-        let mut entry = json!({
-            "name": name.as_str(),
-            "applied": row.map_or(0, |r| r.applied),
-            "last_global_seq": row.map_or(0, |r| r.last_global_seq),
+        // A health report answers fast: NATS gets a short deadline, then the lag is just unknown.
+        let pending = match nats_ok {
+            true => tokio::time::timeout(PROBE_DEADLINE, consumer_pending(state, name)).await.ok().flatten(),
+            false => None,
+        };
+        out.push(ProjectionHealth {
+            name: name.as_str().to_owned(),
+            applied: row.map_or(0, |r| r.applied),
+            last_global_seq: row.map_or(0, |r| r.last_global_seq),
+            pending,
         });
-        if nats_ok {
-            // A health report answers fast: NATS gets a short deadline, then the lag is just unknown.
-            if let Ok(Some(pending)) = tokio::time::timeout(PROBE_DEADLINE, consumer_pending(state, name)).await {
-                entry["pending"] = json!(pending);
-            }
-        }
-        out.push(entry);
     }
-    Value::Array(out)
+    out
 }
 
 /// Messages a projection's consumer has not yet acknowledged.

@@ -14,6 +14,7 @@ use crate::rollout::{minute_bucket, RolloutPlan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CampaignStatus {
     #[default]
     Draft,
@@ -71,6 +72,7 @@ impl FromStr for CampaignStatus {
 
 /// The firmware a campaign ships, copied at creation so the stream is self-describing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignFirmware {
     pub id: FirmwareId,
     pub name: String,
@@ -81,6 +83,7 @@ pub struct CampaignFirmware {
 /// Who a campaign targets: explicit devices and/or a filter over the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Target {
     #[serde(default)]
     pub device_ids: Vec<DeviceId>,
@@ -94,6 +97,7 @@ pub struct Target {
 /// Inventory criteria; every given criterion must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetFilter {
     #[serde(default)]
     pub device_model: Option<String>,
@@ -147,6 +151,15 @@ pub struct Campaign {
     /// Per wave: members that could not be assigned (busy with another update).
     pub skipped: Vec<u32>,
     pub awaiting_approval: bool,
+    /// Per wave: when it started.
+    #[serde(default)]
+    pub wave_started_at: Vec<Option<DateTime<Utc>>>,
+    /// The reason given with the last pause, cancel or abort that had one.
+    #[serde(default)]
+    pub last_reason: Option<String>,
+    /// When the status or the current wave last changed.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
     /// The wave whose successor an operator approved.
     #[serde(default)]
     pub approved_wave: Option<usize>,
@@ -357,6 +370,7 @@ impl Aggregate for Campaign {
     }
 
     fn apply(&mut self, event: CampaignEvent) {
+        self.note_change(&event);
         match event {
             CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, rollback_of, at } => {
                 self.rollback_of = rollback_of;
@@ -379,6 +393,7 @@ impl Aggregate for Campaign {
             CampaignEvent::MembershipResolved { seed, waves, excluded, .. } => {
                 self.assigned = vec![0; waves.len()];
                 self.skipped = vec![0; waves.len()];
+                self.wave_started_at = vec![None; waves.len()];
                 self.membership = Some(Membership { seed, waves, excluded });
             }
             CampaignEvent::MembersJoined { wave, devices, .. } => {
@@ -386,9 +401,13 @@ impl Aggregate for Campaign {
                     members.extend(devices);
                 }
             }
-            CampaignEvent::WaveStarted { wave, .. } => {
+            CampaignEvent::WaveStarted { wave, at, .. } => {
                 self.current_wave = Some(wave);
                 self.awaiting_approval = false;
+                if self.wave_started_at.len() <= wave {
+                    self.wave_started_at.resize(wave + 1, None);
+                }
+                self.wave_started_at[wave] = Some(at);
             }
             CampaignEvent::AssignmentsRecorded { wave, through, skipped, at } => {
                 let before = self.assigned.get(wave).copied().unwrap_or(0);
@@ -424,6 +443,34 @@ impl Aggregate for Campaign {
                 self.status = CampaignStatus::Aborted;
                 self.ended_at = Some(at);
             }
+        }
+    }
+}
+
+impl Campaign {
+    /// `updated_at` and `last_reason`, as the campaigns read model keeps them: the time of
+    /// the last change of status or wave, and the last reason given.
+    fn note_change(&mut self, event: &CampaignEvent) {
+        let (at, reason) = match event {
+            CampaignEvent::CampaignCreated { at, .. }
+            | CampaignEvent::CampaignScheduled { at, .. }
+            | CampaignEvent::CampaignStarted { at }
+            | CampaignEvent::WaveStarted { at, .. }
+            | CampaignEvent::CampaignResumed { at }
+            | CampaignEvent::CampaignCompleted { at, .. } => (*at, None),
+            CampaignEvent::CampaignPaused { reason, at, .. } | CampaignEvent::CampaignCancelled { reason, at } => {
+                (*at, reason.as_ref())
+            }
+            CampaignEvent::CampaignAborted { reason, at, .. } => (*at, Some(reason)),
+            CampaignEvent::MembershipResolved { .. }
+            | CampaignEvent::MembersJoined { .. }
+            | CampaignEvent::AssignmentsRecorded { .. }
+            | CampaignEvent::ApprovalRequested { .. }
+            | CampaignEvent::WaveApproved { .. } => return,
+        };
+        self.updated_at = Some(at);
+        if let Some(reason) = reason {
+            self.last_reason = Some(reason.clone());
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::refusal::Refusal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UpdateState {
     Assigned,
     Notified,
@@ -104,6 +105,7 @@ impl FromStr for UpdateState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateFirmware {
     pub id: FirmwareId,
     pub version: String,
@@ -112,6 +114,7 @@ pub struct UpdateFirmware {
 /// Why an update was assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case", tag = "kind")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LaneKind {
     #[default]
     Update,
@@ -121,6 +124,7 @@ pub enum LaneKind {
 
 /// Where an assignment comes from: a campaign wave, and the how-manieth try it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Origin {
     pub campaign: Option<CampaignId>,
     #[serde(default)]
@@ -132,6 +136,7 @@ pub struct Origin {
 
 /// One update of the device: from assignment to its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lane {
     /// Numbered per device from 1; with the device id it is the hawkBit action id.
     pub action: u32,
@@ -144,6 +149,9 @@ pub struct Lane {
     /// The server asked the device to cancel and awaits its answer (hawkBit's CANCELING).
     #[serde(default)]
     pub cancel_requested: bool,
+    /// The last message about this update: the device's last report that had one, or the cancel handshake's.
+    #[serde(default)]
+    pub message: Option<String>,
     pub assigned_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -266,6 +274,7 @@ pub enum DeviceUpdateEvent {
 /// What download requests of one update delivered over a few seconds (range reads
 /// from streaming clients are many, so they are summed rather than logged one by one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Download {
     pub firmware: FirmwareId,
     pub requests: u32,
@@ -555,10 +564,15 @@ impl Aggregate for DeviceUpdate {
     }
 
     fn apply(&mut self, event: DeviceUpdateEvent) {
-        let set_state = |lane: &mut Option<Lane>, state, at| {
+        // As the updates read model folds them, so a command's answer and a later read agree.
+        let set_state = |lane: &mut Option<Lane>, state: UpdateState, message: Option<String>, at| {
             if let Some(lane) = lane {
                 lane.state = state;
                 lane.updated_at = at;
+                lane.message = message.or(lane.message.take());
+                if state.is_terminal() {
+                    lane.cancel_requested = false;
+                }
             }
         };
         match event {
@@ -576,13 +590,16 @@ impl Aggregate for DeviceUpdate {
                     state: UpdateState::Assigned,
                     progress: None,
                     cancel_requested: false,
+                    message: None,
                     assigned_at: at,
                     updated_at: at,
                 });
             }
-            DeviceUpdateEvent::DeviceNotified { at, .. } => set_state(&mut self.current, UpdateState::Notified, at),
-            DeviceUpdateEvent::ProgressReported { state, progress, at, .. } => {
-                set_state(&mut self.current, state, at);
+            DeviceUpdateEvent::DeviceNotified { at, .. } => {
+                set_state(&mut self.current, UpdateState::Notified, None, at)
+            }
+            DeviceUpdateEvent::ProgressReported { state, progress, message, at, .. } => {
+                set_state(&mut self.current, state, message, at);
                 if let Some(lane) = &mut self.current {
                     lane.progress = progress.or(lane.progress);
                     match state {
@@ -598,16 +615,24 @@ impl Aggregate for DeviceUpdate {
                 }
             }
             DeviceUpdateEvent::ReportIgnored { .. } => {}
-            DeviceUpdateEvent::UpdateCancelled { at, .. } => set_state(&mut self.current, UpdateState::Cancelled, at),
-            DeviceUpdateEvent::UpdateTimedOut { at, .. } => set_state(&mut self.current, UpdateState::TimedOut, at),
-            DeviceUpdateEvent::CancelRequested { .. } => {
+            DeviceUpdateEvent::UpdateCancelled { at, .. } => {
+                set_state(&mut self.current, UpdateState::Cancelled, None, at)
+            }
+            DeviceUpdateEvent::UpdateTimedOut { at, .. } => {
+                set_state(&mut self.current, UpdateState::TimedOut, None, at)
+            }
+            DeviceUpdateEvent::CancelRequested { at, .. } => {
                 if let Some(lane) = &mut self.current {
                     lane.cancel_requested = true;
+                    lane.message = Some("cancel requested".into());
+                    lane.updated_at = at;
                 }
             }
-            DeviceUpdateEvent::CancelRefused { .. } => {
+            DeviceUpdateEvent::CancelRefused { message, at, .. } => {
                 if let Some(lane) = &mut self.current {
                     lane.cancel_requested = false;
+                    lane.message = Some(message.unwrap_or_else(|| "cancel refused by the device".into()));
+                    lane.updated_at = at;
                 }
             }
             DeviceUpdateEvent::DownloadServed { .. } => {}

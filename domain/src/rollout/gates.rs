@@ -61,6 +61,7 @@ pub enum GateOutcome {
 /// Which gate a reported decision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GateKind {
     /// Failures crossed `failure_threshold_percent`.
     FailureThreshold,
@@ -70,6 +71,7 @@ pub enum GateKind {
 
 /// The numbers a gate decision saw, recorded with the pause or abort it caused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateReport {
     pub wave: usize,
     pub gate: GateKind,

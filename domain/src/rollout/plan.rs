@@ -24,6 +24,7 @@ pub const MAX_DEVICE_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 /// How a campaign rolls out: waves, gates, rate, timeouts, retries, window and start time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutPlan {
     /// The waves in order; the last one always takes the remainder of the fleet.
     pub waves: Vec<WaveSpec>,
@@ -70,6 +71,7 @@ pub struct RolloutPlan {
 /// hawkBit's action types as DDI clients see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ActionType {
     /// Download and install now (`forced`).
     #[default]
@@ -105,6 +107,7 @@ impl Default for RolloutPlan {
 /// of this wave; `{"count": n}` is the number of devices in this wave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum WaveSpec {
     Percent(u32),
     Count(u32),
@@ -113,6 +116,7 @@ pub enum WaveSpec {
 /// What happens when a wave passes its success gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AfterSuccess {
     /// Start the next wave at once.
     #[default]
@@ -124,6 +128,7 @@ pub enum AfterSuccess {
 /// What happens when a wave crosses its failure threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnFailure {
     /// Pause the campaign; an operator may resume or abort it.
     #[default]
@@ -135,11 +140,13 @@ pub enum OnFailure {
 /// An exponential rate ramp: `base_per_minute × factor^(successes / every_successes)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ramp {
     /// The rate before any step.
     pub base_per_minute: u32,
     /// The growth per step, in tenths (`2.0` on the wire is 20 here).
     #[serde(rename = "factor", with = "tenths")]
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 2.0))]
     pub factor_tenths: u32,
     /// Successes per step.
     pub every_successes: u64,

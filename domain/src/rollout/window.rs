@@ -17,6 +17,7 @@ const MAX_OFFSET_MINUTES: i64 = 14 * 60;
 /// A daily maintenance window: `{"start": "HH:MM", "duration_minutes", "utc_offset": "+HH:MM"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaintenanceWindow {
     /// Local opening time, `HH:MM`.
     pub start: String,

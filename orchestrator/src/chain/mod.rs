@@ -27,6 +27,7 @@ const LOCK_KEY: i64 = 0x6f74_612d_6368_6169;
 
 /// The newest link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Head {
     pub position: i64,
     pub global_seq: i64,

@@ -8,6 +8,7 @@ use super::{event_from_row, link, Head, GENESIS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Problem {
     /// The event at this position no longer hashes to its link.
     Edited,
@@ -18,6 +19,7 @@ pub enum Problem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Break {
     /// Position in the chain (1 = the first event ever).
     pub position: i64,
@@ -27,6 +29,7 @@ pub struct Break {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Verification {
     pub ok: bool,
     /// Links recomputed and found intact.

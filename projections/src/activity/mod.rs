@@ -51,6 +51,7 @@ impl Projection for ActivityProjection {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityEntry {
     pub sequence: i64,
     pub global_seq: i64,

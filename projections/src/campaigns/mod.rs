@@ -5,7 +5,8 @@ mod decisions;
 mod queries;
 
 pub use queries::{
-    counts_by_status, decisions, get, list, waves, CampaignFilter, CampaignView, DecisionView, WaveView,
+    counts_by_status, decisions, decisions_of, get, list, waves, waves_of, CampaignFilter, CampaignView, DecisionView,
+    WaveView,
 };
 
 use chrono::{DateTime, Utc};
@@ -79,12 +80,14 @@ impl Projection for CampaignsProjection {
                     .bind(at)
                     .execute(&mut *conn)
                     .await?;
-                sqlx::query("UPDATE campaigns SET current_wave = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(wave as i32)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "UPDATE campaigns SET current_wave = $2, updated_at = $3, awaiting_approval = false WHERE id = $1",
+                )
+                .bind(id)
+                .bind(wave as i32)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
                 return Ok(());
             }
             CampaignEvent::AssignmentsRecorded { wave, through, skipped, .. } => {
@@ -114,7 +117,15 @@ impl Projection for CampaignsProjection {
                     .await?;
                 return Ok(());
             }
-            CampaignEvent::ApprovalRequested { .. } | CampaignEvent::WaveApproved { .. } => return Ok(()),
+            CampaignEvent::ApprovalRequested { .. } | CampaignEvent::WaveApproved { .. } => {
+                let waiting = matches!(event, CampaignEvent::ApprovalRequested { .. });
+                sqlx::query("UPDATE campaigns SET awaiting_approval = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(waiting)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
             CampaignEvent::CampaignScheduled { start_at, at } => {
                 sqlx::query("UPDATE campaigns SET scheduled_for = $2 WHERE id = $1")
                     .bind(id)

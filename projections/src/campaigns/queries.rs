@@ -30,6 +30,7 @@ pub struct CampaignView {
     pub rollout: serde_json::Value,
     pub target: serde_json::Value,
     pub rollback_of: Option<Uuid>,
+    pub awaiting_approval: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -39,7 +40,7 @@ pub struct CampaignFilter {
 
 const COLUMNS: &str = "id, name, firmware_id, firmware_name, firmware_version, device_model, status, device_count, \
                        status_changes, created_at, updated_at, started_at, ended_at, created_by, last_reason, excluded, \
-                       current_wave, scheduled_for, rollout, target, rollback_of";
+                       current_wave, scheduled_for, rollout, target, rollback_of, awaiting_approval";
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<CampaignView>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1")).bind(id).fetch_optional(pool).await
@@ -85,12 +86,26 @@ pub struct WaveView {
 }
 
 pub async fn waves(pool: &PgPool, campaign: Uuid) -> Result<Vec<WaveView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT wave, size, assigned, skipped, started_at FROM campaign_waves WHERE campaign_id = $1 ORDER BY wave",
+    Ok(waves_of(pool, &[campaign]).await?.into_iter().map(|(_, wave)| wave).collect())
+}
+
+/// The waves of several campaigns at once (a page of them), by campaign then wave.
+pub async fn waves_of(pool: &PgPool, campaigns: &[Uuid]) -> Result<Vec<(Uuid, WaveView)>, sqlx::Error> {
+    let rows: Vec<WaveRow> = sqlx::query_as(
+        "SELECT campaign_id, wave, size, assigned, skipped, started_at FROM campaign_waves
+         WHERE campaign_id = ANY($1) ORDER BY campaign_id, wave",
     )
-    .bind(campaign)
+    .bind(campaigns)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.campaign_id, r.wave)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct WaveRow {
+    campaign_id: Uuid,
+    #[sqlx(flatten)]
+    wave: WaveView,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
@@ -105,11 +120,24 @@ pub struct DecisionView {
 }
 
 pub async fn decisions(pool: &PgPool, campaign: Uuid) -> Result<Vec<DecisionView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT sequence, decision, wave, gate, reason, actor, decided_at FROM campaign_decisions
-         WHERE campaign_id = $1 ORDER BY sequence",
+    Ok(decisions_of(pool, &[campaign]).await?.into_iter().map(|(_, decision)| decision).collect())
+}
+
+/// The decisions of several campaigns at once, by campaign then sequence.
+pub async fn decisions_of(pool: &PgPool, campaigns: &[Uuid]) -> Result<Vec<(Uuid, DecisionView)>, sqlx::Error> {
+    let rows: Vec<DecisionRow> = sqlx::query_as(
+        "SELECT campaign_id, sequence, decision, wave, gate, reason, actor, decided_at FROM campaign_decisions
+         WHERE campaign_id = ANY($1) ORDER BY campaign_id, sequence",
     )
-    .bind(campaign)
+    .bind(campaigns)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.campaign_id, r.decision)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct DecisionRow {
+    campaign_id: Uuid,
+    #[sqlx(flatten)]
+    decision: DecisionView,
 }

@@ -2,7 +2,7 @@
 
 mod queries;
 
-pub use queries::{count, get, list, DeviceFilter, DeviceView};
+pub use queries::{count, get, last_seen, list, DeviceFilter, DeviceView};
 
 use std::collections::BTreeMap;
 

@@ -60,3 +60,8 @@ pub async fn list(pool: &PgPool, f: &DeviceFilter, page: PageRequest) -> Result<
 pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM devices").fetch_one(pool).await
 }
+
+/// When the device last polled (DDI), from the batched contact log.
+pub async fn last_seen(pool: &PgPool, id: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT last_seen FROM device_contact WHERE device_id = $1").bind(id).fetch_optional(pool).await
+}

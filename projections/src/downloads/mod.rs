@@ -65,6 +65,7 @@ impl Projection for DownloadsProjection {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DownloadView {
     pub device_id: String,
     pub action: i32,
@@ -79,6 +80,7 @@ pub struct DownloadView {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DownloadStats {
     /// Download records (requests are summed per device over a few seconds).
     pub downloads: i64,

@@ -1,4 +1,4 @@
-//! Device updates: the current update per device, every update's history, the
+//! Device updates: the current update per device, every update's the
 //! rollback log, and state counters per campaign wave and overall.
 //!
 //! A batch of events is folded in memory over the devices' current rows, then
@@ -9,7 +9,8 @@ mod queries;
 mod write;
 
 pub use queries::{
-    campaign_devices, current, history, state_counts, wave_counts, CampaignDevice, HistoryEntry, UpdateView, WaveCounts,
+    campaign_devices, current, current_record, record, records, state_counts, wave_counts, wave_counts_of,
+    CampaignDevice, UpdateRecord, UpdateView, WaveCounts,
 };
 
 use ota_domain::device_update::DeviceUpdateEvent;

@@ -28,24 +28,6 @@ pub struct UpdateView {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
-pub struct HistoryEntry {
-    pub action: i32,
-    pub kind: String,
-    pub campaign_id: Option<Uuid>,
-    pub wave: Option<i32>,
-    pub retry: i32,
-    pub firmware_id: Uuid,
-    pub firmware_version: String,
-    pub from_version: Option<String>,
-    pub state: String,
-    pub last_message: Option<String>,
-    pub assigned_by: Option<String>,
-    pub assigned_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct CampaignDevice {
     pub device_id: String,
     pub state: String,
@@ -73,22 +55,75 @@ pub async fn current(pool: &PgPool, device: &str) -> Result<Option<UpdateView>, 
         .await
 }
 
-pub async fn history(pool: &PgPool, device: &str, page: PageRequest) -> Result<Page<HistoryEntry>, sqlx::Error> {
-    let mut snapshot = snapshot(pool).await?;
-    let items = sqlx::query_as(
-        "SELECT action, kind, campaign_id, wave, retry, firmware_id, firmware_version, from_version, state,
-            last_message, assigned_by, assigned_at, updated_at, finished_at
-         FROM update_history WHERE device_id = $1 ORDER BY action DESC LIMIT $2 OFFSET $3",
-    )
-    .bind(device)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(&mut *snapshot)
-    .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM update_history WHERE device_id = $1")
+async fn history_total(snapshot: &mut sqlx::PgConnection, device: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM update_history WHERE device_id = $1")
         .bind(device)
-        .fetch_one(&mut *snapshot)
+        .fetch_one(snapshot)
+        .await
+}
+
+/// One update of a device, everything the read models know of it: its history row,
+/// with the live progress and cancel flag while it is the device's current one, and
+/// the action it rolls back for a rollback.
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct UpdateRecord {
+    pub device_id: String,
+    pub action: i32,
+    pub kind: String,
+    pub rolls_back_action: Option<i32>,
+    pub campaign_id: Option<Uuid>,
+    pub wave: Option<i32>,
+    pub retry: i32,
+    pub firmware_id: Uuid,
+    pub firmware_version: String,
+    pub from_version: Option<String>,
+    pub state: String,
+    pub progress: Option<i16>,
+    pub message: Option<String>,
+    pub cancel_requested: bool,
+    pub assigned_by: Option<String>,
+    pub assigned_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const RECORD: &str = "SELECT h.device_id, h.action, h.kind, r.of_action AS rolls_back_action, h.campaign_id, h.wave,
+        h.retry, h.firmware_id, h.firmware_version, h.from_version, h.state, d.progress,
+        COALESCE(d.message, h.last_message) AS message, COALESCE(d.cancel_requested, false) AS cancel_requested,
+        h.assigned_by, h.assigned_at, h.updated_at, h.finished_at
+    FROM update_history h
+    LEFT JOIN device_updates d ON d.device_id = h.device_id AND d.action = h.action
+    LEFT JOIN rollback_log r ON r.device_id = h.device_id AND r.action = h.action";
+
+/// The device's current (or last) update.
+pub async fn current_record(pool: &PgPool, device: &str) -> Result<Option<UpdateRecord>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{RECORD} WHERE h.device_id = $1 AND h.action = (SELECT action FROM device_updates WHERE device_id = $1)"
+    ))
+    .bind(device)
+    .fetch_optional(pool)
+    .await
+}
+
+/// One update of a device by its action number.
+pub async fn record(pool: &PgPool, device: &str, action: i32) -> Result<Option<UpdateRecord>, sqlx::Error> {
+    sqlx::query_as(&format!("{RECORD} WHERE h.device_id = $1 AND h.action = $2"))
+        .bind(device)
+        .bind(action)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Every update of a device, newest first.
+pub async fn records(pool: &PgPool, device: &str, page: PageRequest) -> Result<Page<UpdateRecord>, sqlx::Error> {
+    let mut snapshot = snapshot(pool).await?;
+    let items = sqlx::query_as(&format!("{RECORD} WHERE h.device_id = $1 ORDER BY h.action DESC LIMIT $2 OFFSET $3"))
+        .bind(device)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&mut *snapshot)
         .await?;
+    let total = history_total(&mut snapshot, device).await?;
     snapshot.commit().await?;
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
@@ -123,19 +158,25 @@ pub async fn campaign_devices(
 
 /// Per-wave counters of a campaign, from the incrementally kept table.
 pub async fn wave_counts(pool: &PgPool, campaign: Uuid) -> Result<Vec<WaveCounts>, sqlx::Error> {
-    let rows: Vec<(i32, String, i64)> = sqlx::query_as(
-        "SELECT wave, state, count FROM campaign_wave_counts WHERE campaign_id = $1 AND count <> 0 ORDER BY wave, state",
+    Ok(wave_counts_of(pool, &[campaign]).await?.into_iter().map(|(_, counts)| counts).collect())
+}
+
+/// Per-wave counters of several campaigns at once, by campaign then wave.
+pub async fn wave_counts_of(pool: &PgPool, campaigns: &[Uuid]) -> Result<Vec<(Uuid, WaveCounts)>, sqlx::Error> {
+    let rows: Vec<(Uuid, i32, String, i64)> = sqlx::query_as(
+        "SELECT campaign_id, wave, state, count FROM campaign_wave_counts
+         WHERE campaign_id = ANY($1) AND count <> 0 ORDER BY campaign_id, wave, state",
     )
-    .bind(campaign)
+    .bind(campaigns)
     .fetch_all(pool)
     .await?;
-    let mut waves: Vec<WaveCounts> = Vec::new();
-    for (wave, state, count) in rows {
+    let mut waves: Vec<(Uuid, WaveCounts)> = Vec::new();
+    for (campaign, wave, state, count) in rows {
         match waves.last_mut() {
-            Some(w) if w.wave == wave => {
+            Some((c, w)) if *c == campaign && w.wave == wave => {
                 w.by_state.insert(state, count);
             }
-            _ => waves.push(WaveCounts { wave, by_state: BTreeMap::from([(state, count)]) }),
+            _ => waves.push((campaign, WaveCounts { wave, by_state: BTreeMap::from([(state, count)]) })),
         }
     }
     Ok(waves)

@@ -1,5 +1,9 @@
-//! The DDI handlers. Every success is a 200 (rauc-hawkbit-updater accepts nothing
-//! else), ids go out as strings, and client mistakes get a 4xx with a JSON body.
+//! The hawkBit DDI device API under `/{tenant}/controller/v1/{controllerId}`, so
+//! SWUpdate, rauc-hawkbit-updater and other hawkBit clients work unchanged.
+//! Every success is a 200 (rauc-hawkbit-updater accepts nothing else), ids go out
+//! as strings, and client mistakes get a 4xx with a JSON body.
+
+mod caller;
 
 use std::collections::HashMap;
 
@@ -21,13 +25,30 @@ use ota_domain::{Actor, CommandMeta};
 use ota_orchestrator::devices::StatusReport;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::auth::{authenticate, authorize, check_tenant, parse_controller, Caller, PeerAddr};
-use super::downloads::Fetch;
+pub use caller::authorize_device;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(poll))
+        .routes(routes!(deployment_base))
+        .routes(routes!(deployment_feedback))
+        .routes(routes!(cancel_action))
+        .routes(routes!(cancel_feedback))
+        .routes(routes!(config_data))
+        .routes(routes!(installed_base))
+        .routes(routes!(artifacts))
+        .routes(routes!(artifact))
+}
+
 use crate::artifact::{self, ArtifactFile};
-use crate::error::{from_store, ApiError};
-use crate::extract::{Path, Query};
+use crate::ddi::Fetch;
+use crate::error::{from_store, ApiError, ErrorBody};
+use crate::extract::{Path, PeerAddr, Query};
 use crate::state::AppState;
+use caller::{authenticate, authorize, check_tenant, parse_controller, Caller};
 
 fn json<T: Serialize>(body: &T) -> Result<Response, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
@@ -39,6 +60,7 @@ fn ok() -> Response {
 }
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    crate::extract::refuse_nul(body).map_err(|e| ApiError::bad_request(e.message))?;
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
@@ -67,7 +89,7 @@ fn meta(caller: &Caller) -> CommandMeta {
     CommandMeta::new(Actor::device(caller.device.to_string()))
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
     ApiError::unavailable("event store", e)
 }
 
@@ -75,7 +97,12 @@ fn update_refusal(e: &DeviceUpdateError) -> (ota_domain::Refusal, &'static str) 
     (e.refusal(), e.code())
 }
 
-pub async fn poll(
+/// The base poll: how long to sleep, and links to what the device should do next.
+#[utoipa::path(get, path = "/{tenant}/controller/v1/{controller}", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId).")), responses(
+    (status = 200, body = BasePoll),
+    (status = 404, body = ErrorBody, description = "Unknown tenant (`ddi.unknown_tenant`)."),
+))]
+async fn poll(
     State(state): State<AppState>,
     Path((tenant, controller)): Path<(String, String)>,
     PeerAddr(address): PeerAddr,
@@ -168,7 +195,12 @@ async fn deployment(
     })
 }
 
-pub async fn deployment_base(
+/// The update to install: one chunk with one artifact and its links. Marks the update `notified`.
+#[utoipa::path(get, path = "/{tenant}/controller/v1/{controller}/deploymentBase/{action}", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId)."), ("action" = String, Path, description = "The action id."), ("c" = Option<String>, Query, description = "The change token from the poll's link (ignored).")), responses(
+    (status = 200, body = DeploymentBase),
+    (status = 404, body = ErrorBody, description = "No such action for this device (`ddi.no_such_action`, `ddi.unknown_tenant`)."),
+))]
+async fn deployment_base(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -191,7 +223,16 @@ pub async fn deployment_base(
     json(&body)
 }
 
-pub async fn deployment_feedback(
+/// Progress and outcome of an update, as hawkBit feedback (`closed` + `success`/`failure`, `proceeding`, `download`, ...).
+#[utoipa::path(post, path = "/{tenant}/controller/v1/{controller}/deploymentBase/{action}/feedback", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId)."), ("action" = String, Path, description = "The action id.")),
+    request_body = Feedback,
+    responses(
+        (status = 200, description = "Stored."),
+        (status = 404, body = ErrorBody, description = "No such action (`ddi.no_such_action`)."),
+        (status = 409, body = ErrorBody, description = "The report does not fit the update's state (`device_update.*`)."),
+        (status = 410, body = ErrorBody, description = "The action is closed (`ddi.action_closed`)."),
+))]
+async fn deployment_feedback(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -214,7 +255,12 @@ pub async fn deployment_feedback(
     Ok(ok())
 }
 
-pub async fn cancel_action(
+/// A cancel the server asks for.
+#[utoipa::path(get, path = "/{tenant}/controller/v1/{controller}/cancelAction/{action}", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId)."), ("action" = String, Path, description = "The action id.")), responses(
+    (status = 200, body = CancelActionReply),
+    (status = 404, body = ErrorBody, description = "No cancel is asked for this action (`ddi.no_such_action`)."),
+))]
+async fn cancel_action(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -231,7 +277,16 @@ pub async fn cancel_action(
     json(&CancelActionReply { id: action.to_string(), cancel_action: StopId { stop_id: action.to_string() } })
 }
 
-pub async fn cancel_feedback(
+/// The device's answer to a cancel: `closed`+`success` (or `canceled`) accepts it; `rejected` or `closed`+`failure` refuses it and the update goes on.
+#[utoipa::path(post, path = "/{tenant}/controller/v1/{controller}/cancelAction/{action}/feedback", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId)."), ("action" = String, Path, description = "The action id.")),
+    request_body = Feedback,
+    responses(
+        (status = 200, description = "Stored."),
+        (status = 404, body = ErrorBody, description = "No such action (`ddi.no_such_action`)."),
+        (status = 405, body = ErrorBody, description = "The answer does not fit the action (`device_update.*`)."),
+        (status = 410, body = ErrorBody, description = "The action is closed (`ddi.action_closed`)."),
+))]
+async fn cancel_feedback(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -261,7 +316,11 @@ pub async fn cancel_feedback(
     }
 }
 
-pub async fn config_data(
+/// The device's attributes (`merge`, `replace`, `remove`); well-known keys also set model, hardware and firmware.
+#[utoipa::path(put, path = "/{tenant}/controller/v1/{controller}/configData", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId).")),
+    request_body = ConfigData,
+    responses((status = 200, description = "Stored.")))]
+async fn config_data(
     State(state): State<AppState>,
     Path((tenant, controller)): Path<(String, String)>,
     headers: HeaderMap,
@@ -287,7 +346,12 @@ pub async fn config_data(
     Ok(ok())
 }
 
-pub async fn installed_base(
+/// The last update that worked, shaped like `deploymentBase`.
+#[utoipa::path(get, path = "/{tenant}/controller/v1/{controller}/installedBase/{action}", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId)."), ("action" = String, Path, description = "The action id.")), responses(
+    (status = 200, body = DeploymentBase),
+    (status = 404, body = ErrorBody, description = "No such installed action (`ddi.no_such_action`)."),
+))]
+async fn installed_base(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -306,7 +370,12 @@ fn module_action(caller: &Caller, module: &str) -> Option<(u32, UpdateFirmware)>
     current.into_iter().chain(updates.last_installed.clone()).find(|(_, f)| f.id.to_string() == module)
 }
 
-pub async fn artifacts(
+/// The artifacts of a software module (one per firmware).
+#[utoipa::path(get, path = "/{tenant}/controller/v1/{controller}/softwaremodules/{module}/artifacts", tag = "DDI (devices)", params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId)."), ("module" = String, Path, description = "The software module id (the action id).")), responses(
+    (status = 200, body = Vec<Artifact>),
+    (status = 404, body = ErrorBody, description = "No such software module (`not_found`)."),
+))]
+async fn artifacts(
     State(state): State<AppState>,
     Path((tenant, controller, module)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -318,14 +387,30 @@ pub async fn artifacts(
 }
 
 /// The download: with the device's token, or with a signed link and no token at all.
-pub async fn artifact(
+/// The download (GET or HEAD), with the device's token or a signed link (`expires`, `signature`) and no token;
+/// one `Range` gives 206, `If-Range` and `If-Match` are honoured. `<filename>.MD5SUM` gives `<md5>  <filename>`.
+#[utoipa::path(get, path = "/{tenant}/controller/v1/{controller}/softwaremodules/{module}/artifacts/{filename}", tag = "DDI (devices)",
+    params(("tenant" = String, Path, description = "The tenant: `default` (any case)."), ("controller" = String, Path, description = "The device id (hawkBit controllerId)."), ("module" = String, Path, description = "The software module id."), ("filename" = String, Path),
+        ("expires" = Option<i64>, Query, description = "Signed links: expiry, Unix seconds."),
+        ("signature" = Option<String>, Query, description = "Signed links: HMAC-SHA256, hex.")),
+    security(("target_token" = []), ("gateway_token" = []), ()),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = Vec<u8>, description = "The image (or its `.MD5SUM` line)."),
+        (status = 206, content_type = "application/octet-stream", body = Vec<u8>, description = "The requested range."),
+        (status = 302, description = "With OTA_DOWNLOAD_REDIRECT: a pre-signed object-store URL in `Location`."),
+        (status = 304, description = "`If-None-Match` matches."),
+        (status = 404, body = ErrorBody, description = "No such module or artifact (`not_found`)."),
+        (status = 412, body = ErrorBody, description = "`If-Match` does not match (`precondition_failed`)."),
+        (status = 416, body = ErrorBody, description = "The range is outside the artifact (`range_not_satisfiable`)."),
+))]
+async fn artifact(
     State(state): State<AppState>,
     method: Method,
     Path((tenant, controller, module, filename)): Path<(String, String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    crate::routes::validate::file_name("filename", &filename)?;
+    crate::validate::file_name("filename", &filename)?;
     let caller = match (query.get("signature"), headers.contains_key(header::AUTHORIZATION)) {
         (Some(signature), false) => {
             signed_caller(&state, &tenant, &controller, &module, &filename, &query, signature).await?

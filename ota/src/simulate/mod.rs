@@ -2,19 +2,21 @@
 //! runs most of them on the native NATS channel (they take update commands,
 //! report progress, and succeed or fail as told) and some as hawkBit DDI clients
 //! that poll the server over HTTP, download their image and check its hash.
+//! The tests run the same NATS fleet (`NatsFleet`).
 
 mod ddi;
+mod nats;
 
-use std::collections::BTreeMap;
+pub use nats::{Behavior, FleetPolicy, NatsFleet};
+
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
-use ota_domain::bus::{decode_subject_token, BusNames};
+use ota_domain::bus::BusNames;
 use ota_domain::device::{Device, DeviceCommand, DeviceProfile};
 use ota_domain::{Actor, CommandMeta, DeviceId};
 use ota_orchestrator::Store;
-use serde_json::{json, Value};
 
 use crate::server::{connect_nats, ServerError};
 use crate::settings::Settings;
@@ -81,7 +83,7 @@ pub async fn run(settings: &Settings, options: &FleetOptions) -> Result<(), Simu
     }
     tracing::info!(devices = ids.len(), model = options.model, "demo fleet registered; waiting for updates");
     let polling: Vec<String> = ids.iter().rev().take(options.ddi_devices).cloned().collect();
-    let _ddi = match &settings.ddi_gateway_token {
+    let ddi_fleet = match &settings.ddi_gateway_token {
         Some(token) if !polling.is_empty() => {
             let url = options
                 .server_url
@@ -99,42 +101,12 @@ pub async fn run(settings: &Settings, options: &FleetOptions) -> Result<(), Simu
     };
 
     let client = connect_nats(&settings.nats_url).await?;
-    let mut commands = client
-        .subscribe(format!("{}.devices.*.commands", names.prefix()))
-        .await
-        .map_err(|e| SimulateError::Nats(e.to_string()))?;
-    let mut seen = 0u64;
-    while let Some(message) = commands.next().await {
-        let token = message.subject.split('.').nth(2).unwrap_or_default();
-        let (Some(device), Ok(command)) =
-            (decode_subject_token(token), serde_json::from_slice::<Value>(&message.payload))
-        else {
-            continue;
-        };
-        if command["type"] != "update" || (_ddi.is_some() && polling.contains(&device)) {
-            continue;
-        }
-        seen += 1;
-        // Deterministic failures: every n-th update fails, n from the configured share.
-        let every = (100 / u64::from(options.fail_percent.clamp(1, 100))).max(1);
-        let fails = options.fail_percent > 0 && seen.is_multiple_of(every);
-        let (client, subject) = (client.clone(), names.device_status(&device));
-        tokio::spawn(async move {
-            let action = command["action"].clone();
-            let last = if fails { "failed" } else { "succeeded" };
-            for (delay, report) in [
-                (200, json!({"state": "downloading", "progress": 0, "action": action})),
-                (400, json!({"state": "downloading", "progress": 100, "action": action})),
-                (300, json!({"state": "installing", "action": action})),
-                (500, json!({"state": last, "message": "simulated device", "action": action})),
-            ] {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                if let Err(e) = client.request(subject.clone(), report.to_string().into()).await {
-                    tracing::warn!(device, error = %e, "report not acknowledged");
-                    return;
-                }
-            }
-        });
-    }
+    let policy = FleetPolicy {
+        fail_percent: options.fail_percent,
+        report_delay: Duration::from_millis(350),
+        ignore: if ddi_fleet.is_some() { polling.into_iter().collect() } else { HashSet::new() },
+    };
+    let fleet = NatsFleet::start(client, &names, policy).await.map_err(|e| SimulateError::Nats(e.to_string()))?;
+    fleet.run().await;
     Ok(())
 }

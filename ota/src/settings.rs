@@ -118,9 +118,9 @@ pub struct Settings {
 
 impl Settings {
     /// Bursts allow four seconds' worth of requests at once.
-    pub fn limit_settings(&self) -> crate::limits::LimitSettings {
-        let rate = |per_second: u32| crate::limits::Rate { per_second, burst: per_second.saturating_mul(4) };
-        crate::limits::LimitSettings {
+    pub fn limit_settings(&self) -> ota_api::limits::LimitSettings {
+        let rate = |per_second: u32| ota_api::limits::Rate { per_second, burst: per_second.saturating_mul(4) };
+        ota_api::limits::LimitSettings {
             identity: rate(self.rate_limit_identity),
             device: rate(self.rate_limit_device),
             address: rate(self.rate_limit_address),
@@ -129,8 +129,8 @@ impl Settings {
         }
     }
 
-    pub fn token_settings(&self) -> crate::auth::TokenSettings {
-        crate::auth::TokenSettings {
+    pub fn token_settings(&self) -> ota_api::auth::TokenSettings {
+        ota_api::auth::TokenSettings {
             secret: self.jwt_secret.clone(),
             public_key_file: self.jwt_public_key_file.clone(),
             issuer: self.jwt_issuer.clone(),

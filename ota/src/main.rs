@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ota::server::{self, Components};
+use ota::Settings;
 use ota_api::auth::{Auth, Role};
-use ota_api::server::{self, Components};
-use ota_api::Settings;
 use ota_projections::ProjectionName;
 
 /// glibc malloc spent about 45 % of the server's CPU consolidating its free
@@ -39,7 +39,7 @@ enum Command {
     /// Run a live demo fleet of simulated devices on the NATS device channel.
     Simulate {
         #[command(flatten)]
-        fleet: ota_api::simulate::FleetOptions,
+        fleet: ota::simulate::FleetOptions,
     },
     /// Print a new ed25519 key pair for signing firmware (or chain heads).
     Keygen {
@@ -59,7 +59,8 @@ enum Command {
     },
     /// Print a bearer token signed with OTA_JWT_SECRET.
     Token {
-        #[arg(long, value_enum, default_value = "operator")]
+        /// admin, operator, viewer or auditor.
+        #[arg(long, default_value = "operator")]
         role: Role,
         #[arg(long, default_value = "cli")]
         subject: String,
@@ -156,12 +157,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Simulate { fleet } => {
             tokio::select! {
-                result = ota_api::simulate::run(&settings, &fleet) => result?,
+                result = ota::simulate::run(&settings, &fleet) => result?,
                 () = shutdown_signal() => tracing::info!("demo fleet stopped"),
             }
         }
         Command::Keygen { key_id } => {
-            let (private, public) = ota_api::signing::keygen();
+            let (private, public) = ota::signing::keygen();
             println!("private key (keep secret, for `ota firmware sign --key`): {private}");
             println!("public key:  {public}");
             println!("trust it with: OTA_FIRMWARE_KEYS={key_id}:{public}");
@@ -171,7 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
                 None => key,
             };
-            let (sha256, signature) = ota_api::signing::sign_file(&file, &raw)?;
+            let (sha256, signature) = ota::signing::sign_file(&file, &raw)?;
             println!("sha256:    {sha256}");
             println!("signature: {signature}");
         }
@@ -187,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
             let at = at.unwrap_or_else(chrono::Utc::now);
             let audit = ota_orchestrator::audit::campaign_at(&pool, ota_domain::CampaignId::from_uuid(id), at).await?;
-            print!("{}", describe_campaign(&audit));
+            print!("{}", ota::print::campaign_at(&audit));
         }
         Command::Token { role, subject, ttl } => {
             let auth = Auth::new(&settings.token_settings())?;
@@ -195,34 +196,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn describe_campaign(audit: &ota_orchestrator::audit::CampaignAtT) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    if !audit.exists {
-        let _ = writeln!(out, "campaign {} did not exist at {}", audit.campaign_id, audit.at);
-        return out;
-    }
-    let _ = writeln!(out, "campaign {} \"{}\" at {}: {:?}", audit.campaign_id, audit.name, audit.at, audit.status);
-    for wave in &audit.waves {
-        let states: Vec<String> = wave.states.iter().map(|(s, n)| format!("{s} {n}")).collect();
-        let _ = writeln!(
-            out,
-            "  wave {}: {} devices, {} assigned: {}",
-            wave.wave,
-            wave.size,
-            wave.assigned,
-            states.join(", ")
-        );
-    }
-    let _ = writeln!(out, "events:");
-    for event in &audit.events {
-        let actor = event.actor.as_deref().unwrap_or("unknown");
-        let _ =
-            writeln!(out, "  {} #{} {} by {}", event.recorded_at.to_rfc3339(), event.sequence, event.event_type, actor);
-    }
-    out
 }
 
 /// Ctrl-C or SIGTERM (what service managers send).

@@ -4,8 +4,12 @@
 //!
 //! Every `/api/v1` route passes `authenticate`; no header or network origin
 //! bypasses it. Writes need the `Writer` extractor, key management `Admin`, the
-//! audit routes `AuditReader`.
+//! audit routes `AuditReader`. Extractors read the principal the middleware left
+//! in the request, so they work with any router state.
 
+pub mod api_keys;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -16,13 +20,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ota_domain::{Actor, CommandMeta};
 use serde::{Deserialize, Serialize};
 
+pub use api_keys::{ApiKeys, MintedKey, KEY_PREFIX};
+
 use crate::error::ApiError;
 use crate::extract::RequestId;
-use crate::state::AppState;
+use crate::limits::Limits;
 
 pub const MIN_SECRET_LEN: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -46,8 +52,16 @@ impl Role {
             Role::Auditor => "auditor",
         }
     }
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Viewer, Role::Auditor];
     pub fn parse(raw: &str) -> Option<Role> {
-        [Role::Admin, Role::Operator, Role::Viewer, Role::Auditor].into_iter().find(|r| r.as_str() == raw)
+        Self::ALL.into_iter().find(|r| r.as_str() == raw)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, String> {
+        Role::parse(raw).ok_or_else(|| format!("unknown role {raw:?}: one of admin, operator, viewer, auditor"))
     }
 }
 
@@ -191,34 +205,44 @@ impl Principal {
     }
 }
 
+/// What the `authenticate` middleware needs: token keys, API keys and the identity limit.
+#[derive(Clone)]
+pub struct Authenticator {
+    pub tokens: Arc<Auth>,
+    pub keys: ApiKeys,
+    pub limits: Arc<Limits>,
+}
+
+impl Authenticator {
+    /// The caller behind `Authorization: Bearer <JWT or API key>`.
+    pub async fn bearer(&self, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?
+            .trim();
+        if token.starts_with(KEY_PREFIX) {
+            return self.keys.authenticate(token).await;
+        }
+        let claims = self.tokens.verify(token)?;
+        Ok(Principal { subject: claims.sub, role: claims.role })
+    }
+}
+
 /// Middleware: rejects requests without a valid bearer token, otherwise records the principal.
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = bearer(&state, request.headers()).await?;
-    state.limits.check_identity(&principal.subject)?;
+    let principal = auth.bearer(request.headers()).await?;
+    auth.limits.check_identity(&principal.subject)?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
-}
-
-/// The caller behind `Authorization: Bearer <JWT or API key>`.
-pub async fn bearer(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?
-        .trim();
-    if token.starts_with(crate::api_keys::KEY_PREFIX) {
-        return crate::api_keys::authenticate(state, token).await;
-    }
-    let claims = state.auth.verify(token)?;
-    Ok(Principal { subject: claims.sub, role: claims.role })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

@@ -15,10 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth::{Auth, AuthConfigError};
-use crate::blobs::{BlobError, Blobs};
 use crate::settings::Settings;
-use crate::state::AppState;
+use ota_api::auth::{Auth, AuthConfigError};
+use ota_api::storage::{BlobError, Blobs};
+use ota_api::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -30,7 +30,7 @@ pub enum ServerError {
     Storage(#[from] BlobError),
     #[error(transparent)]
     Schema(#[from] ota_migrations::SchemaError),
-    #[error("OTA_DOWNLOAD_URL_SECRET must be at least {} bytes", crate::auth::MIN_SECRET_LEN)]
+    #[error("OTA_DOWNLOAD_URL_SECRET must be at least {} bytes", ota_api::auth::MIN_SECRET_LEN)]
     DownloadSecret,
     #[error("OTA_FIRMWARE_KEYS: {0}")]
     FirmwareKeys(#[from] ota_domain::signature::KeyListError),
@@ -130,7 +130,7 @@ fn audit_key(settings: &Settings) -> Result<Option<ed25519_dalek::SigningKey>, S
 fn download_signer(settings: &Settings) -> Result<ota_ddi::UrlSigner, ServerError> {
     use sha2::{Digest, Sha256};
     Ok(match (&settings.download_url_secret, &settings.jwt_secret) {
-        (Some(secret), _) if secret.len() < crate::auth::MIN_SECRET_LEN => return Err(ServerError::DownloadSecret),
+        (Some(secret), _) if secret.len() < ota_api::auth::MIN_SECRET_LEN => return Err(ServerError::DownloadSecret),
         (Some(secret), _) => ota_ddi::UrlSigner::new(secret.as_bytes()),
         (None, Some(jwt)) => ota_ddi::UrlSigner::new(Sha256::digest(format!("download-urls\n{jwt}")).to_vec()),
         (None, None) => {
@@ -155,11 +155,11 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let signer = download_signer(settings)?;
-    let key_usage = Arc::new(crate::last_seen::LastSeen::api_keys());
-    let limits = Arc::new(crate::limits::Limits::new(settings.limit_settings()));
+    let key_usage = Arc::new(ota_api::last_seen::LastSeen::api_keys());
+    let limits = Arc::new(ota_api::limits::Limits::new(settings.limit_settings()));
     let reports = ota_orchestrator::devices::Reports::spawn(&store);
-    let ddi = crate::ddi::Ddi::start(
-        crate::ddi::DdiSettings {
+    let ddi = ota_api::ddi::Ddi::start(
+        ota_api::ddi::DdiSettings {
             public_url: public_url.clone(),
             gateway_token: settings.ddi_gateway_token.clone(),
             poll_secs: settings.ddi_poll_secs,
@@ -214,7 +214,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         )
     });
 
-    let app = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = ota_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {

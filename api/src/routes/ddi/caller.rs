@@ -2,42 +2,18 @@
 //! the `GatewayToken` (acting as any device, registering unknown ones), or the
 //! holder of a signed download link.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use chrono::Utc;
+use ota_ddi::DEFAULT_TENANT as TENANT;
 use ota_domain::device::{Device, DeviceCommand, DeviceProfile};
 use ota_domain::{Actor, CommandMeta, DeviceId};
-use rand::distributions::{Alphanumeric, DistString};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::targets::Target;
-use super::TENANT;
+use crate::ddi::{hash_token, Target};
 use crate::error::{from_store, ApiError};
 use crate::state::AppState;
-
-/// A fresh device secret: 32 alphanumerics (about 190 bits), as hawkBit issues them.
-pub fn new_token() -> String {
-    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
-}
-
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// The client's address, when the server knows it.
-pub struct PeerAddr(pub Option<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(PeerAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())))
-    }
-}
 
 /// An authenticated DDI caller.
 pub struct Caller {
@@ -102,9 +78,8 @@ pub async fn authenticate(
             Ok(Caller { device, target, via: "target_token" })
         }
         "GatewayToken" if !secret.is_empty() => {
-            let expected = ddi.gateway_token_sha256.ok_or_else(|| unauthorized("gateway tokens are not enabled"))?;
-            let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-            if !bool::from(expected.ct_eq(&given)) {
+            let matches = ddi.is_gateway_token(secret).ok_or_else(|| unauthorized("gateway tokens are not enabled"))?;
+            if !matches {
                 return Err(unauthorized("wrong gateway token"));
             }
             let mut target =

@@ -1,0 +1,186 @@
+//! Simulated devices on the native NATS channel: each listens on its commands
+//! subject and reports on its status subject, as a real one would. The demo
+//! fleet (`ota simulate`) and the tests' fleet are this one simulator.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use ota_domain::bus::{decode_subject_token, BusNames};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    Succeed,
+    Fail,
+    Reject,
+    /// Receives the command and never answers.
+    Silent,
+}
+
+/// How the fleet behaves unless told otherwise per device.
+#[derive(Debug, Clone, Default)]
+pub struct FleetPolicy {
+    /// Share of updates that fail, in percent: every n-th update fails, deterministically.
+    pub fail_percent: u8,
+    /// Pause before each report (a real install takes time; tests want none).
+    pub report_delay: Duration,
+    /// Devices this fleet leaves alone (they are simulated elsewhere, e.g. over DDI).
+    pub ignore: HashSet<String>,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking reporter task leaves the maps consistent: every write is one insert or push.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub struct NatsFleet {
+    behaviors: Shared<HashMap<String, Behavior>>,
+    received: Shared<HashMap<String, Vec<Value>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for NatsFleet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NatsFleet {
+    /// Subscribes before returning, so no command sent afterwards is missed.
+    pub async fn start(
+        client: async_nats::Client,
+        names: &BusNames,
+        policy: FleetPolicy,
+    ) -> Result<Self, async_nats::Error> {
+        let mut commands = client.subscribe(format!("{}.devices.*.commands", names.prefix())).await?;
+        client.flush().await?;
+        let behaviors: Shared<HashMap<String, Behavior>> = Arc::default();
+        let received: Shared<HashMap<String, Vec<Value>>> = Arc::default();
+        let (b, r, names) = (behaviors.clone(), received.clone(), names.clone());
+        let updates_seen = AtomicU64::new(0);
+        let task = tokio::spawn(async move {
+            while let Some(message) = commands.next().await {
+                let token = message.subject.split('.').nth(2).unwrap_or_default().to_owned();
+                let Some(device) = decode_subject_token(&token) else { continue };
+                if policy.ignore.contains(&device) {
+                    continue;
+                }
+                let Ok(command) = serde_json::from_slice::<Value>(&message.payload) else { continue };
+                lock(&r).entry(device.clone()).or_default().push(command.clone());
+                let behavior = match lock(&b).get(&device) {
+                    Some(behavior) => *behavior,
+                    None if command["type"] == "update" => {
+                        policy.default_behavior(updates_seen.fetch_add(1, Ordering::Relaxed) + 1)
+                    }
+                    None => Behavior::Succeed,
+                };
+                let subject = names.device_status(&device);
+                let reports = reports_for(&command, behavior);
+                let (client, delay) = (client.clone(), policy.report_delay);
+                tokio::spawn(async move {
+                    for report in reports {
+                        tokio::time::sleep(delay).await;
+                        // Request/reply: the next report goes only after the last one is stored.
+                        if let Err(e) = client.request(subject.clone(), report.to_string().into()).await {
+                            tracing::warn!(subject, error = %e, "report not acknowledged");
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { behaviors, received, task })
+    }
+
+    pub fn set(&self, device: &str, behavior: Behavior) {
+        lock(&self.behaviors).insert(device.to_owned(), behavior);
+    }
+
+    /// How many update commands a device received.
+    pub fn updates_received(&self, device: &str) -> usize {
+        self.count(device, "update")
+    }
+
+    pub fn cancels_received(&self, device: &str) -> usize {
+        self.count(device, "cancel")
+    }
+
+    fn count(&self, device: &str, kind: &str) -> usize {
+        lock(&self.received).get(device).map_or(0, |v| v.iter().filter(|c| c["type"] == kind).count())
+    }
+
+    /// Runs until the NATS subscription ends.
+    pub async fn run(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl FleetPolicy {
+    /// The n-th update (from 1) fails when it falls on the configured share.
+    fn default_behavior(&self, nth: u64) -> Behavior {
+        if self.fail_percent == 0 {
+            return Behavior::Succeed;
+        }
+        let every = (100 / u64::from(self.fail_percent.clamp(1, 100))).max(1);
+        if nth.is_multiple_of(every) {
+            Behavior::Fail
+        } else {
+            Behavior::Succeed
+        }
+    }
+}
+
+/// What a device answers to a command.
+fn reports_for(command: &Value, behavior: Behavior) -> Vec<Value> {
+    let action = command["action"].clone();
+    match (command["type"].as_str(), behavior) {
+        (_, Behavior::Silent) => vec![],
+        // A device asked to cancel agrees (an unasked `cancelled` is refused and harmless).
+        (Some("cancel"), _) => vec![json!({"state": "cancelled", "action": action})],
+        (Some("update"), Behavior::Reject) => vec![json!({"state": "rejected", "action": action})],
+        (Some("update"), Behavior::Succeed | Behavior::Fail) => {
+            let last = if behavior == Behavior::Succeed { "succeeded" } else { "failed" };
+            vec![
+                json!({"state": "downloading", "progress": 0, "action": action}),
+                json!({"state": "downloading", "progress": 100, "action": action}),
+                json!({"state": "installing", "action": action}),
+                json!({"state": last, "message": "simulated device", "action": action}),
+            ]
+        }
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nth_update_fails_for_the_configured_share() {
+        let policy = FleetPolicy { fail_percent: 25, ..FleetPolicy::default() };
+        let failed = (1..=100).filter(|n| policy.default_behavior(*n) == Behavior::Fail).count();
+        assert_eq!(failed, 25);
+        assert_eq!(FleetPolicy::default().default_behavior(7), Behavior::Succeed);
+    }
+
+    #[test]
+    fn a_cancel_is_agreed_to_unless_silent() {
+        let cancel = json!({"type": "cancel", "action": 3});
+        assert_eq!(reports_for(&cancel, Behavior::Fail), vec![json!({"state": "cancelled", "action": 3})]);
+        assert!(reports_for(&cancel, Behavior::Silent).is_empty());
+    }
+
+    #[test]
+    fn an_update_reports_progress_then_its_outcome() {
+        let update = json!({"type": "update", "action": 5});
+        let reports = reports_for(&update, Behavior::Fail);
+        assert_eq!(reports.last().map(|r| r["state"].clone()), Some(json!("failed")));
+        assert_eq!(reports_for(&update, Behavior::Reject), vec![json!({"state": "rejected", "action": 5})]);
+    }
+}
