@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use ota_domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyError};
-use ota_domain::Refusal;
+use ota_domain::api_key::{ApiKey, ApiKeyCommand};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,15 +12,11 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::auth::{Admin, Principal, Role};
-use crate::error::{from_store, ApiError};
+use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::state::AppState;
 
 pub const KEY_PREFIX: &str = "ota_";
-
-fn refusal(e: &ApiKeyError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
-}
 
 /// Checks an API key presented as a bearer token.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
@@ -102,11 +97,8 @@ pub async fn issue(
         expires_at: body.expires_at,
         at: Utc::now(),
     };
-    let committed = state
-        .store
-        .execute::<ApiKey>(&id.to_string(), command, &admin.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed =
+        state.store.execute::<ApiKey>(&id.to_string(), command, &admin.meta).await.map_err(ApiError::from)?;
     let key = format!("{KEY_PREFIX}{}_{secret}", id.simple());
     let created_by = Some(admin.meta.actor.to_string());
     Ok((StatusCode::CREATED, Json(IssuedKey { view: view(committed.state, created_by, None), key })))
@@ -123,7 +115,7 @@ pub async fn list(State(state): State<AppState>, Admin(_): Admin) -> Result<Json
     .await?;
     let mut keys = Vec::with_capacity(rows.len());
     for (id, created_by, last_used_at) in rows {
-        let (key, _) = state.store.load::<ApiKey>(&id).await.map_err(|e| from_store(e, refusal))?;
+        let (key, _) = state.store.load::<ApiKey>(&id).await.map_err(ApiError::from)?;
         keys.push(view(key, created_by, last_used_at));
     }
     Ok(Json(keys))
@@ -140,6 +132,6 @@ pub async fn revoke(
         .store
         .execute::<ApiKey>(&id.to_string(), ApiKeyCommand::Revoke { at: Utc::now() }, &admin.meta)
         .await
-        .map_err(|e| from_store(e, refusal))?;
+        .map_err(ApiError::from)?;
     Ok(Json(view(committed.state, None, None)))
 }

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::targets::Target;
 use super::TENANT;
-use crate::error::{from_store, ApiError};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// A fresh device secret: 32 alphanumerics (about 190 bits), as hawkBit issues them.
@@ -133,11 +133,7 @@ async fn register(state: &AppState, device: &DeviceId) -> Result<Arc<Target>, Ap
     let profile = DeviceProfile { device_model: "unknown".into(), ..Default::default() };
     let command = DeviceCommand::Register { id: device.clone(), profile, at: Utc::now() };
     let meta = CommandMeta::new(Actor::device(device.to_string()));
-    state
-        .store
-        .execute::<Device>(device.as_str(), command, &meta)
-        .await
-        .map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
+    state.store.execute::<Device>(device.as_str(), command, &meta).await.map_err(ApiError::from)?;
     state.ddi.targets.invalidate(device.as_str());
     state.ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))
 }

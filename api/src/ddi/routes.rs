@@ -17,7 +17,7 @@ use ota_ddi::{CancelAnswer, FeedbackEffect};
 use ota_domain::device::{AttributeMode, Device, DeviceCommand};
 use ota_domain::device_update::{DeviceUpdateCommand, DeviceUpdateError, Lane, UpdateFirmware};
 use ota_domain::firmware::Firmware;
-use ota_domain::{Actor, CommandMeta};
+use ota_domain::{Actor, CommandMeta, Refused};
 use ota_orchestrator::devices::StatusReport;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::auth::{authenticate, authorize, check_tenant, parse_controller, Caller, PeerAddr};
 use super::downloads::Fetch;
 use crate::artifact::{self, ArtifactFile};
-use crate::error::{from_store, ApiError};
+use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::state::AppState;
 
@@ -69,10 +69,6 @@ fn meta(caller: &Caller) -> CommandMeta {
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable("event store", e)
-}
-
-fn update_refusal(e: &DeviceUpdateError) -> (ota_domain::Refusal, &'static str) {
-    (e.refusal(), e.code())
 }
 
 pub async fn poll(
@@ -210,7 +206,7 @@ pub async fn deployment_feedback(
     let report = StatusReport { state: reported, progress, message, firmware_version: None, action: Some(action) };
     let outcome = state.reports.report(&caller.device, report, &meta(&caller), Utc::now()).await;
     state.ddi.targets.invalidate(caller.device.as_str());
-    outcome.map_err(|e| from_store(e, update_refusal))?;
+    outcome?;
     Ok(ok())
 }
 
@@ -257,7 +253,7 @@ pub async fn cancel_feedback(
             }
             other => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, other.code(), other.to_string()),
         }),
-        Err(e) => Err(from_store(e, update_refusal)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -282,7 +278,7 @@ pub async fn config_data(
     state.ddi.targets.invalidate(caller.device.as_str());
     outcome.map_err(|e| match e {
         ota_orchestrator::StoreError::Rejected(e) => ApiError::bad_request(format!("configData: {e}")),
-        other => from_store(other, |e| (e.refusal(), e.code())),
+        other => ApiError::from(other),
     })?;
     Ok(ok())
 }

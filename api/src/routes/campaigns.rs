@@ -5,19 +5,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use ota_domain::campaign::{
-    Campaign, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target, TargetFilter,
-};
+use ota_domain::campaign::{Campaign, CampaignCommand, CampaignFirmware, CampaignStatus, Target, TargetFilter};
+use ota_domain::device_update::UpdateState;
 use ota_domain::firmware::{Firmware, FirmwareStatus};
 use ota_domain::rollout::RolloutPlan;
-use ota_domain::{CampaignId, DeviceId, FirmwareId, Refusal};
+use ota_domain::{CampaignId, DeviceId, FirmwareId};
 use ota_projections::campaigns::{CampaignFilter, CampaignView};
 use ota_projections::Page;
 use serde::{Deserialize, Serialize};
 
 use super::validate;
 use crate::auth::Writer;
-use crate::error::{from_store, ApiError};
+use crate::error::ApiError;
 use crate::extract::{optional_json, Json, Paging, Path, Query};
 use crate::state::AppState;
 
@@ -93,10 +92,6 @@ impl From<Campaign> for CampaignBody {
     }
 }
 
-fn refusal(e: &CampaignError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
-}
-
 pub async fn create(
     State(state): State<AppState>,
     writer: Writer,
@@ -130,18 +125,14 @@ pub async fn create(
         rollout: body.rollout,
         at: Utc::now(),
     };
-    let committed = state
-        .store
-        .execute::<Campaign>(&id.to_string(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed =
+        state.store.execute::<Campaign>(&id.to_string(), command, &writer.meta).await.map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(committed.state.into())))
 }
 
 /// The firmware must exist (in the event store, not merely in a lagging read model) and be active.
 async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
-    let (firmware, _) =
-        state.store.load::<Firmware>(&id.to_string()).await.map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
+    let (firmware, _) = state.store.load::<Firmware>(&id.to_string()).await.map_err(ApiError::from)?;
     let Some(spec) = firmware.spec.as_ref() else {
         return Err(ApiError::invalid("campaign.unknown_firmware", format!("firmware_id: no firmware {id}")));
     };
@@ -177,10 +168,8 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<CampaignView>>, ApiError> {
     let page = q.paging.request()?;
-    if let Some(status) = &q.status {
-        status.parse::<CampaignStatus>().map_err(ApiError::bad_request)?;
-    }
-    let filter = CampaignFilter { status: q.status };
+    let status = q.status.as_deref().map(str::parse::<CampaignStatus>).transpose();
+    let filter = CampaignFilter { status: status.map_err(|e| ApiError::bad_request(e.to_string()))? };
     Ok(Json(ota_projections::campaigns::list(&state.pool, &filter, page).await?))
 }
 
@@ -226,10 +215,7 @@ pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> R
                 assigned: w.assigned,
                 skipped: w.skipped,
                 started_at: w.started_at,
-                in_progress: ["assigned", "notified", "downloading", "downloaded", "installing"]
-                    .iter()
-                    .map(|s| n(s))
-                    .sum(),
+                in_progress: UpdateState::IN_FLIGHT.iter().map(|s| n(s.as_str())).sum(),
                 succeeded: n("succeeded"),
                 failed: n("failed"),
                 rejected: n("rejected"),
@@ -256,11 +242,9 @@ pub async fn devices(
     Query(q): Query<DevicesQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = validate::uuid("id", &id)?;
-    if let Some(s) = &q.state {
-        s.parse::<ota_domain::device_update::UpdateState>().map_err(ApiError::bad_request)?;
-    }
-    let page =
-        ota_projections::updates::campaign_devices(&state.pool, id, q.state.as_deref(), q.paging.request()?).await?;
+    let only = q.state.as_deref().map(str::parse::<UpdateState>).transpose();
+    let only = only.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = ota_projections::updates::campaign_devices(&state.pool, id, only, q.paging.request()?).await?;
     Ok(Json(page))
 }
 
@@ -282,11 +266,8 @@ async fn transition(
     command: CampaignCommand,
 ) -> Result<Json<CampaignBody>, ApiError> {
     let id = validate::uuid("id", id)?;
-    let committed = state
-        .store
-        .execute::<Campaign>(&id.to_string(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed =
+        state.store.execute::<Campaign>(&id.to_string(), command, &writer.meta).await.map_err(ApiError::from)?;
     Ok(Json(committed.state.into()))
 }
 
@@ -297,7 +278,7 @@ pub async fn start(
     Path(id): Path<String>,
 ) -> Result<Json<CampaignBody>, ApiError> {
     let id = validate::uuid("id", &id)?.to_string();
-    let (campaign, _) = state.store.load::<Campaign>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let (campaign, _) = state.store.load::<Campaign>(&id).await.map_err(ApiError::from)?;
     let now = Utc::now();
     let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);
     let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
@@ -311,8 +292,7 @@ pub async fn start(
         None
     };
     let command = CampaignCommand::Start { membership, at: now };
-    let committed =
-        state.store.execute::<Campaign>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<Campaign>(&id, command, &writer.meta).await.map_err(ApiError::from)?;
     Ok(Json(committed.state.into()))
 }
 
@@ -385,10 +365,7 @@ pub async fn cancel(
     let mut in_flight = 0;
     if let Some(id) = campaign.id {
         for wave in ota_projections::updates::wave_counts(&state.pool, id.as_uuid()).await? {
-            in_flight += ["assigned", "notified", "downloading", "downloaded", "installing"]
-                .iter()
-                .map(|s| wave.by_state.get(*s).copied().unwrap_or(0))
-                .sum::<i64>();
+            in_flight += wave.in_flight();
         }
     }
     Ok(Json(CancelBody { campaign, never_assigned, in_flight }))

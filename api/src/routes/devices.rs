@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use ota_domain::device::{Device, DeviceCommand, DeviceError, DeviceProfile};
-use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError, Lane, LaneKind, Origin, UpdateFirmware, UpdateState};
-use ota_domain::{DeviceId, FirmwareId, Refusal};
+use ota_domain::device::{Device, DeviceCommand, DeviceProfile};
+use ota_domain::device_update::{DeviceUpdate, Lane, LaneKind, Origin, UpdateFirmware, UpdateState};
+use ota_domain::{DeviceId, FirmwareId};
 use ota_orchestrator::devices::{assign_update, AssignError, StatusReport};
 use ota_projections::devices::{DeviceFilter, DeviceView};
 use ota_projections::updates::{HistoryEntry, UpdateView};
@@ -15,7 +15,7 @@ use ota_projections::Page;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Writer;
-use crate::error::{from_store, ApiError};
+use crate::error::ApiError;
 use crate::extract::{Json, Paging, Path, Query};
 use crate::state::AppState;
 
@@ -56,14 +56,6 @@ impl From<Device> for DeviceBody {
     }
 }
 
-fn device_refusal(e: &DeviceError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
-}
-
-fn update_refusal(e: &DeviceUpdateError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
-}
-
 pub fn parse_device_id(raw: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(raw).map_err(|e| ApiError::bad_request(format!("device id: {e}")))
 }
@@ -85,11 +77,7 @@ pub async fn register(
     let token = crate::ddi::new_token();
     let command =
         DeviceCommand::Enrol { id: id.clone(), profile, token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<Device>(id.as_str(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, device_refusal))?;
+    let committed = state.store.execute::<Device>(id.as_str(), command, &writer.meta).await.map_err(ApiError::from)?;
     state.ddi.targets.invalidate(id.as_str());
     let created = committed.events.iter().any(|e| e.sequence == 1);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -107,11 +95,7 @@ pub async fn rotate_token(
     let id = parse_device_id(&id)?;
     let token = crate::ddi::new_token();
     let command = DeviceCommand::RotateToken { token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<Device>(id.as_str(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, device_refusal))?;
+    let committed = state.store.execute::<Device>(id.as_str(), command, &writer.meta).await.map_err(ApiError::from)?;
     state.ddi.targets.invalidate(id.as_str());
     let mut body = DeviceBody::from(committed.state);
     body.target_token = Some(token);
@@ -160,7 +144,7 @@ impl From<AssignError> for ApiError {
             return ApiError::unavailable("event store", e);
         }
         if let AssignError::Update(inner) = e {
-            return from_store(inner, update_refusal);
+            return inner.into();
         }
         let (refusal, code) = e.refusal();
         ApiError::refused(refusal, code, e.to_string())
@@ -261,18 +245,14 @@ pub async fn rollback(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<LaneBody>), ApiError> {
     let device = parse_device_id(&id)?;
-    let (registered, _) =
-        state.store.load::<Device>(device.as_str()).await.map_err(|e| from_store(e, device_refusal))?;
+    let (registered, _) = state.store.load::<Device>(device.as_str()).await.map_err(ApiError::from)?;
     if !registered.exists() {
         return Err(ApiError::not_found("device"));
     }
     let command =
         ota_domain::device_update::DeviceUpdateCommand::RollBack { origin: Origin::default(), at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<DeviceUpdate>(device.as_str(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, update_refusal))?;
+    let committed =
+        state.store.execute::<DeviceUpdate>(device.as_str(), command, &writer.meta).await.map_err(ApiError::from)?;
     lane_response(device, committed.state, StatusCode::CREATED)
 }
 
@@ -305,8 +285,7 @@ pub async fn status(
         &state,
     )
     .await?;
-    let committed =
-        state.reports.report(&device, report, &meta, Utc::now()).await.map_err(|e| from_store(e, update_refusal))?;
+    let committed = state.reports.report(&device, report, &meta, Utc::now()).await.map_err(ApiError::from)?;
     state.ddi.targets.invalidate(device.as_str());
     lane_response(device, committed.state, StatusCode::OK)
 }

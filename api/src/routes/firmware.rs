@@ -6,7 +6,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use ota_domain::firmware::{Firmware, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
-use ota_domain::FirmwareId;
+use ota_domain::{FirmwareId, Refused};
 use ota_projections::firmware::{FirmwareFilter, FirmwareView};
 use ota_projections::Page;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use super::validate;
 use crate::artifact::{self, ArtifactFile};
 use crate::auth::Writer;
 use crate::blobs::{BlobError, Staged};
-use crate::error::{from_store, ApiError};
+use crate::error::ApiError;
 use crate::extract::{optional_json, Json, Multipart, Paging, Path, Query};
 use crate::state::AppState;
 
@@ -78,10 +78,6 @@ impl FirmwareBody {
             signature: firmware.signature,
         })
     }
-}
-
-fn refusal(e: &FirmwareError) -> (ota_domain::Refusal, &'static str) {
-    (e.refusal(), e.code())
 }
 
 impl From<BlobError> for ApiError {
@@ -243,7 +239,7 @@ async fn store_upload(
     }
     let id = spec.id().to_string();
     // Answer a repeat or a conflict before touching the stored binaries.
-    let (existing, _) = state.store.load::<Firmware>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let (existing, _) = state.store.load::<Firmware>(&id).await.map_err(ApiError::from)?;
     // The id hashes `name:version:device_model`, so ("a:b", "c") and ("a", "b:c") share it:
     // never answer for, or conflict with, a firmware that is not the one uploaded.
     if let Some(taken) = existing
@@ -282,8 +278,7 @@ async fn store_upload(
         storage_path,
     };
     let command = FirmwareCommand::Upload { spec, binary, signature, at: Utc::now() };
-    let committed =
-        state.store.execute::<Firmware>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<Firmware>(&id, command, &writer.meta).await.map_err(ApiError::from)?;
     let status = if committed.unchanged() { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(FirmwareBody::from_state(committed.state)?)))
 }
@@ -328,11 +323,8 @@ pub async fn deprecate(
     let id = validate::uuid("id", &id)?;
     let reason = optional_json::<DeprecateBody>(&body)?.and_then(|b| b.reason);
     let command = FirmwareCommand::Deprecate { reason, at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<Firmware>(&id.to_string(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed =
+        state.store.execute::<Firmware>(&id.to_string(), command, &writer.meta).await.map_err(ApiError::from)?;
     Ok(Json(FirmwareBody::from_state(committed.state)?))
 }
 

@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use ota_domain::device_update::UpdateState;
+
 use crate::page::{snapshot, Page, PageRequest};
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
@@ -62,6 +64,18 @@ pub struct WaveCounts {
     pub by_state: BTreeMap<String, i64>,
 }
 
+impl WaveCounts {
+    /// Devices of the wave whose update is now in `state`.
+    pub fn of(&self, state: UpdateState) -> i64 {
+        self.by_state.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Devices of the wave whose update is under way.
+    pub fn in_flight(&self) -> i64 {
+        UpdateState::IN_FLIGHT.into_iter().map(|s| self.of(s)).sum()
+    }
+}
+
 /// The columns of `UpdateView`, for every query that reads `device_updates` rows.
 pub(super) const CURRENT_COLUMNS: &str = "device_id, action, kind, campaign_id, wave, retry, firmware_id, \
     firmware_version, from_version, state, progress, message, cancel_requested, assigned_at, updated_at";
@@ -93,12 +107,14 @@ pub async fn history(pool: &PgPool, device: &str, page: PageRequest) -> Result<P
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 
+/// A campaign's devices, all or only those whose update is now in `state`.
 pub async fn campaign_devices(
     pool: &PgPool,
     campaign: Uuid,
-    state: Option<&str>,
+    state: Option<UpdateState>,
     page: PageRequest,
 ) -> Result<Page<CampaignDevice>, sqlx::Error> {
+    let state = state.map(UpdateState::as_str);
     let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(
         "SELECT device_id, state, wave, retry, progress, updated_at FROM device_updates
