@@ -13,7 +13,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ota_domain::Refusal;
+use ota_domain::{Refusal, Refused};
 use ota_orchestrator::StoreError;
 use serde::Serialize;
 
@@ -159,22 +159,18 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// Turns a store outcome into an HTTP error, given how the aggregate's refusals read.
-pub fn from_store<E>(error: StoreError<E>, refusal: impl Fn(&E) -> (Refusal, &'static str)) -> ApiError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    match error {
-        StoreError::Rejected(e) => {
-            let (kind, code) = refusal(&e);
-            ApiError::refused(kind, code, e.to_string())
+/// Maps every store outcome to HTTP: a refusal by the aggregate's own kind and code.
+impl<E: Refused + std::error::Error + Send + Sync + 'static> From<StoreError<E>> for ApiError {
+    fn from(error: StoreError<E>) -> Self {
+        match error {
+            StoreError::Rejected(e) => ApiError::refused(e.refusal(), e.code(), e.to_string()),
+            StoreError::Contended { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "concurrent_update",
+                "the resource kept changing concurrently; retry the request",
+            ),
+            StoreError::Unavailable(_) => ApiError::unavailable("event store", error),
+            StoreError::Corrupt { .. } => ApiError::internal(error),
         }
-        StoreError::Contended { .. } => ApiError::new(
-            StatusCode::CONFLICT,
-            "concurrent_update",
-            "the resource kept changing concurrently; retry the request",
-        ),
-        StoreError::Unavailable(_) => ApiError::unavailable("event store", error),
-        StoreError::Corrupt { .. } => ApiError::internal(error),
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::decide::Decide;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Refused};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum ApiKeyCommand {
@@ -67,15 +67,15 @@ pub enum ApiKeyError {
     AlreadyExpired,
 }
 
-impl ApiKeyError {
-    pub fn refusal(&self) -> Refusal {
+impl Refused for ApiKeyError {
+    fn refusal(&self) -> Refusal {
         match self {
             ApiKeyError::Exists | ApiKeyError::AlreadyRevoked => Refusal::Conflict,
             ApiKeyError::NotFound => Refusal::NotFound,
             ApiKeyError::BadName | ApiKeyError::AlreadyExpired => Refusal::Invalid,
         }
     }
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             ApiKeyError::Exists => "api_key.exists",
             ApiKeyError::NotFound => "api_key.not_found",

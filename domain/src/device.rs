@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decide::Decide;
 use crate::ids::DeviceId;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Refused};
 
 /// Limits that keep one device record small.
 pub const MAX_TAGS: usize = 50;
@@ -127,14 +127,14 @@ pub enum DeviceError {
     InvalidProfile { field: String, problem: &'static str },
 }
 
-impl DeviceError {
-    pub fn refusal(&self) -> Refusal {
+impl Refused for DeviceError {
+    fn refusal(&self) -> Refusal {
         match self {
             DeviceError::NotRegistered => Refusal::NotFound,
             DeviceError::InvalidProfile { .. } => Refusal::Invalid,
         }
     }
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             DeviceError::NotRegistered => "device.not_found",
             DeviceError::InvalidProfile { .. } => "invalid_field",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decide::Decide;
 use crate::ids::FirmwareId;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Refused};
 use crate::signature::SignatureCheck;
 
 /// What an operator says about an image.
@@ -88,14 +88,14 @@ pub enum FirmwareError {
     AlreadyDeprecated,
 }
 
-impl FirmwareError {
-    pub fn refusal(&self) -> Refusal {
+impl Refused for FirmwareError {
+    fn refusal(&self) -> Refusal {
         match self {
             FirmwareError::DifferentContent { .. } | FirmwareError::AlreadyDeprecated => Refusal::Conflict,
             FirmwareError::NotFound => Refusal::NotFound,
         }
     }
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             FirmwareError::DifferentContent { .. } => "firmware.content_conflict",
             FirmwareError::NotFound => "firmware.not_found",

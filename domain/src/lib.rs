@@ -23,4 +23,4 @@ pub use decide::Decide;
 pub use ids::{CampaignId, DeviceId, FirmwareId, IdError};
 pub use meta::{Actor, ActorKind, CommandMeta};
 pub use record::EventRecord;
-pub use refusal::Refusal;
+pub use refusal::{Refusal, Refused};

@@ -10,3 +10,13 @@ pub enum Refusal {
     /// The aggregate the command addresses does not exist (HTTP 404).
     NotFound,
 }
+
+/// An aggregate's refusal, as the edge reads it: the kind of refusal and a stable
+/// code for the error body. Every aggregate error implements it, so one conversion
+/// maps any of them (wrapped in the store's error) to a response.
+pub trait Refused {
+    /// The kind of refusal (invalid, conflict, not found).
+    fn refusal(&self) -> Refusal;
+    /// A stable code for the error body; never change one once published.
+    fn code(&self) -> &'static str;
+}

@@ -10,7 +10,7 @@ use ota_domain::device_update::{
     DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, Origin, UpdateFirmware, UpdateState,
 };
 use ota_domain::firmware::{Firmware, FirmwareError, FirmwareStatus};
-use ota_domain::{CommandMeta, DeviceId, FirmwareId, Refusal};
+use ota_domain::{CommandMeta, DeviceId, FirmwareId, Refusal, Refused};
 use serde::Deserialize;
 
 use crate::store::{ChainedBatcher, Committed, Store, StoreError};
@@ -33,8 +33,8 @@ pub enum AssignError {
     UnverifiedFirmware(FirmwareId),
     #[error(transparent)]
     Update(StoreError<DeviceUpdateError>),
-    #[error("{0}")]
-    Store(String),
+    #[error("event store unavailable")]
+    Store(#[source] crate::store::Cause),
 }
 
 impl AssignError {
@@ -58,8 +58,8 @@ impl AssignError {
     }
 }
 
-fn unavailable<E: std::error::Error>(e: StoreError<E>) -> AssignError {
-    AssignError::Store(e.to_string())
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: StoreError<E>) -> AssignError {
+    AssignError::Store(std::sync::Arc::new(e))
 }
 
 /// Checks that `firmware` fits the device: registered, same model, a supported

@@ -15,7 +15,7 @@ pub mod rollout;
 pub mod store;
 
 pub use relay::{Relay, RelayError, RelayHandle};
-pub use store::{Committed, Store, StoreError, Stored};
+pub use store::{Cause, Committed, Store, StoreError, StoreFault, Stored};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 

@@ -18,8 +18,10 @@ use sqlx::PgPool;
 pub enum MembershipError {
     #[error("reading the inventory: {0}")]
     Inventory(#[from] sqlx::Error),
-    #[error("device {device} has an undecodable profile: {detail}")]
-    Corrupt { device: String, detail: String },
+    #[error("device {device} has an undecodable profile")]
+    Corrupt { device: String, source: serde_json::Error },
+    #[error("device {device}'s latest inventory event carries no profile")]
+    NoProfile { device: String },
 }
 
 /// The latest profile of every registered device (or of `only` those ids).
@@ -37,9 +39,9 @@ async fn profiles(pool: &PgPool, only: Option<&[String]>) -> Result<BTreeMap<Str
         .map(|(device, payload)| match serde_json::from_value::<DeviceEvent>(payload) {
             Ok(event) => match event.profile() {
                 Some(profile) => Ok((device, profile.clone())),
-                None => Err(MembershipError::Corrupt { device, detail: "latest event carries no profile".into() }),
+                None => Err(MembershipError::NoProfile { device }),
             },
-            Err(e) => Err(MembershipError::Corrupt { device, detail: e.to_string() }),
+            Err(source) => Err(MembershipError::Corrupt { device, source }),
         })
         .collect()
 }

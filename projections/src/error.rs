@@ -6,8 +6,9 @@ pub enum ProjectionError {
     /// The event cannot be understood: recorded, skipped, never retried blindly.
     #[error("undecodable event {event_id}: {detail}")]
     Poison { event_id: String, detail: String },
-    #[error("NATS: {0}")]
-    Nats(String),
+    /// JetStream failed (stream, consumer or message); several async-nats error kinds meet here.
+    #[error("NATS")]
+    Nats(#[source] async_nats::Error),
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
 }

@@ -73,7 +73,12 @@ pub fn spawn_worker<P: Projection>(pool: PgPool, js: jetstream::Context, names: 
             }
             if let Err(e) = outcome {
                 failures += 1;
-                tracing::warn!(projection = %P::NAME, error = %e, failures, "projection worker interrupted; retrying");
+                tracing::warn!(
+                    projection = %P::NAME,
+                    error = &e as &dyn std::error::Error,
+                    failures,
+                    "projection worker interrupted; retrying"
+                );
             }
             tokio::time::sleep(Duration::from_millis(200) * failures.clamp(1, 25)).await;
         }
@@ -86,8 +91,7 @@ async fn consume<P: Projection>(
     js: &jetstream::Context,
     names: &BusNames,
 ) -> Result<(), ProjectionError> {
-    let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
-    let stream = ensure_events_stream(js, names).await.map_err(|e| nats(&e))?;
+    let stream = ensure_events_stream(js, names).await.map_err(ProjectionError::Nats)?;
     let durable = consumer_name::<P>(names);
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -103,8 +107,13 @@ async fn consume<P: Projection>(
             },
         )
         .await
-        .map_err(|e| nats(&e))?;
-    let messages = consumer.stream().max_messages_per_batch(PULL_AHEAD).messages().await.map_err(|e| nats(&e))?;
+        .map_err(|e| ProjectionError::Nats(Box::new(e)))?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(PULL_AHEAD)
+        .messages()
+        .await
+        .map_err(|e| ProjectionError::Nats(Box::new(e)))?;
     let mut batches = messages.ready_chunks(BATCH);
     while let Some(batch) = batches.next().await {
         let mut received = Vec::with_capacity(batch.len());
@@ -112,7 +121,7 @@ async fn consume<P: Projection>(
         for item in batch {
             match item {
                 Ok(m) => received.push(m),
-                Err(e) => broken = Some(nats(&e)),
+                Err(e) => broken = Some(ProjectionError::Nats(Box::new(e))),
             }
         }
         let mut attempts = 0u32;

@@ -5,7 +5,7 @@
 //! (reads and lists). Either way the per-wave device counts, the decision log and
 //! the creator come from read models, which may trail a command by a moment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use ota_domain::campaign::{Campaign as CampaignState, CampaignStatus, Target};
@@ -144,7 +144,7 @@ impl Campaign {
                     ..Wave::default()
                 };
                 if let Some(counts) = extras.counts.iter().find(|c| c.wave == w as i32) {
-                    wave.count(&counts.by_state);
+                    wave.count(counts);
                 }
                 wave
             })
@@ -217,7 +217,7 @@ impl Campaign {
                     ..Wave::default()
                 };
                 if let Some(counts) = extras.counts.iter().find(|c| c.wave == w.wave) {
-                    wave.count(&counts.by_state);
+                    wave.count(counts);
                 }
                 wave
             })
@@ -255,24 +255,14 @@ impl Campaign {
 }
 
 impl Wave {
-    fn count(&mut self, by_state: &BTreeMap<String, i64>) {
-        for (state, n) in by_state {
-            let Ok(state) = state.parse::<UpdateState>() else { continue };
-            let slot = match state {
-                UpdateState::Assigned
-                | UpdateState::Notified
-                | UpdateState::Downloading
-                | UpdateState::Downloaded
-                | UpdateState::Installing => &mut self.in_progress,
-                UpdateState::Succeeded => &mut self.succeeded,
-                UpdateState::Failed => &mut self.failed,
-                UpdateState::Rejected => &mut self.rejected,
-                UpdateState::TimedOut => &mut self.timed_out,
-                UpdateState::Cancelled => &mut self.cancelled,
-                UpdateState::RolledBack => &mut self.rolled_back,
-            };
-            *slot += n;
-        }
+    fn count(&mut self, counts: &WaveCounts) {
+        self.in_progress = counts.in_flight();
+        self.succeeded = counts.of(UpdateState::Succeeded);
+        self.failed = counts.of(UpdateState::Failed);
+        self.rejected = counts.of(UpdateState::Rejected);
+        self.timed_out = counts.of(UpdateState::TimedOut);
+        self.cancelled = counts.of(UpdateState::Cancelled);
+        self.rolled_back = counts.of(UpdateState::RolledBack);
     }
 }
 

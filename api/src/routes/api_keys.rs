@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use ota_domain::api_key::{ApiKey as ApiKeyState, ApiKeyCommand, ApiKeyError};
-use ota_domain::Refusal;
+use ota_domain::api_key::{ApiKey as ApiKeyState, ApiKeyCommand};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,15 +12,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Admin, MintedKey, Role};
-use crate::error::{from_store, ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::resources::api_key::Provenance;
 use crate::resources::ApiKey;
 use crate::state::AppState;
-
-fn refusal(e: &ApiKeyError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
-}
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list, issue)).routes(routes!(revoke))
@@ -57,11 +52,7 @@ async fn issue(
         expires_at: body.expires_at,
         at: Utc::now(),
     };
-    let committed = state
-        .store
-        .execute::<ApiKeyState>(&id.to_string(), command, &admin.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<ApiKeyState>(&id.to_string(), command, &admin.meta).await?;
     let provenance =
         Provenance { id: id.to_string(), created_by: Some(admin.meta.actor.to_string()), last_used_at: None };
     let mut key = ApiKey::new(committed.state, Some(provenance))?;
@@ -75,7 +66,7 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<A
     let mut keys = Vec::new();
     // Keys are few; each is read from its own stream.
     for provenance in ApiKey::provenance(&state.pool, None).await? {
-        let (key, _) = state.store.load::<ApiKeyState>(&provenance.id).await.map_err(|e| from_store(e, refusal))?;
+        let (key, _) = state.store.load::<ApiKeyState>(&provenance.id).await?;
         keys.push(ApiKey::new(key, Some(provenance))?);
     }
     Ok(Json(keys))
@@ -93,11 +84,8 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
     let id = crate::validate::uuid("id", &id)?.to_string();
-    let committed = state
-        .store
-        .execute::<ApiKeyState>(&id, ApiKeyCommand::Revoke { at: Utc::now() }, &admin.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed =
+        state.store.execute::<ApiKeyState>(&id, ApiKeyCommand::Revoke { at: Utc::now() }, &admin.meta).await?;
     let provenance = ApiKey::provenance(&state.pool, Some(std::slice::from_ref(&id))).await?.pop();
     Ok(Json(ApiKey::new(committed.state, provenance)?))
 }

@@ -8,12 +8,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ota_domain::campaign::{
-    Campaign as CampaignState, CampaignCommand, CampaignError, CampaignFirmware, CampaignStatus, Target, TargetFilter,
+    Campaign as CampaignState, CampaignCommand, CampaignFirmware, CampaignStatus, Target, TargetFilter,
 };
 use ota_domain::device_update::UpdateState;
 use ota_domain::firmware::{Firmware, FirmwareStatus};
 use ota_domain::rollout::RolloutPlan;
-use ota_domain::{CampaignId, DeviceId, FirmwareId, Refusal};
+use ota_domain::{CampaignId, DeviceId, FirmwareId};
 use ota_projections::campaigns::CampaignFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Writer;
-use crate::error::{from_store, ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{optional_json, Json, Paging, Path, Query};
 use crate::resources::{Campaign, Page};
 use crate::state::AppState;
@@ -81,10 +81,6 @@ pub struct TargetBody {
     continuous: bool,
 }
 
-fn refusal(e: &CampaignError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
-}
-
 /// Create a campaign (a draft: nothing happens until it is started).
 #[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = CreateCampaign, responses(
     (status = 201, body = Campaign, description = "Created, as a draft."),
@@ -123,18 +119,13 @@ async fn create(
         rollout: body.rollout,
         at: Utc::now(),
     };
-    let committed = state
-        .store
-        .execute::<CampaignState>(&id.to_string(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<CampaignState>(&id.to_string(), command, &writer.meta).await?;
     Ok((StatusCode::CREATED, Json(Campaign::created(committed.state, writer.meta.actor.to_string())?)))
 }
 
 /// The firmware must exist (in the event store, not merely in a lagging read model) and be active.
 async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
-    let (firmware, _) =
-        state.store.load::<Firmware>(&id.to_string()).await.map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
+    let (firmware, _) = state.store.load::<Firmware>(&id.to_string()).await?;
     let Some(spec) = firmware.spec.as_ref() else {
         return Err(ApiError::invalid("campaign.unknown_firmware", format!("firmware_id: no firmware {id}")));
     };
@@ -162,8 +153,7 @@ async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmw
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only campaigns in this status.
-    #[param(value_type = Option<CampaignStatus>)]
-    status: Option<String>,
+    status: Option<CampaignStatus>,
     #[serde(flatten)]
     #[param(ignore)]
     paging: Paging,
@@ -175,9 +165,6 @@ pub struct ListQuery {
 ))]
 async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<Campaign>>, ApiError> {
     let page = q.paging.request()?;
-    if let Some(status) = &q.status {
-        status.parse::<CampaignStatus>().map_err(ApiError::bad_request)?;
-    }
     let filter = CampaignFilter { status: q.status };
     let views = ota_projections::campaigns::list(&state.pool, &filter, page).await?;
     let (total, page_no, page_size) = (views.total, views.page, views.page_size);
@@ -202,8 +189,7 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 #[into_params(parameter_in = Query)]
 pub struct DevicesQuery {
     /// Only devices whose update for this campaign is in this state.
-    #[param(value_type = Option<UpdateState>)]
-    state: Option<String>,
+    state: Option<UpdateState>,
     #[serde(flatten)]
     #[param(ignore)]
     paging: Paging,
@@ -231,14 +217,10 @@ async fn devices(
     Query(q): Query<DevicesQuery>,
 ) -> Result<Json<Page<CampaignDevice>>, ApiError> {
     let id = validate::uuid("id", &id)?;
-    if let Some(s) = &q.state {
-        s.parse::<UpdateState>().map_err(ApiError::bad_request)?;
-    }
-    let page =
-        ota_projections::updates::campaign_devices(&state.pool, id, q.state.as_deref(), q.paging.request()?).await?;
+    let page = ota_projections::updates::campaign_devices(&state.pool, id, q.state, q.paging.request()?).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for d in page.items {
-        let state = d.state.parse::<UpdateState>().map_err(ApiError::internal_text)?;
+        let state = d.state.parse::<UpdateState>().map_err(ApiError::internal)?;
         items.push(CampaignDevice {
             device_id: d.device_id,
             state,
@@ -271,11 +253,7 @@ async fn transition(
     command: CampaignCommand,
 ) -> Result<Json<Campaign>, ApiError> {
     let id = validate::uuid("id", id)?;
-    let committed = state
-        .store
-        .execute::<CampaignState>(&id.to_string(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<CampaignState>(&id.to_string(), command, &writer.meta).await?;
     Ok(Json(Campaign::from_state(&state.pool, committed.state).await?))
 }
 
@@ -293,7 +271,7 @@ async fn start(
     Path(id): Path<String>,
 ) -> Result<Json<Campaign>, ApiError> {
     let id = validate::uuid("id", &id)?.to_string();
-    let (campaign, _) = state.store.load::<CampaignState>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let (campaign, _) = state.store.load::<CampaignState>(&id).await?;
     let now = Utc::now();
     let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);
     let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
@@ -307,8 +285,7 @@ async fn start(
         None
     };
     let command = CampaignCommand::Start { membership, at: now };
-    let committed =
-        state.store.execute::<CampaignState>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<CampaignState>(&id, command, &writer.meta).await?;
     Ok(Json(Campaign::from_state(&state.pool, committed.state).await?))
 }
 

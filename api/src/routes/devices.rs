@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use ota_domain::device::{Device as DeviceState, DeviceCommand, DeviceError, DeviceProfile};
-use ota_domain::device_update::{DeviceUpdate as UpdateStream, DeviceUpdateCommand, DeviceUpdateError, Origin};
-use ota_domain::{DeviceId, FirmwareId, Refusal};
+use ota_domain::device::{Device as DeviceState, DeviceCommand, DeviceProfile};
+use ota_domain::device_update::{DeviceUpdate as UpdateStream, DeviceUpdateCommand, Origin};
+use ota_domain::{DeviceId, FirmwareId};
 use ota_orchestrator::devices::{assign_update, AssignError, StatusReport};
 use ota_projections::devices::DeviceFilter;
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Authenticator, Writer};
-use crate::error::{from_store, ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Paging, Path, Query};
 use crate::resources::{Device, DeviceUpdate, Page};
 use crate::state::AppState;
@@ -50,14 +50,6 @@ pub struct RegisterDevice {
     tags: BTreeSet<String>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
-}
-
-fn device_refusal(e: &DeviceError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
-}
-
-fn update_refusal(e: &DeviceUpdateError) -> (Refusal, &'static str) {
-    (e.refusal(), e.code())
 }
 
 pub fn parse_device_id(raw: &str) -> Result<DeviceId, ApiError> {
@@ -96,11 +88,7 @@ async fn register(
     let token = crate::ddi::new_token();
     let command =
         DeviceCommand::Enrol { id: id.clone(), profile, token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<DeviceState>(id.as_str(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, device_refusal))?;
+    let committed = state.store.execute::<DeviceState>(id.as_str(), command, &writer.meta).await?;
     state.ddi.targets.invalidate(id.as_str());
     let created = committed.events.iter().any(|e| e.sequence == 1);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -122,11 +110,7 @@ async fn rotate_token(
     let id = parse_device_id(&id)?;
     let token = crate::ddi::new_token();
     let command = DeviceCommand::RotateToken { token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<DeviceState>(id.as_str(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, device_refusal))?;
+    let committed = state.store.execute::<DeviceState>(id.as_str(), command, &writer.meta).await?;
     state.ddi.targets.invalidate(id.as_str());
     let mut device = device_answer(&state, committed.state).await?;
     device.target_token = Some(token);
@@ -184,7 +168,7 @@ impl From<AssignError> for ApiError {
             return ApiError::unavailable("event store", e);
         }
         if let AssignError::Update(inner) = e {
-            return from_store(inner, update_refusal);
+            return ApiError::from(inner);
         }
         let (refusal, code) = e.refusal();
         ApiError::refused(refusal, code, e.to_string())
@@ -264,17 +248,12 @@ async fn rollback(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeviceUpdate>), ApiError> {
     let device = parse_device_id(&id)?;
-    let (registered, _) =
-        state.store.load::<DeviceState>(device.as_str()).await.map_err(|e| from_store(e, device_refusal))?;
+    let (registered, _) = state.store.load::<DeviceState>(device.as_str()).await?;
     if !registered.exists() {
         return Err(ApiError::not_found("device"));
     }
     let command = DeviceUpdateCommand::RollBack { origin: Origin::default(), at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<UpdateStream>(device.as_str(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, update_refusal))?;
+    let committed = state.store.execute::<UpdateStream>(device.as_str(), command, &writer.meta).await?;
     let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
@@ -314,8 +293,7 @@ async fn status(
     };
     let Json(report) =
         Json::<StatusReport>::from_request(axum::extract::Request::from_parts(parts, body), &state).await?;
-    let committed =
-        state.reports.report(&device, report, &meta, Utc::now()).await.map_err(|e| from_store(e, update_refusal))?;
+    let committed = state.reports.report(&device, report, &meta, Utc::now()).await?;
     state.ddi.targets.invalidate(device.as_str());
     let lane = committed.state.current.ok_or_else(|| ApiError::internal_text("update without lane"))?;
     let assigned_by = ota_projections::updates::record(&state.pool, device.as_str(), lane.action as i32)

@@ -6,6 +6,7 @@ use axum::response::Response;
 use chrono::Utc;
 use futures::TryStreamExt;
 use ota_domain::firmware::{Firmware as FirmwareState, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
+use ota_domain::Refused;
 use ota_projections::downloads::{DownloadStats, DownloadView};
 use ota_projections::firmware::{FirmwareFilter, FirmwareView};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::artifact::{self, ArtifactFile};
 use crate::auth::Writer;
-use crate::error::{from_store, ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{optional_json, Json, Multipart, Paging, Path, Query};
 use crate::resources::firmware::Firmware;
 use crate::resources::Page;
@@ -71,10 +72,6 @@ struct UploadForm {
 /// Who uploaded a firmware, as the read model recorded it.
 async fn uploader(state: &AppState, id: uuid::Uuid) -> Result<Option<String>, ApiError> {
     Ok(ota_projections::firmware::get(&state.pool, id).await?.and_then(|view| view.created_by))
-}
-
-fn refusal(e: &FirmwareError) -> (ota_domain::Refusal, &'static str) {
-    (e.refusal(), e.code())
 }
 
 impl From<BlobError> for ApiError {
@@ -248,7 +245,7 @@ async fn store_upload(
     }
     let id = spec.id().to_string();
     // Answer a repeat or a conflict before touching the stored binaries.
-    let (existing, _) = state.store.load::<FirmwareState>(&id).await.map_err(|e| from_store(e, refusal))?;
+    let (existing, _) = state.store.load::<FirmwareState>(&id).await?;
     // The id hashes `name:version:device_model`, so ("a:b", "c") and ("a", "b:c") share it:
     // never answer for, or conflict with, a firmware that is not the one uploaded.
     if let Some(taken) = existing
@@ -288,8 +285,7 @@ async fn store_upload(
         storage_path,
     };
     let command = FirmwareCommand::Upload { spec, binary, signature, at: Utc::now() };
-    let committed =
-        state.store.execute::<FirmwareState>(&id, command, &writer.meta).await.map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<FirmwareState>(&id, command, &writer.meta).await?;
     let (status, created_by) = match committed.unchanged() {
         true => (
             StatusCode::OK,
@@ -359,11 +355,7 @@ async fn deprecate(
     let id = validate::uuid("id", &id)?;
     let reason = optional_json::<DeprecateBody>(&body)?.and_then(|b| b.reason);
     let command = FirmwareCommand::Deprecate { reason, at: Utc::now() };
-    let committed = state
-        .store
-        .execute::<FirmwareState>(&id.to_string(), command, &writer.meta)
-        .await
-        .map_err(|e| from_store(e, refusal))?;
+    let committed = state.store.execute::<FirmwareState>(&id.to_string(), command, &writer.meta).await?;
     Ok(Json(Firmware::from_state(committed.state, uploader(&state, id).await?)?))
 }
 

@@ -1,5 +1,5 @@
 use super::state::CampaignStatus;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Refused};
 use crate::rollout::PlanError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,8 +28,8 @@ pub enum CampaignError {
     NothingToApprove,
 }
 
-impl CampaignError {
-    pub fn refusal(&self) -> Refusal {
+impl Refused for CampaignError {
+    fn refusal(&self) -> Refusal {
         match self {
             CampaignError::AlreadyExists
             | CampaignError::InvalidTransition { .. }
@@ -44,7 +44,7 @@ impl CampaignError {
             | CampaignError::NoMembers => Refusal::Invalid,
         }
     }
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             CampaignError::AlreadyExists => "campaign.already_exists",
             CampaignError::NotFound => "campaign.not_found",

@@ -13,4 +13,4 @@ mod tests;
 pub use commands::CampaignCommand;
 pub use error::CampaignError;
 pub use events::CampaignEvent;
-pub use state::{Campaign, CampaignFirmware, CampaignStatus, Membership, Target, TargetFilter};
+pub use state::{Campaign, CampaignFirmware, CampaignStatus, Membership, Target, TargetFilter, UnknownCampaignStatus};

@@ -37,7 +37,7 @@ impl CampaignStatus {
         CampaignStatus::Aborted,
     ];
 
-    pub fn as_str(&self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             CampaignStatus::Draft => "draft",
             CampaignStatus::Scheduled => "scheduled",
@@ -49,8 +49,21 @@ impl CampaignStatus {
         }
     }
 
+    /// The statuses the process manager drives: waiting for its start, or rolling out.
+    pub const ACTIVE: [CampaignStatus; 2] = [CampaignStatus::Scheduled, CampaignStatus::Running];
+
+    /// The statuses a campaign never leaves.
+    pub const TERMINAL: [CampaignStatus; 3] =
+        [CampaignStatus::Completed, CampaignStatus::Cancelled, CampaignStatus::Aborted];
+
+    /// True once the campaign is over: completed, cancelled or aborted.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, CampaignStatus::Completed | CampaignStatus::Cancelled | CampaignStatus::Aborted)
+        match self {
+            CampaignStatus::Completed | CampaignStatus::Cancelled | CampaignStatus::Aborted => true,
+            CampaignStatus::Draft | CampaignStatus::Scheduled | CampaignStatus::Running | CampaignStatus::Paused => {
+                false
+            }
+        }
     }
 }
 
@@ -60,13 +73,20 @@ impl fmt::Display for CampaignStatus {
     }
 }
 
+/// Text that names no campaign status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown campaign status {value:?}")]
+pub struct UnknownCampaignStatus {
+    pub value: String,
+}
+
 impl FromStr for CampaignStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownCampaignStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownCampaignStatus> {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown campaign status {s:?}"))
+            .ok_or_else(|| UnknownCampaignStatus { value: s.chars().take(64).collect() })
     }
 }
 

@@ -249,3 +249,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_campaign_status_round_trips_through_its_text() {
+    for status in CampaignStatus::ALL {
+        assert_eq!(status.as_str().parse::<CampaignStatus>(), Ok(status));
+        assert_eq!(serde_json::to_value(status).ok(), Some(serde_json::json!(status.as_str())), "serde agrees");
+    }
+    assert_eq!("done".parse::<CampaignStatus>(), Err(UnknownCampaignStatus { value: "done".into() }));
+}
+
+#[test]
+fn the_terminal_and_active_statuses_are_classified_by_is_terminal() {
+    for status in CampaignStatus::ALL {
+        assert_eq!(status.is_terminal(), CampaignStatus::TERMINAL.contains(&status), "{status}");
+    }
+    assert!(CampaignStatus::ACTIVE.iter().all(|s| !s.is_terminal()));
+}

@@ -10,5 +10,5 @@ mod tests;
 
 pub use model::{
     DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, DeviceUpdateEvent, Download, IgnoredReason, Lane, LaneKind,
-    Origin, UpdateFirmware, UpdateState,
+    Origin, UnknownUpdateState, UpdateFirmware, UpdateState,
 };

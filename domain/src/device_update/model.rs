@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decide::Decide;
 use crate::ids::{CampaignId, FirmwareId};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Refused};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,7 +42,7 @@ impl UpdateState {
         UpdateState::RolledBack,
     ];
 
-    pub fn as_str(&self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             UpdateState::Assigned => "assigned",
             UpdateState::Notified => "notified",
@@ -58,11 +58,37 @@ impl UpdateState {
         }
     }
 
-    pub fn is_terminal(&self) -> bool {
-        self.rank() == Self::TERMINAL_RANK
+    /// The states of an update still under way: assigned and not yet finished.
+    /// Queries that need the text bind `IN_FLIGHT.map(UpdateState::as_str)`.
+    pub const IN_FLIGHT: [UpdateState; 5] = [
+        UpdateState::Assigned,
+        UpdateState::Notified,
+        UpdateState::Downloading,
+        UpdateState::Downloaded,
+        UpdateState::Installing,
+    ];
+
+    /// True while the update is under way (the device may still report progress).
+    pub fn is_in_flight(&self) -> bool {
+        match self {
+            UpdateState::Assigned
+            | UpdateState::Notified
+            | UpdateState::Downloading
+            | UpdateState::Downloaded
+            | UpdateState::Installing => true,
+            UpdateState::Succeeded
+            | UpdateState::Failed
+            | UpdateState::Rejected
+            | UpdateState::TimedOut
+            | UpdateState::Cancelled
+            | UpdateState::RolledBack => false,
+        }
     }
 
-    const TERMINAL_RANK: u8 = 5;
+    /// True once the update has its outcome; no report moves it any more.
+    pub fn is_terminal(&self) -> bool {
+        !self.is_in_flight()
+    }
 
     /// Progress order within one update; reports may only move it forward.
     pub fn rank(&self) -> u8 {
@@ -72,7 +98,12 @@ impl UpdateState {
             UpdateState::Downloading => 2,
             UpdateState::Downloaded => 3,
             UpdateState::Installing => 4,
-            _ => Self::TERMINAL_RANK,
+            UpdateState::Succeeded
+            | UpdateState::Failed
+            | UpdateState::Rejected
+            | UpdateState::TimedOut
+            | UpdateState::Cancelled
+            | UpdateState::RolledBack => 5,
         }
     }
 
@@ -97,10 +128,20 @@ impl fmt::Display for UpdateState {
     }
 }
 
+/// Text that names no update state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown update state {value:?}")]
+pub struct UnknownUpdateState {
+    pub value: String,
+}
+
 impl FromStr for UpdateState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown update state {s:?}"))
+    type Err = UnknownUpdateState;
+    fn from_str(s: &str) -> Result<Self, UnknownUpdateState> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownUpdateState { value: s.chars().take(64).collect() })
     }
 }
 
@@ -347,8 +388,8 @@ pub enum DeviceUpdateError {
     CancelNotRequested { action: u32 },
 }
 
-impl DeviceUpdateError {
-    pub fn refusal(&self) -> Refusal {
+impl Refused for DeviceUpdateError {
+    fn refusal(&self) -> Refusal {
         match self {
             DeviceUpdateError::AlreadyActive { .. }
             | DeviceUpdateError::NotActive { .. }
@@ -358,7 +399,7 @@ impl DeviceUpdateError {
             DeviceUpdateError::NotReportable(_) | DeviceUpdateError::BadProgress(_) => Refusal::Invalid,
         }
     }
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             DeviceUpdateError::AlreadyActive { .. } => "device_update.already_active",
             DeviceUpdateError::NoUpdate => "device_update.none",

@@ -300,3 +300,43 @@ fn a_device_without_a_recorded_previous_version_cannot_roll_back() {
         .when(DeviceUpdateCommand::RollBack { origin: Origin::default(), at: at() })
         .then_expect_error(DeviceUpdateError::NothingToRollBackTo);
 }
+
+#[test]
+fn every_update_state_is_either_in_flight_or_terminal() {
+    let in_flight: Vec<UpdateState> = UpdateState::ALL.into_iter().filter(UpdateState::is_in_flight).collect();
+    let terminal: Vec<UpdateState> = UpdateState::ALL.into_iter().filter(UpdateState::is_terminal).collect();
+    assert_eq!(in_flight, UpdateState::IN_FLIGHT);
+    assert_eq!(
+        terminal,
+        [
+            UpdateState::Succeeded,
+            UpdateState::Failed,
+            UpdateState::Rejected,
+            UpdateState::TimedOut,
+            UpdateState::Cancelled,
+            UpdateState::RolledBack,
+        ]
+    );
+    for state in UpdateState::ALL {
+        assert_ne!(state.is_in_flight(), state.is_terminal(), "{state}");
+        assert_eq!(state.is_terminal(), state.rank() == 5, "{state}: terminal states rank last");
+    }
+}
+
+#[test]
+fn the_in_flight_states_as_text_are_the_five_before_an_outcome() {
+    assert_eq!(
+        UpdateState::IN_FLIGHT.map(UpdateState::as_str),
+        ["assigned", "notified", "downloading", "downloaded", "installing"]
+    );
+}
+
+#[test]
+fn every_update_state_round_trips_through_its_text() {
+    for state in UpdateState::ALL {
+        assert_eq!(state.as_str().parse::<UpdateState>(), Ok(state));
+        assert_eq!(serde_json::to_value(state).ok(), Some(serde_json::json!(state.as_str())), "serde agrees");
+    }
+    assert_eq!("in_flight".parse::<UpdateState>(), Err(UnknownUpdateState { value: "in_flight".into() }));
+    assert_eq!("Assigned".parse::<UpdateState>(), Err(UnknownUpdateState { value: "Assigned".into() }));
+}

@@ -23,4 +23,4 @@ pub use membership::{assign_waves, wave_sizes, DeviceCandidate, SplitMix64};
 pub use next_steps::{next_steps, should_retry, timed_out, Decision, RolloutView};
 pub use plan::{ActionType, AfterSuccess, OnFailure, PlanError, Ramp, RolloutPlan, WaveSpec};
 pub use rate::{allowed_assignments, current_rate, minute_bucket, next_minute};
-pub use window::MaintenanceWindow;
+pub use window::{DailyWindow, MaintenanceWindow, WindowError};

@@ -148,6 +148,7 @@ fn assign_steps(state: &RolloutView, wave: usize, now: DateTime<Utc>) -> Vec<Dec
         return Vec::new();
     }
     if let Some(window) = &state.plan.maintenance_window {
+        // An invalid window (refused when the plan was validated) is read as closed.
         if !window.is_open(now) {
             return vec![Decision::WakeAt(window.next_open(now))];
         }

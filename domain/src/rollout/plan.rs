@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::window::MaintenanceWindow;
-use crate::refusal::Refusal;
+use super::window::{MaintenanceWindow, WindowError};
+use crate::refusal::{Refusal, Refused};
 
 /// Most waves a plan may have; hawkBit's default quota is 500 groups, ours is smaller
 /// because every wave boundary is an event and a gate an operator may have to read.
@@ -205,22 +205,19 @@ pub enum PlanError {
     DeviceTimeout { secs: u64 },
     #[error("rollout.max_retries: must be at most {MAX_RETRIES}, got {value}")]
     MaxRetries { value: u32 },
-    #[error("rollout.maintenance_window.start: must be HH:MM (00:00 to 23:59), got {value:?}")]
-    WindowStart { value: String },
-    #[error("rollout.maintenance_window.duration_minutes: must be 1..=1440, got {minutes}")]
-    WindowDuration { minutes: u32 },
-    #[error("rollout.maintenance_window.utc_offset: must be +HH:MM or -HH:MM within ±14:00, got {value:?}")]
-    WindowOffset { value: String },
+    /// The message repeats the window's own, prefixed with its place in the request.
+    #[error("rollout.maintenance_window.{0}")]
+    Window(#[from] WindowError),
 }
 
-impl PlanError {
+impl Refused for PlanError {
     /// Every plan error is a malformed request.
-    pub fn refusal(&self) -> Refusal {
+    fn refusal(&self) -> Refusal {
         Refusal::Invalid
     }
 
     /// A stable code for the error body; never change one once published.
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             PlanError::NoWaves => "rollout.no_waves",
             PlanError::TooManyWaves { .. } => "rollout.too_many_waves",
@@ -231,9 +228,7 @@ impl PlanError {
             PlanError::RampValue { .. } | PlanError::RampFactor { .. } => "rollout.bad_ramp",
             PlanError::DeviceTimeout { .. } => "rollout.bad_device_timeout",
             PlanError::MaxRetries { .. } => "rollout.bad_max_retries",
-            PlanError::WindowStart { .. } => "rollout.bad_window_start",
-            PlanError::WindowDuration { .. } => "rollout.bad_window_duration",
-            PlanError::WindowOffset { .. } => "rollout.bad_window_offset",
+            PlanError::Window(e) => e.code(),
         }
     }
 }
@@ -265,7 +260,7 @@ impl RolloutPlan {
             return Err(PlanError::MaxRetries { value: self.max_retries });
         }
         match &self.maintenance_window {
-            Some(window) => window.validate(),
+            Some(window) => Ok(window.validate()?),
             None => Ok(()),
         }
     }

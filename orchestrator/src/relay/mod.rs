@@ -30,10 +30,13 @@ const PAGE_SIZE: i64 = 1000;
 pub enum RelayError {
     #[error("event store: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("publishing to NATS: {0}")]
-    Publish(String),
-    #[error("stored event cannot be published: {0}")]
-    Encode(String),
+    /// JetStream refused or lost a publish, or the stream could not be set up.
+    #[error("publishing to NATS")]
+    Publish(#[source] async_nats::Error),
+    #[error("stored event cannot be published")]
+    Encode(#[source] serde_json::Error),
+    #[error("stored event metadata cannot be read")]
+    Metadata(#[source] serde_json::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +111,7 @@ impl Relay {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!(error = %e, failures, "relay interrupted; retrying");
+                    tracing::warn!(error = &e as &dyn std::error::Error, failures, "relay interrupted; retrying");
                 }
             }
             let _ = role.send(RelayRole::Standby);
@@ -125,9 +128,7 @@ impl Relay {
             tokio::time::sleep(self.poll * 5).await;
         }
         tracing::info!(prefix = self.names.prefix(), "relay leads");
-        ota_projections::worker::ensure_events_stream(&self.js, &self.names)
-            .await
-            .map_err(|e| RelayError::Publish(e.to_string()))?;
+        ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(RelayError::Publish)?;
         let _ = role.send(RelayRole::Leader);
         // Only the leader writes the checkpoint, so it is read once a term.
         let mut position = read::checkpoint(&mut conn, self.names.prefix()).await?;

@@ -16,12 +16,12 @@ use super::RelayError;
 const MAX_INLINE_PAYLOAD: usize = 512 * 1024;
 
 fn encode(record: &EventRecord) -> Result<Bytes, RelayError> {
-    let bytes = serde_json::to_vec(record).map_err(|e| RelayError::Encode(e.to_string()))?;
+    let bytes = serde_json::to_vec(record).map_err(RelayError::Encode)?;
     if bytes.len() <= MAX_INLINE_PAYLOAD {
         return Ok(bytes.into());
     }
     let announced = EventRecord { payload: serde_json::Value::Null, payload_omitted: true, ..record.clone() };
-    serde_json::to_vec(&announced).map(Bytes::from).map_err(|e| RelayError::Encode(e.to_string()))
+    serde_json::to_vec(&announced).map(Bytes::from).map_err(RelayError::Encode)
 }
 
 /// The acknowledgements of a page that has been sent.
@@ -35,7 +35,7 @@ impl Sent {
     pub async fn acknowledged(self) -> Result<(), RelayError> {
         try_join_all(self.acks.into_iter().map(IntoFuture::into_future))
             .await
-            .map_err(|e| RelayError::Publish(e.to_string()))?;
+            .map_err(|e| RelayError::Publish(Box::new(e)))?;
         Ok(())
     }
 }
@@ -50,7 +50,7 @@ pub async fn send_all(js: &jetstream::Context, names: &BusNames, page: &[PageRow
             .message_id(record.event_id())
             .header("Ota-Global-Seq", record.global_seq.to_string().as_str());
         let subject = names.event_subject(&record.aggregate_type, &record.aggregate_id);
-        acks.push(js.send_publish(subject, message).await.map_err(|e| RelayError::Publish(e.to_string()))?);
+        acks.push(js.send_publish(subject, message).await.map_err(|e| RelayError::Publish(Box::new(e)))?);
     }
     Ok(Sent { acks })
 }

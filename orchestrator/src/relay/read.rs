@@ -57,8 +57,7 @@ pub async fn page(conn: &mut PgConnection, after: Checkpoint, limit: i64) -> Res
 
 fn decode(row: sqlx::postgres::PgRow) -> Result<PageRow, RelayError> {
     let metadata: serde_json::Value = row.try_get("metadata")?;
-    let metadata: HashMap<String, String> =
-        serde_json::from_value(metadata).map_err(|e| RelayError::Encode(format!("metadata: {e}")))?;
+    let metadata: HashMap<String, String> = serde_json::from_value(metadata).map_err(RelayError::Metadata)?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
     let global_seq: i64 = row.try_get("global_seq")?;
     Ok(PageRow {

@@ -100,7 +100,7 @@ impl ProcessManager {
     async fn drive(self) {
         loop {
             if let Err(e) = self.lead().await {
-                tracing::warn!(error = %e, "rollout process manager interrupted; retrying");
+                tracing::warn!(error = &e as &dyn std::error::Error, "rollout process manager interrupted; retrying");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -127,7 +127,11 @@ impl ProcessManager {
             campaigns.extend(tally::active_campaigns(&self.pool).await?);
             for id in campaigns {
                 if let Err(e) = step::step(self, id, Utc::now()).await {
-                    tracing::warn!(campaign = %id, error = %e, "rollout step failed; retried on the next tick");
+                    tracing::warn!(
+                        campaign = %id,
+                        error = &e as &dyn std::error::Error,
+                        "rollout step failed; retried on the next tick"
+                    );
                 }
             }
             let _ = tokio::time::timeout(TICK, self.wake.notified()).await;
@@ -139,7 +143,7 @@ impl ProcessManager {
     async fn listen(self) {
         loop {
             if let Err(e) = self.consume().await {
-                tracing::warn!(error = %e, "rollout event consumer interrupted; retrying");
+                tracing::warn!(error = &e as &dyn std::error::Error, "rollout event consumer interrupted; retrying");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -169,9 +173,9 @@ impl ProcessManager {
     }
 
     async fn consume_type(&self, aggregate_type: &str, consumer_name: &str) -> Result<(), StepError> {
-        let nats = |e: &dyn std::fmt::Display| StepError::Nats(e.to_string());
+        let nats = |e| StepError::Nats(Box::new(e));
         let stream =
-            ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(|e| nats(&e))?;
+            ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(StepError::Nats)?;
         let durable = self.names.consumer(consumer_name);
         let consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
@@ -187,8 +191,9 @@ impl ProcessManager {
                 },
             )
             .await
-            .map_err(|e| nats(&e))?;
-        let messages = consumer.stream().max_messages_per_batch(500).messages().await.map_err(|e| nats(&e))?;
+            .map_err(nats)?;
+        let messages =
+            consumer.stream().max_messages_per_batch(500).messages().await.map_err(|e| StepError::Nats(Box::new(e)))?;
         let mut batches = messages.ready_chunks(500);
         while let Some(batch) = batches.next().await {
             for message in batch {

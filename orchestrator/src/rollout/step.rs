@@ -18,8 +18,6 @@ use ota_domain::firmware::Firmware;
 use crate::devices::{assign_update, check_fit, running_firmware};
 use crate::store::StoreError;
 
-const ACTIVE: [&str; 5] = ["assigned", "notified", "downloading", "downloaded", "installing"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error("database: {0}")]
@@ -28,10 +26,19 @@ pub enum StepError {
     Campaign(#[from] StoreError<CampaignError>),
     #[error("device update: {0}")]
     Update(#[from] StoreError<DeviceUpdateError>),
-    #[error("assignment: {0}")]
-    Assign(String),
-    #[error("NATS: {0}")]
-    Nats(String),
+    #[error("resolving the membership")]
+    Membership(#[from] crate::membership::MembershipError),
+    #[error("assignment")]
+    Assign(#[from] crate::devices::AssignError),
+    /// Reading the firmware or the devices to assign failed.
+    #[error("reading what to assign")]
+    Read(#[source] crate::store::Cause),
+    #[error("NATS")]
+    Nats(#[source] async_nats::Error),
+}
+
+fn read<E: std::error::Error + Send + Sync + 'static>(e: StoreError<E>) -> StepError {
+    StepError::Read(std::sync::Arc::new(e))
 }
 
 fn meta(campaign: CampaignId, cause: &str) -> CommandMeta {
@@ -44,9 +51,7 @@ pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Re
     match campaign.status {
         CampaignStatus::Scheduled if campaign.scheduled_for.is_some_and(|t| t <= now) => {
             let seed = u64::from_le_bytes(id.as_uuid().as_bytes()[..8].try_into().unwrap_or_default());
-            let membership = crate::membership::resolve(&pm.pool, &campaign, seed)
-                .await
-                .map_err(|e| StepError::Assign(e.to_string()))?;
+            let membership = crate::membership::resolve(&pm.pool, &campaign, seed).await?;
             let command = CampaignCommand::Start { membership: Some(membership), at: now };
             pm.store.execute::<Campaign>(&id.to_string(), command, &meta).await?;
             Ok(())
@@ -158,8 +163,7 @@ async fn assign(
     now: DateTime<Utc>,
 ) -> Result<(), StepError> {
     let Some(target) = campaign.firmware.as_ref() else { return Ok(()) };
-    let (firmware, _) =
-        pm.store.load::<Firmware>(&target.id.to_string()).await.map_err(|e| StepError::Assign(e.to_string()))?;
+    let (firmware, _) = pm.store.load::<Firmware>(&target.id.to_string()).await.map_err(read)?;
     let Some(spec) = firmware.spec.clone() else { return Ok(()) };
     let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
     let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
@@ -168,7 +172,7 @@ async fn assign(
     while cursor < end {
         let chunk = &campaign.wave_members(wave)[cursor..end.min(cursor + ASSIGN_CHUNK)];
         let ids: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
-        let devices = pm.store.load_many::<Device>(&ids).await.map_err(|e| StepError::Assign(e.to_string()))?;
+        let devices = pm.store.load_many::<Device>(&ids).await.map_err(read)?;
         let mut skipped = 0u32;
         let mut items = Vec::with_capacity(chunk.len());
         for device_id in chunk {
@@ -187,9 +191,7 @@ async fn assign(
                 Some(version) => match running.get(version) {
                     Some(known) => known.clone(),
                     None => {
-                        let found = running_firmware(&pm.store, &spec.name, version, &spec.device_model)
-                            .await
-                            .map_err(|e| StepError::Assign(e.to_string()))?;
+                        let found = running_firmware(&pm.store, &spec.name, version, &spec.device_model).await?;
                         running.insert(version.clone(), found.clone());
                         found
                     }
@@ -225,7 +227,7 @@ async fn time_out_and_retry(
 ) -> Result<(), StepError> {
     let plan = &campaign.rollout;
     if plan.device_timeout_secs.is_some() {
-        for (device, action, _, _, _, since) in tally::devices_in(&pm.pool, id, &ACTIVE).await? {
+        for (device, action, _, _, _, since) in tally::devices_in(&pm.pool, id, &UpdateState::IN_FLIGHT).await? {
             if timed_out(since, plan.device_timeout_secs, now) {
                 let command = DeviceUpdateCommand::TimeOut { action: Some(action as u32), at: now };
                 match pm.store.execute::<DeviceUpdate>(&device, command, meta).await {
@@ -239,9 +241,11 @@ async fn time_out_and_retry(
         return Ok(());
     }
     let Some(firmware) = campaign.firmware.as_ref() else { return Ok(()) };
-    for (device, _, wave, retry, state, _) in tally::devices_in(&pm.pool, id, &["failed", "timed_out"]).await? {
-        let (Ok(outcome), Some(wave)) = (state.parse::<UpdateState>(), wave) else { continue };
-        if !should_retry(outcome, retry as u32 + 1, plan.max_retries) {
+    for (device, _, wave, retry, state, _) in
+        tally::devices_in(&pm.pool, id, &[UpdateState::Failed, UpdateState::TimedOut]).await?
+    {
+        let Some(wave) = wave else { continue };
+        if !should_retry(state, retry as u32 + 1, plan.max_retries) {
             continue;
         }
         let Ok(device_id) = ota_domain::DeviceId::parse(&device) else { continue };
@@ -249,7 +253,7 @@ async fn time_out_and_retry(
         // The campaign's firmware was checked when the campaign was created.
         match assign_update(&pm.store, &device_id, firmware.id, origin, false, meta, now).await {
             Ok(_) => {}
-            Err(e) if e.is_unavailable() => return Err(StepError::Assign(e.to_string())),
+            Err(e) if e.is_unavailable() => return Err(e.into()),
             Err(e) => tracing::info!(campaign = %id, device, reason = %e, "retry not possible"),
         }
     }

@@ -1,19 +1,21 @@
 //! What the process manager reads: active campaigns and wave tallies, from the
 //! incrementally kept read models (never a COUNT over devices per decision).
 
-use std::collections::BTreeMap;
-
-use ota_domain::campaign::Campaign;
+use ota_domain::campaign::{Campaign, CampaignStatus};
+use ota_domain::device_update::UpdateState;
 use ota_domain::rollout::WaveTally;
 use ota_domain::CampaignId;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// The outcomes a device may be retried after.
+const RETRYABLE: [UpdateState; 2] = [UpdateState::Failed, UpdateState::TimedOut];
+
 pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Error> {
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM campaigns WHERE status IN ('scheduled', 'running') ORDER BY created_at")
-            .fetch_all(pool)
-            .await?;
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM campaigns WHERE status = ANY($1) ORDER BY created_at")
+        .bind(&CampaignStatus::ACTIVE.map(CampaignStatus::as_str)[..])
+        .fetch_all(pool)
+        .await?;
     Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
 }
 
@@ -26,9 +28,10 @@ pub async fn continuous_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx
          WHERE e.aggregate_type = 'Campaign' AND e.event_type = 'CampaignCreated'
            AND (e.payload -> 'CampaignCreated' -> 'target' ->> 'continuous') = 'true'
            AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id::text = e.aggregate_id
-                           AND c.status IN ('completed', 'cancelled', 'aborted'))
+                           AND c.status = ANY($1))
          ORDER BY e.aggregate_id",
     )
+    .bind(&CampaignStatus::TERMINAL.map(CampaignStatus::as_str)[..])
     .fetch_all(pool)
     .await?;
     Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
@@ -42,10 +45,11 @@ pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<Wave
     let pending_retries: Vec<(i32, String, i64)> = if campaign.rollout.max_retries > 0 {
         sqlx::query_as(
             "SELECT wave, state, count(*) FROM device_updates WHERE campaign_id = $1
-             AND state IN ('failed', 'timed_out') AND retry < $2 AND wave IS NOT NULL GROUP BY wave, state",
+             AND state = ANY($3) AND retry < $2 AND wave IS NOT NULL GROUP BY wave, state",
         )
         .bind(id.as_uuid())
         .bind(campaign.rollout.max_retries as i32)
+        .bind(&RETRYABLE.map(UpdateState::as_str)[..])
         .fetch_all(pool)
         .await?
     } else {
@@ -56,50 +60,62 @@ pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<Wave
         let members = campaign.wave_members(wave).len() as u32;
         let skipped = campaign.skipped.get(wave).copied().unwrap_or(0);
         let assigned = campaign.assigned.get(wave).copied().unwrap_or(0).saturating_sub(skipped);
-        let empty = BTreeMap::new();
-        let by_state = counts.iter().find(|c| c.wave == wave as i32).map_or(&empty, |c| &c.by_state);
-        let n = |s: &str| by_state.get(s).copied().unwrap_or(0).max(0) as u32;
-        let retrying = |s: &str| {
+        let counts = counts.iter().find(|c| c.wave == wave as i32);
+        let n = |s: UpdateState| counts.map_or(0, |c| c.of(s)).max(0) as u32;
+        let retrying = |s: UpdateState| {
             pending_retries
                 .iter()
-                .filter(|(w, st, _)| *w == wave as i32 && st == s)
+                .filter(|(w, st, _)| *w == wave as i32 && st == s.as_str())
                 .map(|(_, _, c)| *c as u32)
                 .sum::<u32>()
         };
-        let (failed_retrying, timed_out_retrying) = (retrying("failed"), retrying("timed_out"));
+        let (failed_retrying, timed_out_retrying) = (retrying(UpdateState::Failed), retrying(UpdateState::TimedOut));
         tallies.push(WaveTally {
             size: members.saturating_sub(skipped),
             assigned,
-            in_progress: ["assigned", "notified", "downloading", "downloaded", "installing"]
-                .iter()
-                .map(|s| n(s))
-                .sum::<u32>()
-                + failed_retrying
-                + timed_out_retrying,
+            in_progress: UpdateState::IN_FLIGHT.into_iter().map(n).sum::<u32>() + failed_retrying + timed_out_retrying,
             // A rollback campaign succeeds when devices are back on their previous firmware.
-            succeeded: if campaign.rollback_of.is_some() { n("rolled_back") } else { n("succeeded") },
-            failed: n("failed").saturating_sub(failed_retrying),
-            timed_out: n("timed_out").saturating_sub(timed_out_retrying),
-            rejected: n("rejected"),
-            cancelled: n("cancelled") + if campaign.rollback_of.is_some() { 0 } else { n("rolled_back") },
+            succeeded: if campaign.rollback_of.is_some() {
+                n(UpdateState::RolledBack)
+            } else {
+                n(UpdateState::Succeeded)
+            },
+            failed: n(UpdateState::Failed).saturating_sub(failed_retrying),
+            timed_out: n(UpdateState::TimedOut).saturating_sub(timed_out_retrying),
+            rejected: n(UpdateState::Rejected),
+            cancelled: n(UpdateState::Cancelled)
+                + if campaign.rollback_of.is_some() { 0 } else { n(UpdateState::RolledBack) },
         });
     }
     Ok(tallies)
 }
 
-/// Devices of a campaign in the given states: id, action, wave, retry count, state, last change.
+/// A device of a campaign in a given state: id, action, wave, retry count, state, last change.
+pub type DeviceInState = (String, i32, Option<i32>, i32, UpdateState, chrono::DateTime<chrono::Utc>);
+
+/// A `DeviceInState` as stored, its state as text.
+type DeviceRow = (String, i32, Option<i32>, i32, String, chrono::DateTime<chrono::Utc>);
+
+/// Devices of a campaign in the given states; a row whose state text is unknown
+/// (written by a newer version) is left out.
 pub async fn devices_in(
     pool: &PgPool,
     campaign: CampaignId,
-    states: &[&str],
-) -> Result<Vec<(String, i32, Option<i32>, i32, String, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
-    let states: Vec<String> = states.iter().map(|s| s.to_string()).collect();
-    sqlx::query_as(
+    states: &[UpdateState],
+) -> Result<Vec<DeviceInState>, sqlx::Error> {
+    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let rows: Vec<DeviceRow> = sqlx::query_as(
         "SELECT device_id, action, wave, retry, state, updated_at FROM device_updates
          WHERE campaign_id = $1 AND state = ANY($2) ORDER BY device_id",
     )
     .bind(campaign.as_uuid())
-    .bind(states)
+    .bind(&states[..])
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(device, action, wave, retry, state, at)| {
+            Some((device, action, wave, retry, state.parse().ok()?, at))
+        })
+        .collect())
 }

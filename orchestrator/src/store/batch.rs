@@ -7,6 +7,7 @@
 //! conflict therefore fails only its own commands, and they are retried.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
@@ -14,7 +15,7 @@ use ota_domain::CommandMeta;
 use sqlx::{PgConnection, Row};
 
 use super::cache::StateCache;
-use super::{Committed, Store, StoreError, Stored};
+use super::{Cause, Committed, Store, StoreError, StoreFault, Stored};
 
 /// One command of a batch: aggregate id, command, and who ordered it.
 pub type BatchItem<A> = (String, <A as Aggregate>::Command, CommandMeta);
@@ -38,7 +39,7 @@ impl Store {
         .bind(ids)
         .fetch_all(self.pool())
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(StoreError::unavailable)?;
         let mut states: HashMap<String, (A, usize)> = HashMap::with_capacity(ids.len());
         for row in rows {
             let envelope = decode_row::<A>(&row)?;
@@ -75,7 +76,7 @@ impl Store {
         .bind(i64::try_from(*version).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(StoreError::unavailable)?;
         for row in rows {
             let envelope = decode_row::<A>(&row)?;
             state.apply(envelope.payload);
@@ -100,7 +101,7 @@ impl Store {
         let n = items.len();
         let (items, decided) = match self.decide_batch(items, None).await {
             Ok(decided) => decided,
-            Err(reason) => return unavailable(n, &reason),
+            Err(cause) => return unavailable(n, &cause),
         };
         let stored = async {
             let mut tx = self.pool().begin().await?;
@@ -115,7 +116,7 @@ impl Store {
                 tracing::debug!(error = %e, "group commit aborted by the database; redone singly");
                 decided.ids.iter().cloned().collect()
             }
-            Err(e) => return unavailable(items.len(), &e.to_string()),
+            Err(e) => return unavailable(items.len(), &(Arc::new(e) as Cause)),
         };
         if !decided.rows.is_empty() {
             self.committed.notify_one();
@@ -128,7 +129,7 @@ impl Store {
         &self,
         items: Vec<BatchItem<A>>,
         cache: Option<&mut StateCache<A>>,
-    ) -> Result<(Vec<BatchItem<A>>, Decided<A>), String>
+    ) -> Result<(Vec<BatchItem<A>>, Decided<A>), Cause>
     where
         A::Command: Clone + Send,
     {
@@ -138,7 +139,7 @@ impl Store {
             None => (HashMap::new(), ids.clone()),
         };
         if !to_read.is_empty() {
-            states.extend(self.load_many::<A>(&to_read).await.map_err(|e| e.to_string())?);
+            states.extend(self.load_many::<A>(&to_read).await.map_err(StoreError::into_cause)?);
         }
         let mut outcomes: Vec<Option<Outcome<A>>> = Vec::with_capacity(items.len());
         let mut rows: Vec<SerializedEvent> = Vec::new();
@@ -158,7 +159,7 @@ impl Store {
                             payload: event,
                             metadata: metadata.clone(),
                         };
-                        rows.push(SerializedEvent::try_from(&envelope).map_err(|e| e.to_string())?);
+                        rows.push(SerializedEvent::try_from(&envelope).map_err(|e| Arc::new(e) as Cause)?);
                         envelopes.push(envelope);
                     }
                     outcomes.push(Some(Ok(Committed { state: state.clone(), version: *version, events: envelopes })));
@@ -201,7 +202,7 @@ impl Store {
                 }
                 results.push(redone);
             } else {
-                results.push(outcome.unwrap_or_else(|| Err(StoreError::Unavailable("no outcome".into()))));
+                results.push(outcome.unwrap_or_else(|| Err(StoreError::unavailable(StoreFault("no outcome")))));
             }
         }
         results
@@ -221,8 +222,8 @@ where
     pub rows: Vec<SerializedEvent>,
 }
 
-pub(super) fn unavailable<T, E: std::error::Error + 'static>(n: usize, reason: &str) -> Vec<Result<T, StoreError<E>>> {
-    (0..n).map(|_| Err(StoreError::Unavailable(reason.to_owned()))).collect()
+pub(super) fn unavailable<T, E: std::error::Error + 'static>(n: usize, cause: &Cause) -> Vec<Result<T, StoreError<E>>> {
+    (0..n).map(|_| Err(StoreError::Unavailable(cause.clone()))).collect()
 }
 
 /// Inserts rows in one statement inside the caller's transaction; returns the

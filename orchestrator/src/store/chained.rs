@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{insert_rows, is_transient, unavailable, BatchItem, Decided};
 use super::cache::StateCache;
-use super::{Committed, Store, StoreError, Stored};
+use super::{Cause, Committed, Store, StoreError, StoreFault, Stored};
 
 /// Given a command's outcome, the command (and aggregate id) that follows on `B`.
 pub type FollowUp<A, B> =
@@ -46,10 +46,10 @@ impl Store {
         let n = items.len();
         let (items, follows): (Vec<_>, Vec<_>) = items.into_iter().unzip();
         let fail =
-            |reason: &str| unavailable::<Committed<A>, A::Error>(n, reason).into_iter().map(|a| (a, None)).collect();
+            |cause: &Cause| unavailable::<Committed<A>, A::Error>(n, cause).into_iter().map(|a| (a, None)).collect();
         let (items, decided_a) = match self.decide_batch(items, Some(&mut *cache_a)).await {
             Ok(decided) => decided,
-            Err(reason) => return fail(&reason),
+            Err(cause) => return fail(&cause),
         };
         // The follow-ups are decided before the transaction opens, so it holds
         // its locks only for the two inserts.
@@ -65,7 +65,7 @@ impl Store {
         }
         let (b_items, mut decided_b) = match self.decide_batch::<B>(b_items, Some(&mut *cache_b)).await {
             Ok(decided) => decided,
-            Err(reason) => return fail(&reason),
+            Err(cause) => return fail(&cause),
         };
         let stored = self.store_chained(&items, &decided_a, &b_of, &b_items, &decided_b).await;
         let (conflicted_a, conflicted_b) = match stored {
@@ -81,7 +81,7 @@ impl Store {
                 }
                 return out;
             }
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fail(&(Arc::new(e) as Cause)),
         };
         if !decided_a.rows.is_empty() || !decided_b.rows.is_empty() {
             self.committed.notify_one();
@@ -224,7 +224,7 @@ where
         use std::hash::BuildHasher;
         let (reply, answer) = oneshot::channel();
         let job = Job { item: (id.to_owned(), command, meta.clone()), follow, reply };
-        let gone = || StoreError::Unavailable("the group committer stopped".into());
+        let gone = || StoreError::unavailable(StoreFault("the group committer stopped"));
         let shard = self.route.hash_one(id) as usize % self.shards.len();
         self.shards[shard].send(job).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())

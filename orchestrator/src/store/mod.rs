@@ -46,6 +46,15 @@ impl Stored for Campaign {
     const SNAPSHOT_EVERY: Option<usize> = Some(50);
 }
 
+/// What made the event store unavailable: the database's error, or cqrs-es's.
+/// Shared, since one failed group commit fails every command in it.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure the store states itself, with no underlying error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreFault(pub &'static str);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError<E: std::error::Error + 'static> {
     /// The aggregate refused the command.
@@ -55,8 +64,8 @@ pub enum StoreError<E: std::error::Error + 'static> {
     #[error("aggregate {aggregate_id} kept changing under {attempts} attempts")]
     Contended { aggregate_id: String, attempts: u32 },
     /// The database could not be reached or failed.
-    #[error("event store unavailable: {0}")]
-    Unavailable(String),
+    #[error("event store unavailable")]
+    Unavailable(#[source] Cause),
     /// Stored events could not be read back.
     #[error("stored events of {aggregate_id} cannot be decoded: {detail}")]
     Corrupt { aggregate_id: String, detail: String },
@@ -163,6 +172,28 @@ impl Store {
     }
 }
 
+impl<E: std::error::Error + 'static> StoreError<E> {
+    /// The database's (or cqrs-es's) error as the store's cause.
+    pub fn unavailable(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Arc::new(cause))
+    }
+
+    /// The error without the aggregate's refusal type, for failures that are never
+    /// a refusal (a read, a batch that could not be stored).
+    fn into_cause(self) -> Cause {
+        match self {
+            StoreError::Unavailable(cause) => cause,
+            StoreError::Rejected(_) => Arc::new(StoreFault("a read was refused")),
+            StoreError::Contended { aggregate_id, attempts } => {
+                Arc::new(StoreError::<std::convert::Infallible>::Contended { aggregate_id, attempts })
+            }
+            StoreError::Corrupt { aggregate_id, detail } => {
+                Arc::new(StoreError::<std::convert::Infallible>::Corrupt { aggregate_id, detail })
+            }
+        }
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = (1u64 << attempt.min(6)).min(50);
     Duration::from_micros(rand::thread_rng().gen_range(100..=ceiling_ms * 1000))
@@ -176,7 +207,7 @@ fn classify<E: std::error::Error + 'static>(id: &str, error: AggregateError<E>) 
             StoreError::Corrupt { aggregate_id: id.to_owned(), detail: e.to_string() }
         }
         AggregateError::DatabaseConnectionError(e) | AggregateError::UnexpectedError(e) => {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(Cause::from(e))
         }
     }
 }

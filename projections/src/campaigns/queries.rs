@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use ota_domain::campaign::CampaignStatus;
+
 use crate::page::{snapshot, Page, PageRequest};
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
@@ -35,7 +37,8 @@ pub struct CampaignView {
 
 #[derive(Debug, Clone, Default)]
 pub struct CampaignFilter {
-    pub status: Option<String>,
+    /// Only campaigns in this status; parsed at the edge, so an unknown one never gets here.
+    pub status: Option<CampaignStatus>,
 }
 
 const COLUMNS: &str = "id, name, firmware_id, firmware_name, firmware_version, device_model, status, device_count, \
@@ -56,13 +59,13 @@ pub async fn list(
         "SELECT {COLUMNS} FROM campaigns WHERE ($1::text IS NULL OR status = $1)
          ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
     ))
-    .bind(&filter.status)
+    .bind(filter.status.map(CampaignStatus::as_str))
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(&mut *snapshot)
     .await?;
     let total = sqlx::query_scalar("SELECT count(*) FROM campaigns WHERE ($1::text IS NULL OR status = $1)")
-        .bind(&filter.status)
+        .bind(filter.status.map(CampaignStatus::as_str))
         .fetch_one(&mut *snapshot)
         .await?;
     snapshot.commit().await?;

@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use ota_domain::device_update::UpdateState;
+
 use crate::page::{snapshot, Page, PageRequest};
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
@@ -42,6 +44,18 @@ pub struct CampaignDevice {
 pub struct WaveCounts {
     pub wave: i32,
     pub by_state: BTreeMap<String, i64>,
+}
+
+impl WaveCounts {
+    /// Devices of the wave whose update is now in `state`.
+    pub fn of(&self, state: UpdateState) -> i64 {
+        self.by_state.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Devices of the wave whose update is under way.
+    pub fn in_flight(&self) -> i64 {
+        UpdateState::IN_FLIGHT.into_iter().map(|s| self.of(s)).sum()
+    }
 }
 
 /// The columns of `UpdateView`, for every query that reads `device_updates` rows.
@@ -128,12 +142,14 @@ pub async fn records(pool: &PgPool, device: &str, page: PageRequest) -> Result<P
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 
+/// A campaign's devices, all or only those whose update is now in `state`.
 pub async fn campaign_devices(
     pool: &PgPool,
     campaign: Uuid,
-    state: Option<&str>,
+    state: Option<UpdateState>,
     page: PageRequest,
 ) -> Result<Page<CampaignDevice>, sqlx::Error> {
+    let state = state.map(UpdateState::as_str);
     let mut snapshot = snapshot(pool).await?;
     let items = sqlx::query_as(
         "SELECT device_id, state, wave, retry, progress, updated_at FROM device_updates

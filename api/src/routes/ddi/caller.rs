@@ -12,7 +12,7 @@ use ota_domain::{Actor, CommandMeta, DeviceId};
 use subtle::ConstantTimeEq;
 
 use crate::ddi::{hash_token, Target};
-use crate::error::{from_store, ApiError};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// An authenticated DDI caller.
@@ -108,11 +108,7 @@ async fn register(state: &AppState, device: &DeviceId) -> Result<Arc<Target>, Ap
     let profile = DeviceProfile { device_model: "unknown".into(), ..Default::default() };
     let command = DeviceCommand::Register { id: device.clone(), profile, at: Utc::now() };
     let meta = CommandMeta::new(Actor::device(device.to_string()));
-    state
-        .store
-        .execute::<Device>(device.as_str(), command, &meta)
-        .await
-        .map_err(|e| from_store(e, |e| (e.refusal(), e.code())))?;
+    state.store.execute::<Device>(device.as_str(), command, &meta).await?;
     state.ddi.targets.invalidate(device.as_str());
     state.ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))
 }

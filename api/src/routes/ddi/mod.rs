@@ -21,6 +21,7 @@ use ota_ddi::{CancelAnswer, FeedbackEffect};
 use ota_domain::device::{AttributeMode, Device, DeviceCommand};
 use ota_domain::device_update::{DeviceUpdateCommand, DeviceUpdateError, Lane, UpdateFirmware};
 use ota_domain::firmware::Firmware;
+use ota_domain::Refused;
 use ota_domain::{Actor, CommandMeta};
 use ota_orchestrator::devices::StatusReport;
 use serde::de::DeserializeOwned;
@@ -45,7 +46,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 use crate::artifact::{self, ArtifactFile};
 use crate::ddi::Fetch;
-use crate::error::{from_store, ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, PeerAddr, Query};
 use crate::state::AppState;
 use caller::{authenticate, authorize, check_tenant, parse_controller, Caller};
@@ -91,10 +92,6 @@ fn meta(caller: &Caller) -> CommandMeta {
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
     ApiError::unavailable("event store", e)
-}
-
-fn update_refusal(e: &DeviceUpdateError) -> (ota_domain::Refusal, &'static str) {
-    (e.refusal(), e.code())
 }
 
 /// The base poll: how long to sleep, and links to what the device should do next.
@@ -251,7 +248,7 @@ async fn deployment_feedback(
     let report = StatusReport { state: reported, progress, message, firmware_version: None, action: Some(action) };
     let outcome = state.reports.report(&caller.device, report, &meta(&caller), Utc::now()).await;
     state.ddi.targets.invalidate(caller.device.as_str());
-    outcome.map_err(|e| from_store(e, update_refusal))?;
+    outcome?;
     Ok(ok())
 }
 
@@ -312,7 +309,7 @@ async fn cancel_feedback(
             }
             other => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, other.code(), other.to_string()),
         }),
-        Err(e) => Err(from_store(e, update_refusal)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -341,7 +338,7 @@ async fn config_data(
     state.ddi.targets.invalidate(caller.device.as_str());
     outcome.map_err(|e| match e {
         ota_orchestrator::StoreError::Rejected(e) => ApiError::bad_request(format!("configData: {e}")),
-        other => from_store(other, |e| (e.refusal(), e.code())),
+        other => ApiError::from(other),
     })?;
     Ok(ok())
 }

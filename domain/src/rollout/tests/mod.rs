@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::*;
 use crate::campaign::CampaignStatus;
 use crate::ids::DeviceId;
+use crate::refusal::Refused;
 
 mod gates;
 mod membership;

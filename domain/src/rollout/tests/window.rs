@@ -101,3 +101,42 @@ fn an_invalid_window_is_closed_and_rechecked_a_day_later() {
         assert_eq!(w.next_open(now), at("2026-03-02T12:00:00Z"), "{w:?}");
     }
 }
+
+#[test]
+fn a_valid_window_parses_into_typed_fields() {
+    let parsed = window("22:30", 240, "-05:00").parse().expect("valid window");
+    assert_eq!(
+        parsed,
+        DailyWindow {
+            start: chrono::NaiveTime::from_hms_opt(22, 30, 0).expect("valid time"),
+            duration: chrono::TimeDelta::minutes(240),
+            offset: chrono::FixedOffset::west_opt(5 * 3600).expect("valid offset"),
+        }
+    );
+}
+
+#[test]
+fn each_malformed_field_has_its_own_window_error_and_code() {
+    let cases = [
+        (window("24:00", 60, "+00:00"), WindowError::Start { value: "24:00".into() }, "rollout.bad_window_start"),
+        (window("01:00", 0, "+00:00"), WindowError::Duration { minutes: 0 }, "rollout.bad_window_duration"),
+        (window("01:00", 1441, "+00:00"), WindowError::Duration { minutes: 1441 }, "rollout.bad_window_duration"),
+        (window("01:00", 60, "+14:01"), WindowError::Offset { value: "+14:01".into() }, "rollout.bad_window_offset"),
+    ];
+    for (window, error, code) in cases {
+        assert_eq!(window.parse(), Err(error.clone()), "{window:?}");
+        assert_eq!(error.code(), code);
+    }
+}
+
+#[test]
+fn a_plan_error_wraps_the_window_error_as_its_source() {
+    use std::error::Error as _;
+    let plan = RolloutPlan { maintenance_window: Some(window("7:00", 60, "+00:00")), ..RolloutPlan::default() };
+    let error = plan.validate().expect_err("malformed start");
+    assert_eq!(error, PlanError::Window(WindowError::Start { value: "7:00".into() }));
+    assert_eq!(error.code(), "rollout.bad_window_start");
+    assert_eq!(error.to_string(), "rollout.maintenance_window.start: must be HH:MM (00:00 to 23:59), got \"7:00\"");
+    let source = error.source().expect("the window error is the source").to_string();
+    assert!(source.starts_with("start: "), "{source}");
+}
