@@ -84,13 +84,22 @@ ensure_test_clients() {
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"; apt_install "${missing[@]}"
   fi
-  if ! have moto_server; then
-    log "installing moto[server] (PyPI)"
-    local pip; pip=$(command -v pip3 || command -v pip)
-    "$pip" install -q "moto[server]>=5,<6" || "$pip" install -q --break-system-packages "moto[server]>=5,<6"
-    hash -r
-    have moto_server || { log "moto_server is not on PATH after installing moto[server]"; exit 1; }
-  fi
+  # PyPI tools the tests drive: an S3-compatible server, the OpenAPI 3.1 validator and
+  # schemathesis (property-based requests generated from the API's own document).
+  pip_tool moto_server "moto[server]>=5,<6"
+  pip_tool openapi-spec-validator "openapi-spec-validator>=0.7,<1"
+  pip_tool schemathesis "schemathesis>=4.32,<5"
+}
+
+# Installs a PyPI package when its command is missing.
+pip_tool() {
+  local command=$1 package=$2
+  have "$command" && return 0
+  log "installing $package (PyPI)"
+  local pip; pip=$(command -v pip3 || command -v pip)
+  "$pip" install -q "$package" || "$pip" install -q --break-system-packages "$package"
+  hash -r
+  have "$command" || { log "$command is not on PATH after installing $package"; exit 1; }
 }
 
 ensure_toolchain() {

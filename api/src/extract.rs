@@ -21,6 +21,13 @@ pub struct Json<T>(pub T);
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
@@ -30,11 +37,42 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> 
     }
 }
 
-/// Refuses a JSON text with an escaped NUL character (raw ones are invalid JSON anyway).
+/// `application/json`, or another `application/*+json`, with or without parameters.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Refuses a JSON text with a NUL character in any string (raw ones are invalid JSON
+/// anyway), naming where it is.
 pub fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
-    match body.windows(6).any(|w| w == b"\\u0000") {
-        true => Err(ApiError::invalid("invalid_field", "text must not contain NUL characters (\\u0000)")),
-        false => Ok(()),
+    if !body.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return Ok(()) };
+    match nul_at(&value, "") {
+        Some(at) => Err(ApiError::invalid("invalid_field", format!("{at}: must not contain NUL characters"))),
+        None => Ok(()),
+    }
+}
+
+/// The path of the first string (or key) holding a NUL character.
+fn nul_at(value: &serde_json::Value, at: &str) -> Option<String> {
+    let here = || if at.is_empty() { "body".to_owned() } else { at.to_owned() };
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(here),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_at(v, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, v)| {
+            let path = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+            if key.contains('\0') {
+                return Some(path);
+            }
+            nul_at(v, &path)
+        }),
+        _ => None,
     }
 }
 

@@ -461,9 +461,9 @@ async fn one_campaign_shows_its_status_size_and_changes() {
     assert_eq!(view["status"], "paused");
     assert_eq!(view["device_count"], 1);
     assert_eq!(view["status_changes"], 2);
-    assert_eq!(view["firmware_name"], "os");
-    assert_eq!(view["firmware_version"], "1.0.0");
-    assert_eq!(view["device_model"], "gw");
+    assert_eq!(view["firmware"]["name"], "os");
+    assert_eq!(view["firmware"]["version"], "1.0.0");
+    assert_eq!(view["firmware"]["device_model"], "gw");
     assert_eq!(view["created_by"], "user:tester");
     assert!(view["started_at"].is_string(), "{view}");
     assert_eq!(view["ended_at"], Value::Null);

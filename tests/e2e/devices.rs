@@ -90,7 +90,7 @@ async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmwa
     register(&app, "dev", "gw", Some("a"), Some("1.0")).await;
     let (s, lane) = assign(&app, "dev", &v2).await;
     assert_eq!((s, lane["state"].as_str(), lane["action"].as_u64()), (201, Some("assigned"), Some(1)), "{lane}");
-    assert_eq!(lane["from"]["id"], v1);
+    assert_eq!(lane["from_version"], "1.0", "{lane}");
     // A second assignment while one is active is refused.
     let (s, b) = assign(&app, "dev", &v2).await;
     assert_eq!((s, b["error"].as_str()), (409, Some("device_update.already_active")), "{b}");
@@ -121,10 +121,11 @@ async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmwa
     let rollback = || async { json_of(app.post("/api/v1/devices/dev/rollback").send().await.expect("rollback")).await };
     let (s, lane) = rollback().await;
     assert_eq!(
-        (s, lane["firmware"]["version"].as_str(), lane["kind"].as_str()),
-        (201, Some("1.0"), Some("rollback")),
+        (s, lane["firmware_version"].as_str(), lane["kind"].as_str(), lane["rolls_back_action"].as_u64()),
+        (201, Some("1.0"), Some("rollback"), Some(1)),
         "{lane}"
     );
+    assert_eq!(lane["firmware_id"], v1, "{lane}");
     let (_, b) = report(&app, "dev", json!({"state": "succeeded"})).await;
     assert_eq!(b["state"], "rolled_back");
     let (s, b) = rollback().await;

@@ -51,6 +51,8 @@ pub struct Campaign {
     pub created_at: DateTime<Utc>,
     /// When the status or the current wave last changed.
     pub updated_at: DateTime<Utc>,
+    /// How often the status changed since creation.
+    pub status_changes: i64,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -177,6 +179,7 @@ impl Campaign {
             last_reason: state.last_reason,
             created_by,
             updated_at: state.updated_at.unwrap_or(created_at),
+            status_changes: i64::from(state.status_changes),
             created_at,
             scheduled_for: state.scheduled_for,
             started_at: state.started_at,
@@ -247,6 +250,7 @@ impl Campaign {
             created_by: view.created_by,
             created_at: view.created_at,
             updated_at: view.updated_at,
+            status_changes: i64::from(view.status_changes),
             scheduled_for: view.scheduled_for,
             started_at: view.started_at,
             ended_at: view.ended_at,

@@ -33,7 +33,7 @@ pub struct IssueRequest {
 }
 
 /// Issue an API key. The answer is the only time the key is shown.
-#[utoipa::path(post, path = "/api-keys", tag = "api-keys", request_body = IssueRequest, responses(
+#[utoipa::path(post, path = "/api-keys", operation_id = "issue_api_key", tag = "api-keys", request_body = IssueRequest, responses(
     (status = 201, body = ApiKey, description = "Issued; `key` is shown this once."),
     (status = 422, body = ErrorBody, description = "A field is invalid (`invalid_field`, `api_key.*`)."),
 ))]
@@ -61,7 +61,7 @@ async fn issue(
 }
 
 /// Every key ever issued, revoked and expired ones included.
-#[utoipa::path(get, path = "/api-keys", tag = "api-keys", responses((status = 200, body = Vec<ApiKey>)))]
+#[utoipa::path(get, path = "/api-keys", operation_id = "list_api_keys", tag = "api-keys", responses((status = 200, body = Vec<ApiKey>)))]
 async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<ApiKey>>, ApiError> {
     let mut keys = Vec::new();
     // Keys are few; each is read from its own stream.
@@ -73,7 +73,7 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<A
 }
 
 /// Revoke a key: it stops working with the next request.
-#[utoipa::path(delete, path = "/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path)), responses(
+#[utoipa::path(delete, path = "/api-keys/{id}", operation_id = "revoke_api_key", tag = "api-keys", params(("id" = Uuid, Path)), responses(
     (status = 200, body = ApiKey),
     (status = 404, body = ErrorBody, description = "No such key (`api_key.not_found`)."),
     (status = 409, body = ErrorBody, description = "Already revoked (`api_key.revoked`)."),

@@ -82,7 +82,7 @@ pub struct TargetBody {
 }
 
 /// Create a campaign (a draft: nothing happens until it is started).
-#[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = CreateCampaign, responses(
+#[utoipa::path(post, path = "/campaigns", operation_id = "create_campaign", tag = "campaigns", request_body = CreateCampaign, responses(
     (status = 201, body = Campaign, description = "Created, as a draft."),
     (status = 422, body = ErrorBody, description = "A field is invalid, the firmware is unknown, deprecated or unverified, or the plan is inconsistent (`invalid_field`, `campaign.*`, `plan.*`)."),
 ))]
@@ -160,7 +160,7 @@ pub struct ListQuery {
 }
 
 /// List campaigns, newest first.
-#[utoipa::path(get, path = "/campaigns", tag = "campaigns", params(ListQuery, Paging), responses(
+#[utoipa::path(get, path = "/campaigns", operation_id = "list_campaigns", tag = "campaigns", params(ListQuery, Paging), responses(
     (status = 200, body = Page<Campaign>),
 ))]
 async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<Campaign>>, ApiError> {
@@ -173,7 +173,7 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Resu
 }
 
 /// One campaign: status, waves with their devices' states, and every decision taken.
-#[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns", params(("id" = Uuid, Path)), responses(
+#[utoipa::path(get, path = "/campaigns/{id}", operation_id = "get_campaign", tag = "campaigns", params(("id" = Uuid, Path)), responses(
     (status = 200, body = Campaign),
     (status = 404, body = ErrorBody, description = "No such campaign (`not_found`)."),
 ))]
@@ -208,7 +208,7 @@ pub struct CampaignDevice {
 }
 
 /// The campaign's devices that were assigned an update, with their state.
-#[utoipa::path(get, path = "/campaigns/{id}/devices", tag = "campaigns", params(("id" = Uuid, Path), DevicesQuery, Paging), responses(
+#[utoipa::path(get, path = "/campaigns/{id}/devices", operation_id = "list_campaign_devices", tag = "campaigns", params(("id" = Uuid, Path), DevicesQuery, Paging), responses(
     (status = 200, body = Page<CampaignDevice>),
 ))]
 async fn devices(

@@ -67,7 +67,7 @@ async fn device_answer(state: &AppState, device: DeviceState) -> Result<Device, 
 
 /// Register a device, or replace its profile (an upsert). A new device's answer
 /// carries its DDI secret, `target_token`, this once.
-#[utoipa::path(post, path = "/devices", tag = "devices", request_body = RegisterDevice, responses(
+#[utoipa::path(post, path = "/devices", operation_id = "register_device", tag = "devices", request_body = RegisterDevice, responses(
     (status = 201, body = Device, description = "Registered; `target_token` is shown this once."),
     (status = 200, body = Device, description = "Known already: its profile was replaced (or was the same)."),
     (status = 422, body = ErrorBody, description = "A field is invalid (`invalid_field`)."),
@@ -131,7 +131,7 @@ pub struct ListQuery {
 }
 
 /// List the inventory, filtered by any of model, hardware, firmware version and tag.
-#[utoipa::path(get, path = "/devices", tag = "devices", params(ListQuery, Paging), responses((status = 200, body = Page<Device>)))]
+#[utoipa::path(get, path = "/devices", operation_id = "list_devices", tag = "devices", params(ListQuery, Paging), responses((status = 200, body = Page<Device>)))]
 async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<Device>>, ApiError> {
     let page = q.paging.request()?;
     let filter = DeviceFilter {
@@ -146,7 +146,7 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Resu
 }
 
 /// One device.
-#[utoipa::path(get, path = "/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The device id.")), responses(
+#[utoipa::path(get, path = "/devices/{id}", operation_id = "get_device", tag = "devices", params(("id" = String, Path, description = "The device id.")), responses(
     (status = 200, body = Device),
     (status = 404, body = ErrorBody, description = "No such device (`not_found`)."),
 ))]
@@ -223,7 +223,7 @@ async fn current_update(State(state): State<AppState>, Path(id): Path<String>) -
 }
 
 /// Every update and rollback of the device, newest first.
-#[utoipa::path(get, path = "/devices/{id}/history", tag = "devices", params(("id" = String, Path, description = "The device id."), Paging),
+#[utoipa::path(get, path = "/devices/{id}/history", operation_id = "device_history", tag = "devices", params(("id" = String, Path, description = "The device id."), Paging),
     responses((status = 200, body = Page<DeviceUpdate>)))]
 async fn history(
     State(state): State<AppState>,

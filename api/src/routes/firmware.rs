@@ -149,7 +149,7 @@ fn artifact_filename(given: Option<&str>, spec: &FirmwareSpec) -> String {
 
 /// Upload an image (multipart: `metadata` JSON, then `file`). Streamed, hashed while
 /// streaming, checked against the given checksums and, if signed, the trusted keys.
-#[utoipa::path(post, path = "/firmware", tag = "firmware",
+#[utoipa::path(post, path = "/firmware", operation_id = "upload_firmware", tag = "firmware",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, body = Firmware, description = "Stored."),
@@ -307,7 +307,7 @@ pub struct ListQuery {
 }
 
 /// List firmware, newest first.
-#[utoipa::path(get, path = "/firmware", tag = "firmware", params(ListQuery, Paging), responses((status = 200, body = Page<Firmware>)))]
+#[utoipa::path(get, path = "/firmware", operation_id = "list_firmware", tag = "firmware", params(ListQuery, Paging), responses((status = 200, body = Page<Firmware>)))]
 async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page<Firmware>>, ApiError> {
     let page = q.paging.request()?;
     let filter = FirmwareFilter { device_model: q.device_model };
@@ -322,7 +322,7 @@ async fn find(state: &AppState, id: &str) -> Result<FirmwareView, ApiError> {
 }
 
 /// One firmware.
-#[utoipa::path(get, path = "/firmware/{id}", tag = "firmware", params(("id" = Uuid, Path)), responses(
+#[utoipa::path(get, path = "/firmware/{id}", operation_id = "get_firmware", tag = "firmware", params(("id" = Uuid, Path)), responses(
     (status = 200, body = Firmware),
     (status = 404, body = ErrorBody, description = "No such firmware (`not_found`)."),
 ))]

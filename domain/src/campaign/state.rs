@@ -180,6 +180,9 @@ pub struct Campaign {
     /// When the status or the current wave last changed.
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
+    /// How often the status changed since creation.
+    #[serde(default)]
+    pub status_changes: u32,
     /// The wave whose successor an operator approved.
     #[serde(default)]
     pub approved_wave: Option<usize>,
@@ -468,26 +471,29 @@ impl Aggregate for Campaign {
 }
 
 impl Campaign {
-    /// `updated_at` and `last_reason`, as the campaigns read model keeps them: the time of
-    /// the last change of status or wave, and the last reason given.
+    /// `updated_at`, `last_reason` and `status_changes`, as the campaigns read model keeps
+    /// them: the time of the last change of status or wave, the last reason given, and how
+    /// many status changes there were.
     fn note_change(&mut self, event: &CampaignEvent) {
-        let (at, reason) = match event {
-            CampaignEvent::CampaignCreated { at, .. }
-            | CampaignEvent::CampaignScheduled { at, .. }
+        let (at, reason, status_change) = match event {
+            CampaignEvent::CampaignCreated { at, .. } | CampaignEvent::WaveStarted { at, .. } => (*at, None, false),
+            CampaignEvent::CampaignScheduled { at, .. }
             | CampaignEvent::CampaignStarted { at }
-            | CampaignEvent::WaveStarted { at, .. }
             | CampaignEvent::CampaignResumed { at }
-            | CampaignEvent::CampaignCompleted { at, .. } => (*at, None),
+            | CampaignEvent::CampaignCompleted { at, .. } => (*at, None, true),
             CampaignEvent::CampaignPaused { reason, at, .. } | CampaignEvent::CampaignCancelled { reason, at } => {
-                (*at, reason.as_ref())
+                (*at, reason.as_ref(), true)
             }
-            CampaignEvent::CampaignAborted { reason, at, .. } => (*at, Some(reason)),
+            CampaignEvent::CampaignAborted { reason, at, .. } => (*at, Some(reason), true),
             CampaignEvent::MembershipResolved { .. }
             | CampaignEvent::MembersJoined { .. }
             | CampaignEvent::AssignmentsRecorded { .. }
             | CampaignEvent::ApprovalRequested { .. }
             | CampaignEvent::WaveApproved { .. } => return,
         };
+        if status_change {
+            self.status_changes += 1;
+        }
         self.updated_at = Some(at);
         if let Some(reason) = reason {
             self.last_reason = Some(reason.clone());
