@@ -14,7 +14,7 @@ use chrono::Utc;
 use clap::Parser;
 use ota::server::Components;
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, Origin, UpdateFirmware};
-use ota_domain::{Actor, CommandMeta, FirmwareId};
+use ota_domain::{Actor, CommandMeta, DeviceId, FirmwareId};
 use ota_projections::ProjectionName;
 use ota_testkit::{TestApp, TestOptions};
 use sqlx::PgPool;
@@ -160,7 +160,14 @@ async fn store_commands(app: &TestApp, n: usize, clients: usize, tag: &str) -> f
                     if i >= n {
                         break;
                     }
-                    store.execute::<DeviceUpdate>(&format!("{tag}-dev-{i}"), assign(), &meta).await.expect("command");
+                    store
+                        .execute::<DeviceUpdate>(
+                            &DeviceId::parse(&format!("{tag}-dev-{i}")).expect("id"),
+                            assign(),
+                            &meta,
+                        )
+                        .await
+                        .expect("command");
                 }
             })
         })

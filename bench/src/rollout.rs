@@ -159,7 +159,10 @@ pub async fn run(devices: usize, reporters: usize) {
                         message: None,
                         at: Utc::now(),
                     };
-                    store.execute::<DeviceUpdate>(&ids[i], report, &meta).await.expect("stock report");
+                    store
+                        .execute::<DeviceUpdate>(&DeviceId::parse(&ids[i]).expect("id"), report, &meta)
+                        .await
+                        .expect("stock report");
                 }
             })
         })

@@ -32,6 +32,10 @@ impl FirmwareId {
         let key = format!("{}:{name}{}:{version}{}:{device_model}", name.len(), version.len(), device_model.len());
         Self(Uuid::new_v5(&FIRMWARE_NAMESPACE, key.as_bytes()))
     }
+    /// An id as given (in a path or a stored row); whether it names a firmware is the store's answer.
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
     pub fn as_uuid(&self) -> Uuid {
         self.0
     }

@@ -111,8 +111,8 @@ pub async fn assign_update(
     meta: &CommandMeta,
     at: DateTime<Utc>,
 ) -> Result<Committed<DeviceUpdate>, AssignError> {
-    let (device, _) = store.load::<Device>(device_id.as_str()).await.map_err(unavailable::<DeviceError>)?;
-    let (firmware, _) = store.load::<Firmware>(&firmware_id.to_string()).await.map_err(unavailable::<FirmwareError>)?;
+    let (device, _) = store.load::<Device>(device_id).await.map_err(unavailable::<DeviceError>)?;
+    let (firmware, _) = store.load::<Firmware>(&firmware_id).await.map_err(unavailable::<FirmwareError>)?;
     if require_signature && firmware.exists() && !firmware.signature.is_verified() {
         return Err(AssignError::UnverifiedFirmware(firmware_id));
     }
@@ -128,7 +128,7 @@ pub async fn assign_update(
         from,
         at,
     };
-    store.execute::<DeviceUpdate>(device_id.as_str(), command, meta).await.map_err(AssignError::Update)
+    store.execute::<DeviceUpdate>(device_id, command, meta).await.map_err(AssignError::Update)
 }
 
 /// The catalog entry of what the device runs now, if we have it (a rollback can only ship what we store).
@@ -139,7 +139,7 @@ pub async fn running_firmware(
     model: &str,
 ) -> Result<Option<UpdateFirmware>, AssignError> {
     let id = FirmwareId::derive(name, version, model);
-    let (firmware, _) = store.load::<Firmware>(&id.to_string()).await.map_err(unavailable::<FirmwareError>)?;
+    let (firmware, _) = store.load::<Firmware>(&id).await.map_err(unavailable::<FirmwareError>)?;
     Ok(firmware.exists().then(|| UpdateFirmware { id, version: version.to_owned() }))
 }
 

@@ -195,7 +195,7 @@ async fn command_for(
 }
 
 async fn load_offer(store: &Store, id: FirmwareId) -> Option<FirmwareOffer> {
-    let (stored, _) = store.load::<Firmware>(&id.to_string()).await.ok()?;
+    let (stored, _) = store.load::<Firmware>(&id).await.ok()?;
     let (spec, binary) = (stored.spec?, stored.binary?);
     Some(FirmwareOffer {
         id,

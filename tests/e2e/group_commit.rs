@@ -28,7 +28,7 @@ async fn concurrent_group_commits_and_single_commands_lose_and_double_nothing() 
         let id = DeviceId::parse(d).expect("id");
         let profile = DeviceProfile { device_model: "gw".into(), ..Default::default() };
         store
-            .execute::<Device>(d, DeviceCommand::Register { id, profile, at: Utc::now() }, &meta)
+            .execute::<Device>(&id.clone(), DeviceCommand::Register { id, profile, at: Utc::now() }, &meta)
             .await
             .expect("register");
     }
@@ -56,7 +56,14 @@ async fn concurrent_group_commits_and_single_commands_lose_and_double_nothing() 
                 } else {
                     for i in 0..10 {
                         let d = &devices[(writer + round + i) % devices.len()];
-                        match store.execute::<Device>(d, set("k", format!("{writer}.{round}.{i}")), &meta).await {
+                        match store
+                            .execute::<Device>(
+                                &DeviceId::parse(d).expect("id"),
+                                set("k", format!("{writer}.{round}.{i}")),
+                                &meta,
+                            )
+                            .await
+                        {
                             Ok(_) => ok += 1,
                             Err(e) => failures.push(e.to_string()),
                         }
@@ -108,7 +115,7 @@ async fn a_state_remembered_by_the_group_committer_that_went_stale_decides_nothi
         at: Utc::now(),
     };
     let report = |state| StatusReport { state, progress: None, message: None, firmware_version: None, action: None };
-    store.execute::<DeviceUpdate>(id.as_str(), assign("2.0"), &meta).await.expect("assign");
+    store.execute::<DeviceUpdate>(&id, assign("2.0"), &meta).await.expect("assign");
     let reports = app.server.state.reports.clone();
     reports.report(&id, report(UpdateState::Installing), &meta, Utc::now()).await.expect("installing");
 
@@ -120,19 +127,19 @@ async fn a_state_remembered_by_the_group_committer_that_went_stale_decides_nothi
         message: None,
         at: Utc::now(),
     };
-    store.execute::<DeviceUpdate>(id.as_str(), succeeded, &meta).await.expect("succeeded elsewhere");
+    store.execute::<DeviceUpdate>(&id, succeeded, &meta).await.expect("succeeded elsewhere");
     // On the stale state a second `installing` is a duplicate and nothing would be stored.
     let late = reports.report(&id, report(UpdateState::Installing), &meta, Utc::now()).await.expect("late");
     assert!(!late.unchanged(), "decided on the fresh state, where the update is closed");
     assert_eq!(late.state.current.as_ref().map(|lane| lane.state), Some(UpdateState::Succeeded));
 
     // Stale again, and this time the stale state would append at a taken sequence.
-    store.execute::<DeviceUpdate>(id.as_str(), assign("3.0"), &meta).await.expect("next update elsewhere");
+    store.execute::<DeviceUpdate>(&id, assign("3.0"), &meta).await.expect("next update elsewhere");
     let next = reports.report(&id, report(UpdateState::Downloading), &meta, Utc::now()).await.expect("downloading");
     let lane = next.state.current.as_ref().expect("lane");
     assert_eq!((lane.action, lane.state), (2, UpdateState::Downloading), "redone after the other writer's event");
 
-    let (stored, version) = store.load::<DeviceUpdate>(id.as_str()).await.expect("load");
+    let (stored, version) = store.load::<DeviceUpdate>(&id).await.expect("load");
     assert_eq!(stored, next.state);
     assert_eq!(version, next.version);
     let sequences: Vec<i64> =
@@ -154,12 +161,12 @@ async fn a_successful_report_and_its_inventory_change_commit_together() {
     let profile =
         DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
     store
-        .execute::<Device>(id.as_str(), DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
+        .execute::<Device>(&id, DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
         .await
         .expect("register");
     let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
     let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
-    store.execute::<DeviceUpdate>(id.as_str(), assign, &meta).await.expect("assign");
+    store.execute::<DeviceUpdate>(&id, assign, &meta).await.expect("assign");
 
     let reports = app.server.state.reports.clone();
     let report = |state| StatusReport { state, progress: None, message: None, firmware_version: None, action: None };
@@ -167,7 +174,7 @@ async fn a_successful_report_and_its_inventory_change_commit_together() {
     let done = reports.report(&id, report(UpdateState::Succeeded), &meta, Utc::now()).await.expect("succeeded");
     assert_eq!(done.state.current.as_ref().map(|lane| lane.state), Some(UpdateState::Succeeded));
 
-    let (device, _) = store.load::<Device>(id.as_str()).await.expect("device");
+    let (device, _) = store.load::<Device>(&id).await.expect("device");
     assert_eq!(device.profile.firmware_version.as_deref(), Some("2.0"));
     let transactions: Vec<(String, String)> = sqlx::query_as(
         "SELECT aggregate_type, tx_id::text FROM events WHERE aggregate_id = 'chained-1'
@@ -194,10 +201,10 @@ async fn chained_reports_racing_other_writers_lose_nothing() {
         let profile =
             DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
         let register = DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() };
-        store.execute::<Device>(id.as_str(), register, &meta).await.expect("register");
+        store.execute::<Device>(id, register, &meta).await.expect("register");
         let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
         let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
-        store.execute::<DeviceUpdate>(id.as_str(), assign, &meta).await.expect("assign");
+        store.execute::<DeviceUpdate>(id, assign, &meta).await.expect("assign");
     }
     let reports = app.server.state.reports.clone();
     let mut tasks = Vec::new();
@@ -215,7 +222,7 @@ async fn chained_reports_racing_other_writers_lose_nothing() {
         let (store, meta, devices) = (store.clone(), meta.clone(), devices.clone());
         tasks.push(tokio::spawn(async move {
             for id in &devices {
-                store.execute::<Device>(id.as_str(), set("round", round.to_string()), &meta).await.expect("attribute");
+                store.execute::<Device>(id, set("round", round.to_string()), &meta).await.expect("attribute");
                 let stale = DeviceUpdateCommand::Report {
                     action: Some(999),
                     state: UpdateState::Downloading,
@@ -223,7 +230,7 @@ async fn chained_reports_racing_other_writers_lose_nothing() {
                     message: None,
                     at: Utc::now(),
                 };
-                store.execute::<DeviceUpdate>(id.as_str(), stale, &meta).await.expect("stale report");
+                store.execute::<DeviceUpdate>(id, stale, &meta).await.expect("stale report");
             }
         }));
     }
@@ -231,9 +238,9 @@ async fn chained_reports_racing_other_writers_lose_nothing() {
         task.await.expect("writer");
     }
     for id in &devices {
-        let (update, _) = store.load::<DeviceUpdate>(id.as_str()).await.expect("update");
+        let (update, _) = store.load::<DeviceUpdate>(id).await.expect("update");
         assert_eq!(update.current.as_ref().map(|lane| lane.state), Some(UpdateState::Succeeded), "{id}");
-        let (device, _) = store.load::<Device>(id.as_str()).await.expect("device");
+        let (device, _) = store.load::<Device>(id).await.expect("device");
         assert_eq!(device.profile.firmware_version.as_deref(), Some("2.0"), "{id}");
     }
     let counts: Vec<(String, i64)> = sqlx::query_as(
@@ -256,21 +263,24 @@ async fn a_refreshed_state_equals_a_fresh_load() {
     let d = "refresh-1";
     let id = DeviceId::parse(d).expect("id");
     let profile = DeviceProfile { device_model: "gw".into(), ..Default::default() };
-    store.execute::<Device>(d, DeviceCommand::Register { id, profile, at: Utc::now() }, &meta).await.expect("register");
+    store
+        .execute::<Device>(&id.clone(), DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
+        .await
+        .expect("register");
 
     let (mut remembered, mut version) = (Device::default(), 0);
     store.refresh(d, &mut remembered, &mut version).await.expect("refresh from nothing");
-    assert_eq!((remembered.clone(), version), store.load::<Device>(d).await.expect("load"));
+    assert_eq!((remembered.clone(), version), store.load::<Device>(&id).await.expect("load"));
     assert_eq!(version, 1);
 
     for round in 0..3 {
         for i in 0..=round * 5 {
-            store.execute::<Device>(d, set(&format!("k{i}"), format!("{round}")), &meta).await.expect("set");
+            store.execute::<Device>(&id, set(&format!("k{i}"), format!("{round}")), &meta).await.expect("set");
         }
         let before = version;
         store.refresh(d, &mut remembered, &mut version).await.expect("refresh");
         assert!(version > before);
-        assert_eq!((remembered.clone(), version), store.load::<Device>(d).await.expect("load"), "round {round}");
+        assert_eq!((remembered.clone(), version), store.load::<Device>(&id).await.expect("load"), "round {round}");
     }
     // Nothing new: nothing changes.
     let unchanged = (remembered.clone(), version);

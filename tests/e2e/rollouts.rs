@@ -60,7 +60,8 @@ async fn rollback_of(app: &TestApp, id: &str) -> uuid::Uuid {
 }
 
 async fn members(app: &TestApp, id: &str) -> Vec<Vec<String>> {
-    let (campaign, _) = app.server.state.store.load::<Campaign>(id).await.expect("load campaign");
+    let (campaign, _) =
+        app.server.state.store.load::<Campaign>(&id.parse().expect("campaign id")).await.expect("load campaign");
     let m = campaign.membership.expect("membership");
     m.waves.iter().map(|w| w.iter().map(|d| d.to_string()).collect()).collect()
 }

@@ -209,7 +209,8 @@ pub(crate) async fn assert_spine_consistent(app: &TestApp) -> i64 {
     assert_eq!(views.len(), streams.len(), "one campaign row per aggregate");
     let mut expected_counts: BTreeMap<String, i64> = BTreeMap::new();
     for (id, events, status_events) in &streams {
-        let (state, version) = app.server.state.store.load::<Campaign>(id).await.expect("load campaign");
+        let (state, version) =
+            app.server.state.store.load::<Campaign>(&id.parse().expect("campaign id")).await.expect("load campaign");
         assert_eq!(version as i64, *events, "campaign {id}: version vs events");
         let (status, changes) = views.get(id).expect("campaign in read model");
         assert_eq!(status, state.status.as_str(), "campaign {id}: status");
@@ -531,7 +532,13 @@ async fn thirty_two_writers_on_shared_campaigns_lose_and_double_nothing() {
                         let code = body["error"].as_str().unwrap_or("?").to_owned();
                         *refusals.lock().expect("refusals").entry(code).or_default() += 1;
                         // Answers arrive in any order: learn the status from the store.
-                        let (state, _) = app.server.state.store.load::<Campaign>(&id).await.expect("load");
+                        let (state, _) = app
+                            .server
+                            .state
+                            .store
+                            .load::<Campaign>(&id.parse().expect("campaign id"))
+                            .await
+                            .expect("load");
                         seen.lock().expect("seen").insert(id, state.status.as_str().to_owned());
                     }
                     other => panic!("{action} {id}: unexpected {other} {body}"),

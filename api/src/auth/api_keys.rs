@@ -55,8 +55,7 @@ impl ApiKeys {
         let rest = token.strip_prefix(KEY_PREFIX).ok_or_else(invalid)?;
         let (id, secret) = rest.split_once('_').ok_or_else(invalid)?;
         let id = Uuid::try_parse(id).map_err(|_| invalid())?;
-        let (key, _) =
-            self.store.load::<ApiKey>(&id.to_string()).await.map_err(|e| ApiError::unavailable("event store", e))?;
+        let (key, _) = self.store.load::<ApiKey>(&id).await.map_err(|e| ApiError::unavailable("event store", e))?;
         let given = hex::encode(Sha256::digest(secret.as_bytes()));
         let matches = bool::from(given.as_bytes().ct_eq(key.secret_sha256.as_bytes()));
         if !matches || key.id.is_none() {

@@ -17,7 +17,7 @@ use ota_domain::device::{Device, DeviceError};
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError};
 use ota_domain::firmware::{Firmware, FirmwareError};
 use ota_domain::rollout::RolloutPlan;
-use ota_domain::{CampaignId, FirmwareId};
+use ota_domain::{CampaignId, DeviceId, FirmwareId};
 use ota_orchestrator::{Store, StoreError};
 use sqlx::PgPool;
 
@@ -76,7 +76,8 @@ impl Targets {
     }
 
     /// The device's current state, from memory when fresh.
-    pub async fn get(&self, id: &str) -> Result<Arc<Target>, LoadError> {
+    pub async fn get(&self, device: &DeviceId) -> Result<Arc<Target>, LoadError> {
+        let id = device.as_str();
         let generation = {
             let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
             match slots.get(id) {
@@ -85,8 +86,8 @@ impl Targets {
                 None => 0,
             }
         };
-        let (device, _) = self.store.load::<Device>(id).await?;
-        let (updates, _) = self.store.load::<DeviceUpdate>(id).await?;
+        let (updates, _) = self.store.load::<DeviceUpdate>(device).await?;
+        let (device, _) = self.store.load::<Device>(device).await?;
         let target = Arc::new(Target { device, updates, loaded_at: Instant::now() });
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         let current = slots.get(id).map_or(0, Slot::generation);
@@ -109,7 +110,7 @@ impl Targets {
         if let Some(found) = self.firmware.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
             return Ok(Some(found.clone()));
         }
-        let (firmware, _) = self.store.load::<Firmware>(&id.to_string()).await?;
+        let (firmware, _) = self.store.load::<Firmware>(&id).await?;
         if !firmware.exists() {
             return Ok(None);
         }

@@ -52,7 +52,7 @@ async fn issue(
         expires_at: body.expires_at,
         at: Utc::now(),
     };
-    let committed = state.store.execute::<ApiKeyState>(&id.to_string(), command, &admin.meta).await?;
+    let committed = state.store.execute::<ApiKeyState>(&id, command, &admin.meta).await?;
     let provenance =
         Provenance { id: id.to_string(), created_by: Some(admin.meta.actor.to_string()), last_used_at: None };
     let mut key = ApiKey::new(committed.state, Some(provenance))?;
@@ -66,7 +66,8 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Vec<A
     let mut keys = Vec::new();
     // Keys are few; each is read from its own stream.
     for provenance in ApiKey::provenance(&state.pool, None).await? {
-        let (key, _) = state.store.load::<ApiKeyState>(&provenance.id).await?;
+        let id = Uuid::parse_str(&provenance.id).map_err(ApiError::internal)?;
+        let (key, _) = state.store.load::<ApiKeyState>(&id).await?;
         keys.push(ApiKey::new(key, Some(provenance))?);
     }
     Ok(Json(keys))
@@ -83,9 +84,9 @@ async fn revoke(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    let id = crate::validate::uuid("id", &id)?.to_string();
+    let id = crate::validate::uuid("id", &id)?;
     let committed =
         state.store.execute::<ApiKeyState>(&id, ApiKeyCommand::Revoke { at: Utc::now() }, &admin.meta).await?;
-    let provenance = ApiKey::provenance(&state.pool, Some(std::slice::from_ref(&id))).await?.pop();
+    let provenance = ApiKey::provenance(&state.pool, Some(&[id.to_string()])).await?.pop();
     Ok(Json(ApiKey::new(committed.state, provenance)?))
 }

@@ -119,13 +119,13 @@ async fn create(
         rollout: body.rollout,
         at: Utc::now(),
     };
-    let committed = state.store.execute::<CampaignState>(&id.to_string(), command, &writer.meta).await?;
+    let committed = state.store.execute::<CampaignState>(&id, command, &writer.meta).await?;
     Ok((StatusCode::CREATED, Json(Campaign::created(committed.state, writer.meta.actor.to_string())?)))
 }
 
 /// The firmware must exist (in the event store, not merely in a lagging read model) and be active.
 async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
-    let (firmware, _) = state.store.load::<Firmware>(&id.to_string()).await?;
+    let (firmware, _) = state.store.load::<Firmware>(&id).await?;
     let Some(spec) = firmware.spec.as_ref() else {
         return Err(ApiError::invalid("campaign.unknown_firmware", format!("firmware_id: no firmware {id}")));
     };
@@ -252,8 +252,8 @@ async fn transition(
     id: &str,
     command: CampaignCommand,
 ) -> Result<Json<Campaign>, ApiError> {
-    let id = validate::uuid("id", id)?;
-    let committed = state.store.execute::<CampaignState>(&id.to_string(), command, &writer.meta).await?;
+    let id = CampaignId::from_uuid(validate::uuid("id", id)?);
+    let committed = state.store.execute::<CampaignState>(&id, command, &writer.meta).await?;
     Ok(Json(Campaign::from_state(&state.pool, committed.state).await?))
 }
 
@@ -270,7 +270,7 @@ async fn start(
     writer: Writer,
     Path(id): Path<String>,
 ) -> Result<Json<Campaign>, ApiError> {
-    let id = validate::uuid("id", &id)?.to_string();
+    let id = CampaignId::from_uuid(validate::uuid("id", &id)?);
     let (campaign, _) = state.store.load::<CampaignState>(&id).await?;
     let now = Utc::now();
     let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);

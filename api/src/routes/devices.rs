@@ -88,7 +88,7 @@ async fn register(
     let token = crate::ddi::new_token();
     let command =
         DeviceCommand::Enrol { id: id.clone(), profile, token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
-    let committed = state.store.execute::<DeviceState>(id.as_str(), command, &writer.meta).await?;
+    let committed = state.store.execute::<DeviceState>(&id, command, &writer.meta).await?;
     state.ddi.targets.invalidate(id.as_str());
     let created = committed.events.iter().any(|e| e.sequence == 1);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -110,7 +110,7 @@ async fn rotate_token(
     let id = parse_device_id(&id)?;
     let token = crate::ddi::new_token();
     let command = DeviceCommand::RotateToken { token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };
-    let committed = state.store.execute::<DeviceState>(id.as_str(), command, &writer.meta).await?;
+    let committed = state.store.execute::<DeviceState>(&id, command, &writer.meta).await?;
     state.ddi.targets.invalidate(id.as_str());
     let mut device = device_answer(&state, committed.state).await?;
     device.target_token = Some(token);
@@ -248,12 +248,12 @@ async fn rollback(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeviceUpdate>), ApiError> {
     let device = parse_device_id(&id)?;
-    let (registered, _) = state.store.load::<DeviceState>(device.as_str()).await?;
+    let (registered, _) = state.store.load::<DeviceState>(&device).await?;
     if !registered.exists() {
         return Err(ApiError::not_found("device"));
     }
     let command = DeviceUpdateCommand::RollBack { origin: Origin::default(), at: Utc::now() };
-    let committed = state.store.execute::<UpdateStream>(device.as_str(), command, &writer.meta).await?;
+    let committed = state.store.execute::<UpdateStream>(&device, command, &writer.meta).await?;
     let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;
     Ok((StatusCode::CREATED, Json(answer)))
 }

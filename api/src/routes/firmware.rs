@@ -6,7 +6,7 @@ use axum::response::Response;
 use chrono::Utc;
 use futures::TryStreamExt;
 use ota_domain::firmware::{Firmware as FirmwareState, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
-use ota_domain::Refused;
+use ota_domain::{FirmwareId, Refused};
 use ota_projections::downloads::{DownloadStats, DownloadView};
 use ota_projections::firmware::{FirmwareFilter, FirmwareView};
 use serde::{Deserialize, Serialize};
@@ -243,7 +243,7 @@ async fn store_upload(
         };
         return Err(ApiError::invalid(code, format!("signature: {why}")));
     }
-    let id = spec.id().to_string();
+    let id = spec.id();
     // Answer a repeat or a conflict before touching the stored binaries.
     let (existing, _) = state.store.load::<FirmwareState>(&id).await?;
     // The id hashes `name:version:device_model`, so ("a:b", "c") and ("a", "b:c") share it:
@@ -355,7 +355,7 @@ async fn deprecate(
     let id = validate::uuid("id", &id)?;
     let reason = optional_json::<DeprecateBody>(&body)?.and_then(|b| b.reason);
     let command = FirmwareCommand::Deprecate { reason, at: Utc::now() };
-    let committed = state.store.execute::<FirmwareState>(&id.to_string(), command, &writer.meta).await?;
+    let committed = state.store.execute::<FirmwareState>(&FirmwareId::from_uuid(id), command, &writer.meta).await?;
     Ok(Json(Firmware::from_state(committed.state, uploader(&state, id).await?)?))
 }
 

@@ -6,7 +6,7 @@ use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, DeviceUpdateE
 use ota_domain::rollout::{
     next_steps, should_retry, timed_out, AfterSuccess, Decision, GateKind, GateReport, RolloutView, WaveTally,
 };
-use ota_domain::{Actor, CampaignId, CommandMeta, EventRecord};
+use ota_domain::{Actor, CampaignId, CommandMeta, DeviceId, EventRecord};
 
 use super::{tally, ProcessManager};
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Re
             let seed = u64::from_le_bytes(id.as_uuid().as_bytes()[..8].try_into().unwrap_or_default());
             let membership = crate::membership::resolve(&pm.pool, &campaign, seed).await?;
             let command = CampaignCommand::Start { membership: Some(membership), at: now };
-            pm.store.execute::<Campaign>(&id.to_string(), command, &meta).await?;
+            pm.store.execute::<Campaign>(&id, command, &meta).await?;
             Ok(())
         }
         CampaignStatus::Running => run(pm, id, &campaign, &meta, now).await,
@@ -128,7 +128,7 @@ async fn carry_out(
             CampaignCommand::Complete { passed: passed(campaign, waves, campaign.current_wave), at: now }
         }
     };
-    pm.store.execute::<Campaign>(&id.to_string(), command, meta).await?;
+    pm.store.execute::<Campaign>(&id, command, meta).await?;
     Ok(())
 }
 
@@ -163,7 +163,7 @@ async fn assign(
     now: DateTime<Utc>,
 ) -> Result<(), StepError> {
     let Some(target) = campaign.firmware.as_ref() else { return Ok(()) };
-    let (firmware, _) = pm.store.load::<Firmware>(&target.id.to_string()).await.map_err(read)?;
+    let (firmware, _) = pm.store.load::<Firmware>(&target.id).await.map_err(read)?;
     let Some(spec) = firmware.spec.clone() else { return Ok(()) };
     let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
     let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
@@ -212,7 +212,7 @@ async fn assign(
         }
         cursor += chunk.len();
         let command = CampaignCommand::RecordAssignments { wave, through: cursor as u32, skipped, at: now };
-        pm.store.execute::<Campaign>(&id.to_string(), command, meta).await?;
+        pm.store.execute::<Campaign>(&id, command, meta).await?;
     }
     Ok(())
 }
@@ -229,6 +229,8 @@ async fn time_out_and_retry(
     if plan.device_timeout_secs.is_some() {
         for (device, action, _, _, _, since) in tally::devices_in(&pm.pool, id, &UpdateState::IN_FLIGHT).await? {
             if timed_out(since, plan.device_timeout_secs, now) {
+                // Ids in the read model were parsed when the device registered.
+                let Ok(device) = DeviceId::parse(&device) else { continue };
                 let command = DeviceUpdateCommand::TimeOut { action: Some(action as u32), at: now };
                 match pm.store.execute::<DeviceUpdate>(&device, command, meta).await {
                     Ok(_) | Err(StoreError::Rejected(_)) => {}
@@ -271,7 +273,7 @@ pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &Event
         let assigned = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
         for device in campaign.wave_members(wave).iter().take(assigned) {
             let command = DeviceUpdateCommand::Cancel { campaign: Some(id), force: false, at: now };
-            match pm.store.execute::<DeviceUpdate>(device.as_str(), command, &meta).await {
+            match pm.store.execute::<DeviceUpdate>(device, command, &meta).await {
                 Ok(_) | Err(StoreError::Rejected(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -295,7 +297,7 @@ pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(
         }
         let meta = CommandMeta::new(Actor::system("rollout")).caused_by(record.event_id());
         let command = CampaignCommand::AddMembers { devices: vec![device.clone()], at: now };
-        match pm.store.execute::<Campaign>(&id.to_string(), command, &meta).await {
+        match pm.store.execute::<Campaign>(&id, command, &meta).await {
             Ok(_) | Err(StoreError::Rejected(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -336,10 +338,10 @@ pub async fn start_rollback(pm: &ProcessManager, id: CampaignId, cause: &EventRe
     let name = format!("rollback of {}", campaign.name).chars().take(200).collect();
     let create =
         CampaignCommand::CreateRollback { id: rollback, of: id, name, firmware, devices: updated.clone(), at: now };
-    pm.store.execute::<Campaign>(&rollback.to_string(), create, &meta).await?;
+    pm.store.execute::<Campaign>(&rollback, create, &meta).await?;
     let membership = Membership { seed: 0, waves: vec![updated], excluded: 0 };
     let start = CampaignCommand::Start { membership: Some(membership), at: now };
-    match pm.store.execute::<Campaign>(&rollback.to_string(), start, &meta).await {
+    match pm.store.execute::<Campaign>(&rollback, start, &meta).await {
         Ok(_) | Err(StoreError::Rejected(CampaignError::InvalidTransition { .. })) => Ok(()),
         Err(e) => Err(e.into()),
     }

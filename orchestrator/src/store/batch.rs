@@ -64,7 +64,7 @@ impl Store {
         A::Command: Clone + Send,
     {
         if *version == 0 {
-            (*state, *version) = self.load::<A>(id).await?;
+            (*state, *version) = self.load_stream::<A>(id).await?;
             return Ok(());
         }
         let rows = sqlx::query(
@@ -94,7 +94,7 @@ impl Store {
         if A::SNAPSHOT_EVERY.is_some() || items.len() < 2 {
             let mut out = Vec::with_capacity(items.len());
             for (id, command, meta) in items {
-                out.push(self.execute::<A>(&id, command, &meta).await);
+                out.push(self.execute_stream::<A>(&id, command, &meta).await);
             }
             return out;
         }
@@ -193,7 +193,7 @@ impl Store {
         let mut results = Vec::with_capacity(items.len());
         for ((id, command, meta), outcome) in items.into_iter().zip(decided.outcomes) {
             if conflicted.contains(&id) {
-                let redone = self.execute::<A>(&id, command, &meta).await;
+                let redone = self.execute_stream::<A>(&id, command, &meta).await;
                 if let Some(cache) = cache.as_deref_mut() {
                     match &redone {
                         Ok(committed) => cache.remember(id, committed.state.clone(), committed.version),

@@ -75,7 +75,7 @@ impl Store {
                 tracing::debug!(error = %e, "chained group commit aborted by the database; redone singly");
                 let mut out = Vec::with_capacity(n);
                 for ((id, command, meta), follow) in items.into_iter().zip(&follows) {
-                    let a = self.execute::<A>(&id, command, &meta).await;
+                    let a = self.execute_stream::<A>(&id, command, &meta).await;
                     let b = self.follow_singly(&a, follow, &meta).await;
                     out.push((a, b));
                 }
@@ -159,7 +159,7 @@ impl Store {
         B::Command: Clone + Send,
     {
         let (id, command) = follow(outcome.as_ref().ok()?)?;
-        Some(self.execute::<B>(&id, command, meta).await)
+        Some(self.execute_stream::<B>(&id, command, meta).await)
     }
 }
 

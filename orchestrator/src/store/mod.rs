@@ -13,7 +13,7 @@ use ota_domain::campaign::Campaign;
 use ota_domain::device::Device;
 use ota_domain::device_update::DeviceUpdate;
 use ota_domain::firmware::Firmware;
-use ota_domain::{CommandMeta, Decide};
+use ota_domain::{CampaignId, CommandMeta, Decide, DeviceId, FirmwareId};
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use sqlx::PgPool;
@@ -34,15 +34,26 @@ pub trait Stored: Decide + Clone + 'static
 where
     Self::Command: Clone + Send,
 {
+    /// The id its streams are named by; written as the event rows' `aggregate_id`.
+    type Id: std::fmt::Display + Sync + ?Sized;
     /// Snapshot every n events, for streams that grow long.
     const SNAPSHOT_EVERY: Option<usize> = None;
 }
 
-impl Stored for Firmware {}
-impl Stored for Device {}
-impl Stored for DeviceUpdate {}
-impl Stored for ota_domain::api_key::ApiKey {}
+impl Stored for Firmware {
+    type Id = FirmwareId;
+}
+impl Stored for Device {
+    type Id = DeviceId;
+}
+impl Stored for DeviceUpdate {
+    type Id = DeviceId;
+}
+impl Stored for ota_domain::api_key::ApiKey {
+    type Id = uuid::Uuid;
+}
 impl Stored for Campaign {
+    type Id = CampaignId;
     const SNAPSHOT_EVERY: Option<usize> = Some(50);
 }
 
@@ -126,7 +137,28 @@ impl Store {
     }
 
     /// Loads the current state of an aggregate; a never-written id yields the default state.
-    pub async fn load<A: Stored>(&self, id: &str) -> Result<(A, usize), StoreError<A::Error>>
+    pub async fn load<A: Stored>(&self, id: &A::Id) -> Result<(A, usize), StoreError<A::Error>>
+    where
+        A::Command: Clone + Send,
+    {
+        self.load_stream(&id.to_string()).await
+    }
+
+    /// Decides and stores a command, retrying on concurrent appends.
+    pub async fn execute<A: Stored>(
+        &self,
+        id: &A::Id,
+        command: A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Committed<A>, StoreError<A::Error>>
+    where
+        A::Command: Clone + Send,
+    {
+        self.execute_stream(&id.to_string(), command, meta).await
+    }
+
+    /// `load` by the stream's `aggregate_id` text, for the batch paths that carry ids as text.
+    pub(crate) async fn load_stream<A: Stored>(&self, id: &str) -> Result<(A, usize), StoreError<A::Error>>
     where
         A::Command: Clone + Send,
     {
@@ -134,8 +166,8 @@ impl Store {
         Ok((ctx.aggregate, ctx.current_sequence))
     }
 
-    /// Decides and stores a command, retrying on concurrent appends.
-    pub async fn execute<A: Stored>(
+    /// `execute` by the stream's `aggregate_id` text.
+    pub(crate) async fn execute_stream<A: Stored>(
         &self,
         id: &str,
         command: A::Command,

@@ -69,7 +69,7 @@ pub async fn authenticate(
     let ddi = &state.ddi;
     match scheme {
         "TargetToken" if !secret.is_empty() => {
-            let target = ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))?;
+            let target = ddi.targets.get(&device).await.map_err(|e| ApiError::unavailable("event store", e))?;
             let known = target.device.token_sha256.as_deref().unwrap_or_default();
             let given = hash_token(secret);
             if !target.device.exists() || !bool::from(known.as_bytes().ct_eq(given.as_bytes())) {
@@ -82,8 +82,7 @@ pub async fn authenticate(
             if !matches {
                 return Err(unauthorized("wrong gateway token"));
             }
-            let mut target =
-                ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))?;
+            let mut target = ddi.targets.get(&device).await.map_err(|e| ApiError::unavailable("event store", e))?;
             if !target.device.exists() {
                 target = register(state, &device).await?;
             }
@@ -108,7 +107,7 @@ async fn register(state: &AppState, device: &DeviceId) -> Result<Arc<Target>, Ap
     let profile = DeviceProfile { device_model: "unknown".into(), ..Default::default() };
     let command = DeviceCommand::Register { id: device.clone(), profile, at: Utc::now() };
     let meta = CommandMeta::new(Actor::device(device.to_string()));
-    state.store.execute::<Device>(device.as_str(), command, &meta).await?;
+    state.store.execute::<Device>(device, command, &meta).await?;
     state.ddi.targets.invalidate(device.as_str());
-    state.ddi.targets.get(device.as_str()).await.map_err(|e| ApiError::unavailable("event store", e))
+    state.ddi.targets.get(device).await.map_err(|e| ApiError::unavailable("event store", e))
 }

@@ -334,7 +334,7 @@ async fn config_data(
         Some(ConfigMode::Remove) => AttributeMode::Remove,
     };
     let command = DeviceCommand::SetAttributes { mode, attributes: config.attributes(), at: Utc::now() };
-    let outcome = state.store.execute::<Device>(caller.device.as_str(), command, &meta(&caller)).await;
+    let outcome = state.store.execute::<Device>(&caller.device, command, &meta(&caller)).await;
     state.ddi.targets.invalidate(caller.device.as_str());
     outcome.map_err(|e| match e {
         ota_orchestrator::StoreError::Rejected(e) => ApiError::bad_request(format!("configData: {e}")),
@@ -470,6 +470,6 @@ async fn signed_caller(
         .signer
         .verify(&signed, expires, signature, Utc::now().timestamp())
         .map_err(|e| ApiError::forbidden(e.to_string()))?;
-    let target = state.ddi.targets.get(device.as_str()).await.map_err(unavailable)?;
+    let target = state.ddi.targets.get(&device).await.map_err(unavailable)?;
     Ok(Caller { device, target, via: "signed_url" })
 }
