@@ -9,8 +9,8 @@ mod queries;
 mod write;
 
 pub use queries::{
-    campaign_devices, current, current_record, record, records, state_counts, wave_counts, wave_counts_of,
-    CampaignDevice, UpdateRecord, UpdateView, WaveCounts,
+    campaign_devices, current_record, record, records, state_counts, wave_counts, wave_counts_of, CampaignDevice,
+    UpdateRecord, UpdateView, WaveCounts,
 };
 
 use ota_domain::device_update::DeviceUpdateEvent;

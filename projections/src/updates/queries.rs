@@ -62,13 +62,6 @@ impl WaveCounts {
 pub(super) const CURRENT_COLUMNS: &str = "device_id, action, kind, campaign_id, wave, retry, firmware_id, \
     firmware_version, from_version, state, progress, message, cancel_requested, assigned_at, updated_at";
 
-pub async fn current(pool: &PgPool, device: &str) -> Result<Option<UpdateView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {CURRENT_COLUMNS} FROM device_updates WHERE device_id = $1"))
-        .bind(device)
-        .fetch_optional(pool)
-        .await
-}
-
 async fn history_total(snapshot: &mut sqlx::PgConnection, device: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM update_history WHERE device_id = $1")
         .bind(device)
