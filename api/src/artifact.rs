@@ -68,13 +68,9 @@ pub async fn serve(
             Ok(Err(http_range_header::RangeUnsatisfiableError::FileSuffixOutOfBounds)) if size > 0 => Some(0..size),
             // Past the end, reversed, overlapping, or any range of an empty image.
             Ok(_) => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-                    axum::Json(serde_json::json!({"error": "range_not_satisfiable",
-                        "message": format!("range {raw:?} does not fit {size} bytes")})),
-                )
-                    .into_response())
+                let message = format!("range {raw:?} does not fit {size} bytes");
+                let refused = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", message);
+                return Ok(([(header::CONTENT_RANGE, format!("bytes */{size}"))], refused).into_response());
             }
         },
     };

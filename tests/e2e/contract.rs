@@ -116,6 +116,14 @@ async fn the_document_is_valid_openapi_3_1_and_names_every_route_the_server_answ
         }
     }
 
+    // Every error names its request: the body's request_id is the response's x-request-id.
+    let wrong = app.get("/api/v1/campaigns/not-an-id").send().await.expect("send");
+    let header = wrong.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (status, body) = json_of(wrong).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert!(header.is_some());
+    assert_eq!(body["request_id"].as_str().map(str::to_owned), header, "{body}");
+
     // The interactive documentation is served from the binary itself.
     let docs = app.http.get(app.url("/docs/")).send().await.expect("docs");
     assert_eq!(docs.status(), 200);

@@ -606,8 +606,10 @@ async fn content_downloads_whole_and_by_range() {
         let r = ranged(range).send().await.expect("get");
         assert_eq!(r.status(), 416, "{range}");
         assert_eq!(header_of(&r, header::CONTENT_RANGE), Some(format!("bytes */{len}")), "{range}");
+        let request_id = header_of(&r, header::HeaderName::from_static("x-request-id"));
         let (_, body) = json_of(r).await;
         assert_eq!(body["error"], "range_not_satisfiable", "{range}");
+        assert_eq!(body["request_id"].as_str().map(str::to_owned), request_id, "{range}: {body}");
     }
 
     // A suffix longer than the image selects all of it (RFC 9110 14.1.3).
