@@ -413,3 +413,73 @@ async fn nothing_is_assigned_outside_the_maintenance_window() {
     let d = detail(&app, &closed).await;
     assert_eq!((d["status"].as_str(), d["waves"][0]["assigned"].as_i64()), (Some("running"), Some(0)), "{d}");
 }
+
+/// Issue 11 (mass cancel): a campaign event on NATS whose payload was left out (a
+/// `MembershipResolved` above 512 KiB), or a forged cancel or abort, cancels nothing
+/// while the campaign in the event store runs: the process manager decides on the
+/// stored campaign, never on the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_messages_that_the_store_does_not_back_cancel_nothing() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let fleet = app.fleet().await;
+    let devices = ids("fg", 20);
+    app.register_devices(&devices, "rev-a").await;
+    for d in &devices {
+        fleet.set(d, Behavior::Silent);
+    }
+    let id = campaign(&app, &devices, json!({"rollback_on_abort": true})).await;
+    app.campaign_action(&id, "start").await;
+    eventually("every device assigned", Duration::from_secs(30), || async {
+        let d = detail(&app, &id).await;
+        (d["waves"][0]["assigned"] == 20).then_some(())
+    })
+    .await;
+
+    let subject = app.names.event_subject("Campaign", &id);
+    let now = chrono::Utc::now();
+    let record = |sequence: i64, event_type: &str, payload: Value, omitted: bool| {
+        json!({"aggregate_type": "Campaign", "aggregate_id": id, "sequence": sequence, "global_seq": 1_000_000 + sequence,
+               "event_type": event_type, "event_version": "1.0", "payload": payload, "payload_omitted": omitted,
+               "metadata": {}, "recorded_at": now})
+    };
+    let messages = [
+        record(2, "MembershipResolved", Value::Null, true),
+        record(90, "CampaignCancelled", json!({"CampaignCancelled": {"reason": "forged", "at": now}}), false),
+        record(91, "CampaignAborted", json!({"CampaignAborted": {"reason": "forged", "gate": null, "at": now}}), false),
+    ];
+    for message in messages {
+        let ack = app.js.publish(subject.clone(), message.to_string().into()).await.expect("publish");
+        ack.await.expect("stored by JetStream");
+    }
+    // Once the process manager's consumer has acknowledged all three, it has reacted.
+    let consumer_name = app.names.consumer("rollout");
+    eventually("the forged messages handled", Duration::from_secs(30), || async {
+        let stream = app.js.get_stream(app.names.events_stream()).await.ok()?;
+        let mut consumer =
+            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer_name).await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence > 0).then_some(())
+    })
+    .await;
+    app.caught_up(ProjectionName::Updates).await;
+
+    let cancelled =
+        count(&app, "SELECT count(*) FROM device_updates WHERE state = 'cancelled' OR cancel_requested").await;
+    assert_eq!(cancelled, 0, "no device was asked to cancel");
+    for d in &devices {
+        assert_eq!(fleet.cancels_received(d), 0, "{d} got no cancel");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM campaigns WHERE rollback_of IS NOT NULL").await, 0, "no rollback");
+    assert_eq!(detail(&app, &id).await["status"], "running");
+
+    // A real cancel still cancels the devices in flight.
+    let (status, body) = app.campaign_action(&id, "cancel").await;
+    assert_eq!(status, 200, "{body}");
+    eventually("devices in flight asked to cancel", Duration::from_secs(30), || async {
+        app.caught_up(ProjectionName::Updates).await;
+        let asked =
+            count(&app, "SELECT count(*) FROM device_updates WHERE cancel_requested OR state = 'cancelled'").await;
+        (asked == 20).then_some(())
+    })
+    .await;
+}

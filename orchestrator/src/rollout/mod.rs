@@ -20,7 +20,7 @@ use async_nats::jetstream::{self};
 use chrono::Utc;
 use futures::StreamExt;
 use ota_domain::bus::BusNames;
-use ota_domain::campaign::{Campaign, CampaignError, CampaignEvent};
+use ota_domain::campaign::{Campaign, CampaignError};
 use ota_domain::{CampaignId, EventRecord};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{Mutex, Notify};
@@ -219,16 +219,16 @@ impl ProcessManager {
             return step::match_device(self, record).await;
         }
         let Ok(id) = record.aggregate_id.parse::<CampaignId>() else { return Ok(()) };
-        let ends_flight = record.payload_omitted
-            || matches!(
-                record.decode::<CampaignEvent>(),
-                Ok(CampaignEvent::CampaignCancelled { .. } | CampaignEvent::CampaignAborted { .. })
-            );
-        if ends_flight {
-            step::cancel_in_flight(self, id, record).await?;
-        }
-        if matches!(record.decode::<CampaignEvent>(), Ok(CampaignEvent::CampaignAborted { .. })) {
-            step::start_rollback(self, id, record).await?;
+        // What a message on the bus says is only a reason to look: the campaign is then read
+        // from the event store, and only a campaign that really ended has its flight cancelled
+        // (a message can be a redelivery, have its payload left out, or be forged).
+        match record.event_type.as_str() {
+            "CampaignCancelled" => step::cancel_in_flight(self, id, record).await?,
+            "CampaignAborted" => {
+                step::cancel_in_flight(self, id, record).await?;
+                step::start_rollback(self, id, record).await?;
+            }
+            _ => {}
         }
         self.dirty.lock().await.insert(id);
         self.wake.notify_one();

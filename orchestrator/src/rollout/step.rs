@@ -268,6 +268,10 @@ async fn time_out_and_retry(
 pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &EventRecord) -> Result<(), StepError> {
     let meta = CommandMeta::new(Actor::system("rollout")).caused_by(cause.event_id());
     let (campaign, _) = pm.campaign(id).await?;
+    if !matches!(campaign.status, CampaignStatus::Cancelled | CampaignStatus::Aborted) {
+        tracing::warn!(campaign = %id, cause = cause.event_id(), status = %campaign.status, "cancel asked for a campaign that has not ended; ignored");
+        return Ok(());
+    }
     let now = Utc::now();
     for wave in 0..campaign.wave_count() {
         let assigned = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
@@ -311,7 +315,8 @@ pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(
 pub async fn start_rollback(pm: &ProcessManager, id: CampaignId, cause: &EventRecord) -> Result<(), StepError> {
     let (campaign, _) = pm.campaign(id).await?;
     let Some(firmware) = campaign.firmware.clone() else { return Ok(()) };
-    if !campaign.rollout.rollback_on_abort || campaign.rollback_of.is_some() {
+    let aborted = campaign.status == CampaignStatus::Aborted;
+    if !aborted || !campaign.rollout.rollback_on_abort || campaign.rollback_of.is_some() {
         return Ok(());
     }
     let mut updated = Vec::new();
