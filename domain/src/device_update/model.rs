@@ -494,14 +494,19 @@ impl DeviceUpdate {
     }
 }
 
+impl DeviceUpdate {
+    /// A campaign re-sending an assignment it made (after a restart, before its cursor
+    /// was recorded) repeats it: the device's current lane has that very origin.
+    fn is_repeat(&self, origin: &Origin) -> bool {
+        origin.campaign.is_some() && self.current.as_ref().is_some_and(|lane| lane.origin == *origin)
+    }
+}
+
 impl Decide for DeviceUpdate {
     fn decide(&self, command: DeviceUpdateCommand) -> Result<Vec<DeviceUpdateEvent>, DeviceUpdateError> {
         match command {
             DeviceUpdateCommand::Assign { origin, firmware, from, at } => {
-                // A campaign re-sending the same assignment (after a restart) is a repeat, not a second update.
-                let repeat =
-                    self.current.as_ref().is_some_and(|lane| origin.campaign.is_some() && lane.origin == origin);
-                if repeat {
+                if self.is_repeat(&origin) {
                     return Ok(vec![]);
                 }
                 let action = self.next_action()?;
@@ -515,6 +520,11 @@ impl Decide for DeviceUpdate {
                 }])
             }
             DeviceUpdateCommand::RollBack { origin, at } => {
+                // Issue 11: unguarded, a repeat counted as skipped while the rollback ran, and
+                // after it a second one took the device one version further back.
+                if self.is_repeat(&origin) {
+                    return Ok(vec![]);
+                }
                 let action = self.next_action()?;
                 let firmware = self.rollback_target().cloned().ok_or(DeviceUpdateError::NothingToRollBackTo)?;
                 let of_action = self.current.as_ref().map_or(0, |lane| lane.action);

@@ -293,6 +293,60 @@ fn rollback_goes_to_the_firmware_before_the_last_success_and_ends_rolled_back() 
     );
 }
 
+/// Issue 11: a rollback campaign re-sending its assignment after a crash.
+#[test]
+fn a_repeated_campaign_rollback_is_a_repeat_in_flight_and_after_it_ended() {
+    let campaign = Origin { campaign: Some(crate::ids::CampaignId::new_random()), wave: Some(0), retry: 0 };
+    let success = |action, firmware: UpdateFirmware, from| {
+        vec![
+            DeviceUpdateEvent::UpdateAssigned {
+                action,
+                kind: LaneKind::Update,
+                origin: Origin::default(),
+                firmware,
+                from,
+                at: at(),
+            },
+            DeviceUpdateEvent::ProgressReported {
+                action,
+                state: UpdateState::Succeeded,
+                progress: None,
+                message: None,
+                at: at(),
+            },
+        ]
+    };
+    let mut device = DeviceUpdate::default();
+    for e in success(1, fw("2"), Some(fw("1"))).into_iter().chain(success(2, fw("3"), Some(fw("2")))) {
+        device.apply(e);
+    }
+    let roll_back = || DeviceUpdateCommand::RollBack { origin: campaign, at: at() };
+    let first = device.decide(roll_back()).unwrap_or_default();
+    assert_eq!(first.len(), 1, "the first rollback is assigned");
+    for e in first {
+        device.apply(e);
+    }
+    assert_eq!(device.decide(roll_back()), Ok(vec![]), "a repeat while it runs changes nothing");
+    let done = device.decide(DeviceUpdateCommand::Report {
+        action: Some(3),
+        state: UpdateState::Succeeded,
+        progress: None,
+        message: None,
+        at: at(),
+    });
+    for e in done.unwrap_or_default() {
+        device.apply(e);
+    }
+    assert_eq!(device.current.as_ref().map(|l| l.state), Some(UpdateState::RolledBack));
+    assert_eq!(device.installed.last(), Some(&fw("2")));
+    assert_eq!(device.decide(roll_back()), Ok(vec![]), "a repeat after it ended goes no further back");
+    // Another campaign's (or an operator's) rollback still may.
+    assert_eq!(
+        device.decide(DeviceUpdateCommand::RollBack { origin: Origin::default(), at: at() }).map(|e| e.len()),
+        Ok(1)
+    );
+}
+
 #[test]
 fn a_device_without_a_recorded_previous_version_cannot_roll_back() {
     Given::with(())
