@@ -130,7 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings;
     match cli.command {
         Command::Serve => {
-            let running = server::start(&settings, Components::default()).await?;
+            let mut running = server::start(&settings, Components::default()).await?;
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.shutdown().await;

@@ -87,12 +87,18 @@ impl RunningServer {
         ProcessManager::new(self.state.store.clone(), self.state.js.clone(), self.state.names.clone())
     }
 
-    /// Stops accepting requests and lets in-flight ones finish.
-    pub async fn shutdown(mut self) {
+    /// Stops accepting requests, lets in-flight ones finish, then stores what waits in
+    /// memory (download records, last-seen times, API-key use), so a graceful stop
+    /// (SIGTERM) loses nothing. SIGKILL loses at most the last 2.5 s of those.
+    pub async fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.http).await;
+        self.state.ddi.flush(&self.state.pool).await;
+        if let Err(e) = self.state.key_usage.flush(&self.state.pool).await {
+            tracing::warn!(error = %e, "API-key use not stored at shutdown");
+        }
     }
 
     /// Waits until the HTTP server ends.

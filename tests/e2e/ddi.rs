@@ -465,3 +465,34 @@ async fn malformed_ddi_requests_get_4xx_never_5xx() {
         assert!(status < 500, "{method} {path} {body:?} -> {status}: {:?}", response.text().await);
     }
 }
+
+/// Issue 11 (lost on stop): download records and last-seen times wait in memory for
+/// up to 2.5 s; a graceful stop (what SIGTERM runs) stores them before it returns.
+#[tokio::test]
+async fn a_graceful_stop_stores_the_downloads_and_last_seen_times_waiting_in_memory() {
+    let mut app = TestApp::spawn().await;
+    let bytes = image(50_000);
+    let firmware = upload(&app, "2.0", bytes.clone()).await;
+    let token = app.enrol("ddi-stop", "rev-a").await;
+    let assign = app.post("/api/v1/devices/ddi-stop/update").json(&json!({"firmware_id": firmware}));
+    let (status, lane) = json_of(assign.send().await.expect("assign")).await;
+    assert_eq!(status, 201, "{lane}");
+    let update = offered(&target(&app, "ddi-stop", &token)).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let chunk = update.chunks().next().expect("chunk");
+    let downloaded = chunk.artifacts().next().expect("artifact").download(dir.path()).await.expect("download");
+    assert_eq!(std::fs::read(downloaded.file()).expect("file"), bytes);
+
+    // At once, well inside the 2 s the download log sums a device's reads over.
+    app.server.shutdown().await;
+
+    let count = |sql: &'static str| async { sqlx::query_scalar::<_, i64>(sql).fetch_one(&app.db).await.expect(sql) };
+    let served = count(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'DeviceUpdate' AND aggregate_id = 'ddi-stop'
+         AND event_type = 'DownloadServed'",
+    )
+    .await;
+    assert_eq!(served, 1, "the download was recorded before the stop returned");
+    let seen = count("SELECT count(*) FROM device_contact WHERE device_id = 'ddi-stop'").await;
+    assert_eq!(seen, 1, "the poll's last-seen time was stored before the stop returned");
+}

@@ -9,7 +9,9 @@ use chrono::Utc;
 use ota_domain::device_update::{DeviceUpdateCommand, Download};
 use ota_domain::{Actor, CommandMeta, FirmwareId};
 use ota_orchestrator::devices::Reports;
-use tokio::sync::mpsc;
+use ota_orchestrator::StoreError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::artifact::Served;
 
@@ -25,9 +27,15 @@ pub struct Fetch {
     pub served: Served,
 }
 
+enum Message {
+    Fetch(Fetch),
+    /// Record everything pending now, and answer once it is stored.
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct DownloadLog {
-    tx: mpsc::UnboundedSender<Fetch>,
+    tx: mpsc::UnboundedSender<Message>,
 }
 
 impl DownloadLog {
@@ -37,8 +45,16 @@ impl DownloadLog {
     }
 
     pub fn record(&self, fetch: Fetch) {
-        // Only fails once the server is shutting down.
-        let _ = self.tx.send(fetch);
+        // Only fails once the log has stopped, after the last flush.
+        let _ = self.tx.send(Message::Fetch(fetch));
+    }
+
+    /// Stores every download counted so far (a graceful stop calls it).
+    pub async fn flush(&self) {
+        let (done, stored) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = stored.await;
+        }
     }
 }
 
@@ -47,29 +63,39 @@ struct Pending {
     download: Download,
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Fetch>, reports: Reports) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Message>, reports: Reports) {
     let mut pending: HashMap<(String, u32), Pending> = HashMap::new();
+    let mut writes = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            fetch = rx.recv() => match fetch {
-                Some(fetch) => add(&mut pending, fetch),
+            message = rx.recv() => match message {
+                Some(Message::Fetch(fetch)) => add(&mut pending, fetch),
+                Some(Message::Flush(done)) => {
+                    for (key, p) in pending.drain() {
+                        writes.spawn(record(reports.clone(), key, p.download));
+                    }
+                    while writes.join_next().await.is_some() {}
+                    let _ = done.send(());
+                }
                 None => break,
             },
             _ = tick.tick() => {
                 let due: Vec<_> = pending.iter().filter(|(_, p)| p.since.elapsed() >= WINDOW).map(|(k, _)| k.clone()).collect();
                 for key in due {
                     if let Some(p) = pending.remove(&key) {
-                        let reports = reports.clone();
-                        tokio::spawn(record(reports, key, p.download));
+                        writes.spawn(record(reports.clone(), key, p.download));
                     }
                 }
+                // Reap what finished, so the set holds only writes in flight.
+                while writes.try_join_next().is_some() {}
             }
         }
     }
     for (key, p) in pending {
-        record(reports.clone(), key, p.download).await;
+        writes.spawn(record(reports.clone(), key, p.download));
     }
+    while writes.join_next().await.is_some() {}
 }
 
 fn add(pending: &mut HashMap<(String, u32), Pending>, fetch: Fetch) {
@@ -94,10 +120,25 @@ fn add(pending: &mut HashMap<(String, u32), Pending>, fetch: Fetch) {
     d.whole |= fetch.served.whole;
 }
 
+/// How often a download record is tried while the store is unavailable.
+const RECORD_ATTEMPTS: u32 = 6;
+
 async fn record(reports: Reports, (device, action): (String, u32), download: Download) {
     let meta = CommandMeta::new(Actor::device(device.clone()));
-    let command = DeviceUpdateCommand::RecordDownload { action, download, at: Utc::now() };
-    if let Err(e) = reports.execute(&device, command, &meta).await {
-        tracing::warn!(%device, action, error = %e, "could not record a download");
+    for attempt in 1..=RECORD_ATTEMPTS {
+        let command = DeviceUpdateCommand::RecordDownload { action, download: download.clone(), at: Utc::now() };
+        match reports.execute(&device, command, &meta).await {
+            Ok(_) => return,
+            // The update is gone or closed: there is nothing to record it on.
+            Err(StoreError::Rejected(e)) => {
+                tracing::info!(%device, action, reason = %e, "download not recorded");
+                return;
+            }
+            Err(e) if attempt == RECORD_ATTEMPTS => {
+                tracing::warn!(%device, action, error = %e, attempts = attempt, "could not record a download");
+            }
+            // An outage (or a hot stream): wait and try again, 0.2 s doubling to 3.2 s.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100 << attempt)).await,
+        }
     }
 }

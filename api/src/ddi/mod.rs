@@ -99,6 +99,14 @@ pub fn hash_token(token: &str) -> String {
 }
 
 impl Ddi {
+    /// Stores what waits in memory: download records and last-seen times (a graceful stop).
+    pub async fn flush(&self, pool: &sqlx::PgPool) {
+        self.downloads.flush().await;
+        if let Err(e) = self.contacts.flush(pool).await {
+            tracing::warn!(error = %e, "last-seen times not stored at shutdown");
+        }
+    }
+
     /// Whether `secret` is the gateway token; `None` when gateway tokens are off.
     pub fn is_gateway_token(&self, secret: &str) -> Option<bool> {
         let expected = self.gateway_token_sha256?;
