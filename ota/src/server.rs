@@ -38,6 +38,8 @@ pub enum ServerError {
     AuditKey,
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("reading or storing the shared server keys: {0}")]
+    Keys(#[source] sqlx::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -125,25 +127,40 @@ pub async fn connect_nats(url: &str) -> Result<async_nats::Client, ServerError> 
         .map_err(|e| ServerError::Nats(e.to_string()))
 }
 
-/// The key of signed download links: configured, else derived from the JWT secret
-/// (so every instance agrees), else random (links die with the process).
+/// The ed25519 key that signs exported chain heads (OTA_AUDIT_SIGNING_KEY).
 fn audit_key(settings: &Settings) -> Result<Option<ed25519_dalek::SigningKey>, ServerError> {
     let Some(raw) = &settings.audit_signing_key else { return Ok(None) };
     let seed: [u8; 32] = hex::decode(raw.trim()).ok().and_then(|b| b.try_into().ok()).ok_or(ServerError::AuditKey)?;
     Ok(Some(ed25519_dalek::SigningKey::from_bytes(&seed)))
 }
 
-fn download_signer(settings: &Settings) -> Result<ota_ddi::UrlSigner, ServerError> {
+/// The key of signed download links: configured, else derived from the JWT secret
+/// (so every instance agrees), else one drawn once and kept in the database, which
+/// every instance on it shares (and which outlives restarts).
+pub async fn download_signer(settings: &Settings, pool: &sqlx::PgPool) -> Result<ota_ddi::UrlSigner, ServerError> {
     use sha2::{Digest, Sha256};
     Ok(match (&settings.download_url_secret, &settings.jwt_secret) {
         (Some(secret), _) if secret.len() < ota_api::auth::MIN_SECRET_LEN => return Err(ServerError::DownloadSecret),
         (Some(secret), _) => ota_ddi::UrlSigner::new(secret.as_bytes()),
         (None, Some(jwt)) => ota_ddi::UrlSigner::new(Sha256::digest(format!("download-urls\n{jwt}")).to_vec()),
-        (None, None) => {
-            tracing::warn!("no OTA_DOWNLOAD_URL_SECRET or OTA_JWT_SECRET: signed download links last until restart");
-            ota_ddi::UrlSigner::new(rand::random::<[u8; 32]>().to_vec())
-        }
+        (None, None) => ota_ddi::UrlSigner::new(shared_key(pool, "download_links").await?),
     })
+}
+
+/// A key every instance on the database shares: the first to ask draws it.
+async fn shared_key(pool: &sqlx::PgPool, name: &str) -> Result<Vec<u8>, ServerError> {
+    let drawn: [u8; 32] = rand::random();
+    sqlx::query("INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(drawn.as_slice())
+        .execute(pool)
+        .await
+        .map_err(ServerError::Keys)?;
+    sqlx::query_scalar("SELECT key FROM server_keys WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .map_err(ServerError::Keys)
 }
 
 pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
@@ -160,7 +177,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         .map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let signer = download_signer(settings)?;
+    let signer = download_signer(settings, &pool).await?;
     let key_usage = Arc::new(ota_api::last_seen::LastSeen::api_keys());
     let limits = Arc::new(ota_api::limits::Limits::new(settings.limit_settings()));
     let reports = ota_orchestrator::devices::Reports::spawn(&store);

@@ -183,3 +183,31 @@ async fn tokens_from_an_identity_providers_key_pair_are_checked_for_issuer_audie
         assert_eq!(status_with(hs.issue("bob", Role::Viewer, Duration::from_secs(60)).expect("issue")).await, 200);
     }
 }
+
+/// Issue 11 (per-process secrets): with neither OTA_DOWNLOAD_URL_SECRET nor
+/// OTA_JWT_SECRET (an identity provider's key only), each process drew its own link
+/// key and a link issued by one instance failed on another. Now every instance on a
+/// database signs with the one key kept there; another deployment has its own.
+#[tokio::test]
+async fn instances_without_a_link_secret_share_one_link_key_through_their_database() {
+    let app = TestApp::spawn().await;
+    let mut settings = app.settings.clone();
+    settings.jwt_secret = None;
+    settings.download_url_secret = None;
+    let first = ota::server::download_signer(&settings, &app.db).await.expect("first instance");
+    let second = ota::server::download_signer(&settings, &app.db).await.expect("second instance");
+    let path = "/default/controller/v1/dev-1/softwaremodules/1/artifacts/os.swu";
+    let now = chrono::Utc::now().timestamp();
+    let query = first.query(path, now + 600);
+    let (expires, signature) =
+        query.split('&').filter_map(|pair| pair.split_once('=')).fold((0, String::new()), |(e, s), (k, v)| match k {
+            "expires" => (v.parse().unwrap_or(e), s),
+            "signature" => (e, v.to_owned()),
+            _ => (e, s),
+        });
+    assert_eq!(second.verify(path, expires, &signature, now), Ok(()), "a link of one instance works on another");
+
+    let elsewhere = TestApp::spawn().await;
+    let foreign = ota::server::download_signer(&settings, &elsewhere.db).await.expect("another deployment");
+    assert!(foreign.verify(path, expires, &signature, now).is_err(), "another database, another key");
+}
