@@ -141,6 +141,19 @@ async fn save_offsets<P: Projection>(conn: &mut PgConnection, advanced: &HashMap
     Ok(())
 }
 
+/// An event whose data fails a statement every time (a constraint, an overflow) is
+/// recorded and passed over like an undecodable one: its offset moves past it, so
+/// the aggregate's later events are not held behind it (nor refetch it as a gap).
+pub async fn set_aside<P: Projection>(
+    conn: &mut PgConnection,
+    record: &EventRecord,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    record_poison::<P>(conn, record, detail).await?;
+    let key = (record.aggregate_type.clone(), record.aggregate_id.clone());
+    save_offsets::<P>(conn, &HashMap::from([(key, record.sequence)])).await
+}
+
 /// An undecodable event is recorded and passed over so it cannot block the
 /// aggregates behind it. Projections decode before they write, so it wrote nothing.
 async fn record_poison<P: Projection>(
@@ -148,7 +161,7 @@ async fn record_poison<P: Projection>(
     record: &EventRecord,
     detail: &str,
 ) -> Result<(), sqlx::Error> {
-    tracing::error!(projection = %P::NAME, event_id = record.event_id(), detail, "undecodable event recorded and skipped");
+    tracing::error!(projection = %P::NAME, event_id = record.event_id(), detail, "event recorded in projection_failures and skipped");
     sqlx::query(
         "INSERT INTO projection_failures (projection, aggregate_type, aggregate_id, sequence, error)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",

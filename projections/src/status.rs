@@ -22,3 +22,8 @@ pub async fn all(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
 pub async fn failures(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM projection_failures").fetch_one(pool).await
 }
+
+/// Events each projection set aside (undecodable, or failing on their data), by projection.
+pub async fn failures_by_projection(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT projection, count(*) FROM projection_failures GROUP BY projection").fetch_all(pool).await
+}

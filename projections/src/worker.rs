@@ -10,7 +10,7 @@ use ota_domain::EventRecord;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::apply::{apply_records, lock_projection, Applied};
+use crate::apply::{apply_records, lock_projection, set_aside, Applied};
 use crate::error::ProjectionError;
 use crate::projection::Projection;
 
@@ -134,6 +134,16 @@ async fn consume<P: Projection>(
                     }
                     break;
                 }
+                // The same batch would fail the same way forever (a constraint, an
+                // overflow): apply its events one by one and set aside the ones that fail.
+                Err(ProjectionError::Database(e)) if is_deterministic(&e) => {
+                    tracing::warn!(projection = %P::NAME, error = %e, "a batch fails on its data; applying it event by event");
+                    isolate::<P>(pool, &received).await?;
+                    for m in &received {
+                        let _ = m.ack().await;
+                    }
+                    break;
+                }
                 // Postgres is away: retry the same batch on the same subscription.
                 // Leaving it would strand the messages it has already received
                 // beyond this batch until their ack_wait runs out.
@@ -152,6 +162,34 @@ async fn consume<P: Projection>(
         }
         if let Some(e) = broken {
             return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// A data exception (SQLSTATE class 22) or an integrity violation (class 23): the
+/// event's data, not the database's state, makes the statement fail, so a retry
+/// fails again. Anything else (connections, lock timeouts, shutdowns) may pass later.
+fn is_deterministic(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|e| e.code());
+    code.is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+}
+
+/// Applies a failing batch one message at a time; a message whose event fails on
+/// its data is recorded in `projection_failures` with its offset moved past it, so
+/// the events behind it go on. Outages still surface as errors (and are retried).
+async fn isolate<P: Projection>(pool: &PgPool, messages: &[Message]) -> Result<(), ProjectionError> {
+    for message in messages {
+        match apply_batch::<P>(pool, std::slice::from_ref(message)).await {
+            Ok(_) => {}
+            Err(ProjectionError::Database(e)) if is_deterministic(&e) => {
+                let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) else { continue };
+                let mut tx = pool.begin().await?;
+                lock_projection::<P>(&mut tx).await?;
+                set_aside::<P>(&mut tx, &record, &e.to_string()).await?;
+                tx.commit().await?;
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())

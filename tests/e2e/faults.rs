@@ -329,3 +329,34 @@ async fn a_postgres_outage_answers_503_and_recovers() {
     assert!(took < Duration::from_secs(20), "caught up only {took:?} after Postgres came back");
     ledger.assert_in_store(&app, true).await;
 }
+
+/// Issue 11 (poison loops): an event whose data fails a read model's statement every
+/// time (here a CHECK constraint the test adds) was retried forever and held every
+/// event behind it. Now it is set aside in `projection_failures`, shown in
+/// `/health/detailed`, and the projection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_fails_on_its_data_is_set_aside_and_the_projection_goes_on() {
+    let app = TestApp::spawn().await;
+    sqlx::query("ALTER TABLE firmware ADD CONSTRAINT test_no_poison CHECK (name <> 'poison')")
+        .execute(&app.db)
+        .await
+        .expect("add the constraint");
+    for name in ["poison", "good"] {
+        let metadata = json!({"name": name, "version": "1.0", "device_model": "gw"});
+        let (status, body) = app.upload_firmware_with(metadata, "image.bin", b"bytes".to_vec()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    eventually("the good firmware is projected", Duration::from_secs(30), || async {
+        let (_, page) = json_of(app.get("/api/v1/firmware").send().await.ok()?).await;
+        page["items"].as_array()?.iter().any(|f| f["name"] == "good").then_some(())
+    })
+    .await;
+    let failures: Vec<(String, String)> =
+        sqlx::query_as("SELECT projection, error FROM projection_failures").fetch_all(&app.db).await.expect("failures");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, "firmware");
+    assert!(failures[0].1.contains("test_no_poison"), "{failures:?}");
+    let health = detailed_health(&app).await;
+    let firmware = health["projections"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "firmware").cloned());
+    assert_eq!(firmware.map(|f| f["failures"].clone()), Some(json!(1)), "{health}");
+}

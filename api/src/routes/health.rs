@@ -68,6 +68,8 @@ pub struct ProjectionHealth {
     /// Messages its NATS consumer has not yet acknowledged (absent when NATS is down or slow to say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pending: Option<u64>,
+    /// Events it set aside in `projection_failures` (undecodable, or failing on their data).
+    failures: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,6 +123,7 @@ async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthRepo
 
 async fn projections(state: &AppState, nats_ok: bool) -> Vec<ProjectionHealth> {
     let applied = ota_projections::status::all(&state.pool).await.unwrap_or_default();
+    let failures = ota_projections::status::failures_by_projection(&state.pool).await.unwrap_or_default();
     let mut out = Vec::new();
     for name in ota_projections::ProjectionName::ALL {
         let row = applied.iter().find(|s| s.projection == name.as_str());
@@ -134,6 +137,7 @@ async fn projections(state: &AppState, nats_ok: bool) -> Vec<ProjectionHealth> {
             applied: row.map_or(0, |r| r.applied),
             last_global_seq: row.map_or(0, |r| r.last_global_seq),
             pending,
+            failures: failures.iter().find(|(p, _)| p == name.as_str()).map_or(0, |(_, n)| *n),
         });
     }
     out
