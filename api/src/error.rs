@@ -124,14 +124,15 @@ pub fn retry_after(wait: Duration) -> HeaderValue {
 }
 
 /// Middleware: logs each failed request once (a 5xx with its cause chain) and puts the
-/// request id into the error body.
+/// request id into the error body. It sits outside the layer that copies `x-request-id`
+/// onto the response and inside the trace span (method and path), so a success costs
+/// one extension lookup.
 pub async fn report_errors(request: Request, next: Next) -> Response {
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let mut response = next.run(request).await;
     let Some(error) = response.extensions_mut().remove::<ApiError>() else { return response };
+    let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if error.status.is_server_error() {
-        tracing::error!(%method, path, request_id, code = error.code, cause = %chain(error.cause.as_deref()), "request failed");
+        tracing::error!(request_id, code = error.code, cause = %chain(error.cause.as_deref()), "request failed");
     }
     let body = ErrorBody { error: error.code.to_owned(), message: error.message, request_id };
     let (mut parts, _) = response.into_parts();
