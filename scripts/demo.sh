@@ -25,7 +25,7 @@ campaign=$(curl -fsS "${auth[@]}" -H 'content-type: application/json' -d "{
   "$base/api/v1/campaigns" | json 'd["id"]')
 echo "[demo] created campaign $campaign"
 curl -fsS "${auth[@]}" -X POST "$base/api/v1/campaigns/$campaign/start" \
-  | json '"[demo] started: waves of " + str(d["waves"]) + " devices"'
+  | json '"[demo] started: waves of " + str([w["size"] for w in d["waves"]]) + " devices"'
 for _ in $(seq 1 120); do
   line=$(curl -fsS "${auth[@]}" "$base/api/v1/campaigns/$campaign" | json '
 d["status"] + " | " + "  ".join("wave %d: %d/%d ok, %d failed, %d in flight" % (w["wave"], w["succeeded"], w["size"], w["failed"] + w["timed_out"], w["in_progress"]) for w in d["waves"])')
