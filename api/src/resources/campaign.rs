@@ -133,24 +133,14 @@ impl Campaign {
             (state.id.ok_or_else(missing)?, state.firmware.ok_or_else(missing)?, state.created_at.ok_or_else(missing)?);
         let sizes: Vec<usize> =
             state.membership.as_ref().map_or_else(Vec::new, |m| m.waves.iter().map(Vec::len).collect());
-        let waves: Vec<Wave> = sizes
-            .iter()
-            .enumerate()
-            .map(|(w, size)| {
-                let mut wave = Wave {
-                    wave: w as i64,
-                    size: *size as i64,
-                    assigned: i64::from(state.assigned.get(w).copied().unwrap_or(0)),
-                    skipped: i64::from(state.skipped.get(w).copied().unwrap_or(0)),
-                    started_at: state.wave_started_at.get(w).copied().flatten(),
-                    ..Wave::default()
-                };
-                if let Some(counts) = extras.counts.iter().find(|c| c.wave == w as i32) {
-                    wave.count(counts);
-                }
-                wave
-            })
-            .collect();
+        let views = sizes.iter().enumerate().map(|(w, size)| WaveView {
+            wave: w as i32,
+            size: *size as i32,
+            assigned: state.assigned.get(w).copied().unwrap_or(0) as i32,
+            skipped: state.skipped.get(w).copied().unwrap_or(0) as i32,
+            started_at: state.wave_started_at.get(w).copied().flatten(),
+        });
+        let waves: Vec<Wave> = views.map(|view| Wave::of(view, &extras.counts)).collect();
         Ok(Campaign {
             id: id.as_uuid(),
             name: state.name,
@@ -207,24 +197,8 @@ impl Campaign {
         let status = view.status.parse::<CampaignStatus>().map_err(|e| corrupt("status", &e))?;
         let target: Target = serde_json::from_value(view.target.clone()).map_err(|e| corrupt("target", &e))?;
         let rollout: RolloutPlan = serde_json::from_value(view.rollout.clone()).map_err(|e| corrupt("rollout", &e))?;
-        let waves: Vec<Wave> = extras
-            .waves
-            .iter()
-            .map(|w| {
-                let mut wave = Wave {
-                    wave: i64::from(w.wave),
-                    size: i64::from(w.size),
-                    assigned: i64::from(w.assigned),
-                    skipped: i64::from(w.skipped),
-                    started_at: w.started_at,
-                    ..Wave::default()
-                };
-                if let Some(counts) = extras.counts.iter().find(|c| c.wave == w.wave) {
-                    wave.count(counts);
-                }
-                wave
-            })
-            .collect();
+        let counts = extras.counts;
+        let waves: Vec<Wave> = extras.waves.into_iter().map(|view| Wave::of(view, &counts)).collect();
         Ok(Campaign {
             id: view.id,
             name: view.name,
@@ -259,6 +233,22 @@ impl Campaign {
 }
 
 impl Wave {
+    /// A wave's sizes and cursor, with its devices by state when the counts have it.
+    fn of(view: WaveView, counts: &[WaveCounts]) -> Self {
+        let mut wave = Wave {
+            wave: i64::from(view.wave),
+            size: i64::from(view.size),
+            assigned: i64::from(view.assigned),
+            skipped: i64::from(view.skipped),
+            started_at: view.started_at,
+            ..Wave::default()
+        };
+        if let Some(counts) = counts.iter().find(|c| c.wave == view.wave) {
+            wave.count(counts);
+        }
+        wave
+    }
+
     fn count(&mut self, counts: &WaveCounts) {
         self.in_progress = counts.in_flight();
         self.succeeded = counts.of(UpdateState::Succeeded);

@@ -14,13 +14,14 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// A read model's page with its items in the API's shape.
-    pub fn from_view<V>(page: ota_projections::Page<V>, item: impl FnMut(V) -> T) -> Self {
-        Page {
-            items: page.items.into_iter().map(item).collect(),
+    /// A read model's page with its items in the API's shape (the first item that
+    /// cannot be shown fails the page).
+    pub fn from_view<V, E>(page: ota_projections::Page<V>, item: impl FnMut(V) -> Result<T, E>) -> Result<Self, E> {
+        Ok(Page {
+            items: page.items.into_iter().map(item).collect::<Result<_, _>>()?,
             total: page.total,
             page: page.page,
             page_size: page.page_size,
-        }
+        })
     }
 }

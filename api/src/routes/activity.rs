@@ -46,5 +46,5 @@ async fn history(
 ) -> Result<Json<Page<ActivityEntry>>, ApiError> {
     let id = validate::uuid("id", &id)?;
     let page = ota_projections::activity::history(&state.pool, aggregate, &id.to_string(), paging.request()?).await?;
-    Ok(Json(Page::from_view(page, |entry| entry)))
+    Ok(Json(Page::from_view(page, Ok::<_, ApiError>)?))
 }

@@ -218,19 +218,17 @@ async fn devices(
 ) -> Result<Json<Page<CampaignDevice>>, ApiError> {
     let id = validate::uuid("id", &id)?;
     let page = ota_projections::updates::campaign_devices(&state.pool, id, q.state, q.paging.request()?).await?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for d in page.items {
-        let state = d.state.parse::<UpdateState>().map_err(ApiError::internal)?;
-        items.push(CampaignDevice {
+    let item = |d: ota_projections::updates::CampaignDevice| {
+        Ok::<_, ApiError>(CampaignDevice {
+            state: d.state.parse::<UpdateState>().map_err(ApiError::internal)?,
             device_id: d.device_id,
-            state,
             wave: d.wave,
             retry: d.retry,
             progress: d.progress,
             updated_at: d.updated_at,
-        });
-    }
-    Ok(Json(Page { items, total: page.total, page: page.page, page_size: page.page_size }))
+        })
+    };
+    Ok(Json(Page::from_view(page, item)?))
 }
 
 /// An optional reason, recorded with the pause, cancel or abort.

@@ -141,8 +141,7 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Resu
         tag: q.tag,
     };
     let views = ota_projections::devices::list(&state.pool, &filter, page).await?;
-    let items = views.items.into_iter().map(Device::from_view).collect::<Result<_, _>>()?;
-    Ok(Json(Page { items, total: views.total, page: views.page, page_size: views.page_size }))
+    Ok(Json(Page::from_view(views, Device::from_view)?))
 }
 
 /// One device.
@@ -232,8 +231,7 @@ async fn history(
 ) -> Result<Json<Page<DeviceUpdate>>, ApiError> {
     let device = parse_device_id(&id)?;
     let records = ota_projections::updates::records(&state.pool, device.as_str(), paging.request()?).await?;
-    let items = records.items.into_iter().map(DeviceUpdate::from_record).collect::<Result<_, _>>()?;
-    Ok(Json(Page { items, total: records.total, page: records.page, page_size: records.page_size }))
+    Ok(Json(Page::from_view(records, DeviceUpdate::from_record)?))
 }
 
 /// Roll the device back to the firmware it ran before its last successful update.

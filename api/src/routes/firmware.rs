@@ -312,8 +312,7 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Resu
     let page = q.paging.request()?;
     let filter = FirmwareFilter { device_model: q.device_model };
     let views = ota_projections::firmware::list(&state.pool, &filter, page).await?;
-    let items = views.items.into_iter().map(Firmware::from_view).collect::<Result<_, _>>()?;
-    Ok(Json(Page { items, total: views.total, page: views.page, page_size: views.page_size }))
+    Ok(Json(Page::from_view(views, Firmware::from_view)?))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<FirmwareView, ApiError> {
