@@ -56,6 +56,20 @@ impl BusNames {
     pub fn device_status(&self, device_id: &str) -> String {
         format!("{}.devices.{}.status", self.prefix, subject_token(device_id))
     }
+
+    /// Where a device reports durably: JetStream keeps the report until an
+    /// instance has stored it, even while none runs.
+    pub fn device_report(&self, device_id: &str) -> String {
+        format!("{}.devices.{}.report", self.prefix, subject_token(device_id))
+    }
+
+    pub fn all_device_reports(&self) -> String {
+        format!("{}.devices.*.report", self.prefix)
+    }
+
+    pub fn reports_stream(&self) -> String {
+        format!("{}_reports", self.prefix)
+    }
 }
 
 /// Encodes any string as one subject token: bytes outside `[A-Za-z0-9_-]` become

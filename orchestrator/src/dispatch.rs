@@ -3,8 +3,9 @@
 //! Out: every assignment and cancellation is published to
 //! `<prefix>.devices.<id>.commands` (a durable consumer of DeviceUpdate events
 //! drives it, so a restart re-sends rather than forgets). In: devices report on
-//! `<prefix>.devices.<id>.status` with the same body as the HTTP status route;
-//! instances share the subscription as a queue group.
+//! `<prefix>.devices.<id>.status` with the same body as the HTTP status route
+//! (request/reply, answered with the outcome; instances share the subscription
+//! as a queue group), or durably on `.report` (`crate::inbox`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -85,11 +86,22 @@ pub fn spawn(
     links: PushLinks,
 ) -> DispatchHandle {
     let out = {
-        let (store, client, js, names) = (store.clone(), client.clone(), js, names.clone());
+        let (store, client, js, names) = (store.clone(), client.clone(), js.clone(), names.clone());
         tokio::spawn(async move {
             loop {
                 if let Err(e) = send_commands(&store, &client, &js, &names, &links).await {
                     tracing::warn!(error = %e, "device command dispatch interrupted; retrying");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let queued = {
+        let (reports, js, names) = (reports.clone(), js.clone(), names.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = crate::inbox::receive_reports(&reports, &js, &names).await {
+                    tracing::warn!(error = %e, "durable device reports interrupted; retrying");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -103,7 +115,7 @@ pub fn spawn(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    DispatchHandle { tasks: vec![out, inbound] }
+    DispatchHandle { tasks: vec![out, queued, inbound] }
 }
 
 async fn send_commands(

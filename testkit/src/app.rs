@@ -88,8 +88,53 @@ pub struct TestApp {
     _storage: tempfile::TempDir,
 }
 
-fn database_url(host: &str, db: &str) -> String {
+pub(crate) fn database_url(host: &str, db: &str) -> String {
     format!("postgres://postgres@{host}/{db}")
+}
+
+/// The settings every test server runs with, in-process or as a child process.
+pub(crate) fn test_settings(database_url: &str, nats_host: &str, prefix: &str) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.database_url = database_url.to_owned();
+    settings.db_max_connections = 20;
+    settings.nats_url = format!("nats://{nats_host}");
+    settings.nats_prefix = prefix.to_owned();
+    // Tests drive hundreds of requests a second as one identity; only the limits tests limit.
+    settings.rate_limit_identity = 1_000_000;
+    settings.rate_limit_device = 1_000_000;
+    settings.rate_limit_address = 1_000_000;
+    settings.rate_limit_exempt_loopback = true;
+    settings.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.jwt_secret = Some(SECRET.to_owned());
+    // Every test server checks issuer and audience, so a token meant for someone else is refused.
+    settings.jwt_issuer = Some(ISSUER.to_owned());
+    settings.jwt_audience = Some(AUDIENCE.to_owned());
+    settings.ddi_gateway_token = Some(GATEWAY_TOKEN.to_owned());
+    settings.audit_signing_key = Some(AUDIT_KEY_HEX.to_owned());
+    settings
+}
+
+/// Drops a test's database and streams. Drop cannot await, so this runs
+/// on a thread with its own runtime (the test's runtime is blocked in the drop).
+pub(crate) fn cleanup(db_name: String, names: &BusNames) {
+    let streams = [names.events_stream(), names.reports_stream()];
+    let cleanup = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(nats) = async_nats::connect(NATS).await {
+                let js = jetstream::new(nats);
+                for stream in streams {
+                    let _ = js.delete_stream(&stream).await;
+                }
+            }
+            if let Ok(admin) = PgPool::connect(&database_url(POSTGRES, "postgres")).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&admin).await;
+            }
+        });
+    });
+    let _ = cleanup.join();
 }
 
 impl TestApp {
@@ -112,32 +157,21 @@ impl TestApp {
         let pg_host = postgres_proxy.as_ref().map_or(POSTGRES.to_owned(), |p| p.addr.to_string());
         let nats_host = nats_proxy.as_ref().map_or(NATS.to_owned(), |p| p.addr.to_string());
 
-        let mut settings = Settings::defaults();
-        settings.database_url = database_url(&pg_host, &db_name);
-        settings.db_max_connections = 20;
-        settings.nats_url = format!("nats://{nats_host}");
-        settings.nats_prefix = prefix.clone();
+        let mut settings = test_settings(&database_url(&pg_host, &db_name), &nats_host, &prefix);
         settings.storage_url = options.storage_url.clone().unwrap_or_else(|| storage.path().display().to_string());
         settings.download_redirect = options.download_redirect;
         settings.firmware_keys = options.firmware_keys.clone();
         settings.require_signed_firmware = options.require_signed_firmware;
-        // Tests drive hundreds of requests a second as one identity; only the limits test limits.
-        let (identity, device, address) = options.rate_limits.unwrap_or((1_000_000, 1_000_000, 1_000_000));
-        settings.rate_limit_identity = identity;
-        settings.rate_limit_device = device;
-        settings.rate_limit_address = address;
-        settings.rate_limit_exempt_loopback = options.rate_limits.is_none();
+        if let Some((identity, device, address)) = options.rate_limits {
+            settings.rate_limit_identity = identity;
+            settings.rate_limit_device = device;
+            settings.rate_limit_address = address;
+            settings.rate_limit_exempt_loopback = false;
+        }
         if let Some(secs) = options.request_timeout_secs {
             settings.request_timeout_secs = secs;
         }
-        settings.listen = "127.0.0.1:0".parse().expect("addr");
-        settings.jwt_secret = Some(SECRET.to_owned());
-        // Every test server checks issuer and audience, so a token meant for someone else is refused.
-        settings.jwt_issuer = Some(ISSUER.to_owned());
-        settings.jwt_audience = Some(AUDIENCE.to_owned());
         settings.max_firmware_bytes = options.max_firmware_bytes;
-        settings.ddi_gateway_token = Some(GATEWAY_TOKEN.to_owned());
-        settings.audit_signing_key = Some(AUDIT_KEY_HEX.to_owned());
 
         let server = server::start(&settings, options.components).await.expect("start server");
         let nats = async_nats::connect(NATS).await.expect("connect NATS");
@@ -270,31 +304,7 @@ impl TestApp {
 
     /// `caught_up` with a chosen deadline and polling interval (the check scans the event table).
     pub async fn caught_up_within(&self, projection: ProjectionName, timeout: Duration, poll: Duration) {
-        let types = projection.aggregate_types();
-        let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
-        let event_types: Option<Vec<String>> =
-            projection.event_types().map(|t| t.iter().map(|s| s.to_string()).collect());
-        let db = self.db.clone();
-        eventually_every(&format!("projection {projection} to catch up"), timeout, poll, || {
-            let db = db.clone();
-            let types = types.clone();
-            let event_types = event_types.clone();
-            async move {
-                let behind: i64 = sqlx::query_scalar(&format!(
-                    "SELECT count(*) FROM events e WHERE ($1::text[] IS NULL OR e.aggregate_type = ANY($1))
-                     AND ($2::text[] IS NULL OR e.event_type = ANY($2))
-                     AND e.sequence > COALESCE({}, 0)",
-                    projection.last_applied_sql("e.aggregate_type", "e.aggregate_id")
-                ))
-                .bind(types)
-                .bind(event_types)
-                .fetch_one(&db)
-                .await
-                .ok()?;
-                (behind == 0).then_some(())
-            }
-        })
-        .await
+        caught_up(&self.db, projection, timeout, poll).await
     }
 
     pub async fn all_caught_up(&self) {
@@ -302,6 +312,33 @@ impl TestApp {
             self.caught_up(p).await;
         }
     }
+}
+
+/// Waits until a projection has applied every stored event it reads.
+pub(crate) async fn caught_up(db: &PgPool, projection: ProjectionName, timeout: Duration, poll: Duration) {
+    let types = projection.aggregate_types();
+    let types: Option<Vec<String>> = types.map(|t| t.iter().map(|s| s.to_string()).collect());
+    let event_types: Option<Vec<String>> = projection.event_types().map(|t| t.iter().map(|s| s.to_string()).collect());
+    eventually_every(&format!("projection {projection} to catch up"), timeout, poll, || {
+        let db = db.clone();
+        let types = types.clone();
+        let event_types = event_types.clone();
+        async move {
+            let behind: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM events e WHERE ($1::text[] IS NULL OR e.aggregate_type = ANY($1))
+                 AND ($2::text[] IS NULL OR e.event_type = ANY($2))
+                 AND e.sequence > COALESCE({}, 0)",
+                projection.last_applied_sql("e.aggregate_type", "e.aggregate_id")
+            ))
+            .bind(types)
+            .bind(event_types)
+            .fetch_one(&db)
+            .await
+            .ok()?;
+            (behind == 0).then_some(())
+        }
+    })
+    .await
 }
 
 /// Status and JSON body (or `null` when the body is not JSON).
@@ -322,23 +359,6 @@ impl Drop for TestApp {
             eprintln!("test failed; kept database {db_name} and NATS prefix {}", self.names.prefix());
             return;
         }
-        let stream = self.names.events_stream();
-        // Drop cannot await; clean up on a thread with its own runtime.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async move {
-                // A fresh client: the test's own runtime is blocked in this drop.
-                if let Ok(nats) = async_nats::connect(NATS).await {
-                    let _ = jetstream::new(nats).delete_stream(&stream).await;
-                }
-                if let Ok(admin) = PgPool::connect(&database_url(POSTGRES, "postgres")).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&admin).await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        cleanup(db_name, &self.names);
     }
 }

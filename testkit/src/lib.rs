@@ -1,13 +1,18 @@
 //! Test support: a whole server per test on its own database, NATS prefix and
-//! storage directory, plus a TCP proxy that can cut a dependency away.
+//! storage directory (in-process, or the real binary as child processes), plus
+//! a TCP proxy that can cut a dependency away.
 
 mod app;
+mod process;
 mod proxy;
+mod read_models;
 mod wait;
 
 pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
 pub use ota::simulate::{Behavior, NatsFleet as Fleet};
+pub use process::{killed_by, Deployment, ServerProcess};
 pub use proxy::FaultProxy;
+pub use read_models::read_models;
 pub use wait::{eventually, eventually_every};
 
 /// Test logs only with `TEST_LOG=1`.

@@ -43,6 +43,12 @@ async fn sql(app: &TestApp, statement: &str) {
 async fn edits_insertions_and_deletions_behind_the_servers_back_are_named() {
     let app = TestApp::spawn().await;
     let firmware = app.firmware("2.0").await;
+    // A position handed out and never used, as a rolled-back transaction leaves one:
+    // the only place a forger can slip an event into the past.
+    let unused: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('events', 'global_seq'))")
+        .fetch_one(&app.db)
+        .await
+        .expect("burn a position");
     let (status, created) = app.create_campaign("audited", &firmware, &["aud-1", "aud-2"]).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
@@ -52,26 +58,22 @@ async fn edits_insertions_and_deletions_behind_the_servers_back_are_named() {
     let head = report["head"].clone();
     assert_eq!(head["position"], events(&app).await, "{report}");
 
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT global_seq FROM events ORDER BY tx_id, global_seq")
-        .fetch_all(&app.db)
-        .await
-        .expect("seqs");
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("SELECT global_seq FROM events ORDER BY global_seq").fetch_all(&app.db).await.expect("seqs");
     let (second, middle) = (seqs[1], seqs[seqs.len() / 2]);
 
-    // An event slipped into the past (its transaction id borrowed from an old one).
+    // An event slipped into the past, at the unused position.
     sql(
         &app,
         &format!(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, tx_id)
-             SELECT 'Firmware', 'forged', 1, 'FirmwareDeprecated', '1.0', '{{}}'::jsonb, '{{}}'::jsonb, tx_id
-             FROM events WHERE global_seq = {second}"
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                                 global_seq)
+             OVERRIDING SYSTEM VALUE
+             VALUES ('Firmware', 'forged', 1, 'FirmwareDeprecated', '1.0', '{{}}'::jsonb, '{{}}'::jsonb, {unused})"
         ),
     )
     .await;
-    let forged: i64 = sqlx::query_scalar("SELECT global_seq FROM events WHERE aggregate_id = 'forged'")
-        .fetch_one(&app.db)
-        .await
-        .expect("forged");
+    let forged = unused;
     let report = verify(&app).await;
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["first_broken"]["problem"], "inserted", "{report}");

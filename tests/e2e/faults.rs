@@ -14,21 +14,21 @@ use ota_projections::devices::DevicesProjection;
 use ota_projections::firmware::FirmwareProjection;
 use ota_projections::updates::UpdatesProjection;
 use ota_projections::worker::consumer_name;
-use ota_testkit::{eventually, json_of, TestApp};
+use ota_testkit::{eventually, json_of, read_models, TestApp};
 use serde_json::{json, Value};
 
 use crate::spine::{
-    assert_spine_consistent, events_of, read_models, relayed_all, spine_app, spine_only, stored_events,
-    stream_messages, Ledger, Load, DEVICES, RELAY_LOCK,
+    assert_spine_consistent, events_of, relayed_all, spine_app, spine_only, stored_events, stream_messages, Ledger,
+    Load, DEVICES, RELAY_SESSION,
 };
 
-/// Sessions holding the relay's leadership lock.
-async fn relay_lock_holders(app: &TestApp) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM pg_locks l WHERE {RELAY_LOCK}"))
+/// Sessions of the leading relay.
+async fn relay_sessions(app: &TestApp) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM pg_stat_activity a WHERE {RELAY_SESSION}"))
         .bind(app.names.prefix())
         .fetch_one(&app.db)
         .await
-        .expect("relay lock")
+        .expect("relay sessions")
 }
 
 /// The durable consumers of firmware, campaigns, activity, devices and updates.
@@ -82,10 +82,10 @@ async fn a_relay_killed_mid_stream_is_replaced_without_loss_or_duplicates() {
     })
     .await;
 
-    // Killed while publishing: its connection, and with it its lock, go away.
+    // Killed while publishing: its connections, and with them its lease, go away.
     app.server.relay.as_ref().expect("relay").stop();
     eventually("the old relay's session to end", Duration::from_secs(10), || async {
-        (relay_lock_holders(&app).await == 0).then_some(())
+        (relay_sessions(&app).await == 0).then_some(())
     })
     .await;
     let stopped = stored_events(&app).await;
@@ -96,10 +96,7 @@ async fn a_relay_killed_mid_stream_is_replaced_without_loss_or_duplicates() {
     );
     // Make the crash the worst kind: after publishing, before checkpointing.
     // The new relay publishes everything again; Nats-Msg-Id must drop it all.
-    sqlx::query("UPDATE relay_checkpoint SET tx_id = '0'::xid8, global_seq = 0")
-        .execute(&app.db)
-        .await
-        .expect("rewind the checkpoint");
+    sqlx::query("UPDATE relay_checkpoint SET global_seq = 0").execute(&app.db).await.expect("rewind the checkpoint");
 
     let mut relay = app.server.new_relay().spawn();
     tokio::time::timeout(Duration::from_secs(10), relay.until_leader()).await.expect("the new relay leads");
@@ -125,22 +122,24 @@ async fn a_standby_relay_takes_over_when_the_leader_dies() {
     let (status, body) = app.create_campaign("led", &firmware, &DEVICES).await;
     assert_eq!(status, 201, "{body}");
     relayed_all(&app).await;
-    // The standby tried for the lock again after that, and still waits.
+    // The standby tried for the lease again after that, and still waits.
     let published: DateTime<Utc> =
         sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&app.db).await.expect("clock");
-    let competing = eventually("the standby to try for the lock again", Duration::from_secs(10), || async {
+    let competing = eventually("the standby to try for the lease again", Duration::from_secs(10), || async {
         let tries: Vec<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT query_start FROM pg_stat_activity WHERE datname = current_database()
-                 AND query LIKE '%pg_try_advisory_lock(hashtextextended(''ota-relay:%'
-                 AND query NOT LIKE '%pg_stat_activity%'",
+                 AND application_name = 'ota lease relay:' || $1 AND query LIKE '%INSERT INTO leases%'",
         )
+        .bind(app.names.prefix())
         .fetch_all(&app.db)
         .await
         .ok()?;
-        tries.iter().any(|t| *t > published).then_some(tries.len())
+        // The leader's lease session last ran its own (older) INSERT, or a renewal.
+        let after: Vec<_> = tries.iter().filter(|t| **t > published).collect();
+        (!after.is_empty()).then_some(after.len())
     })
     .await;
-    assert_eq!(competing, 1, "exactly one relay session is waiting for the lock");
+    assert_eq!(competing, 1, "exactly one relay session is waiting for the lease");
     assert_eq!(second.role(), RelayRole::Standby);
     let first = app.server.relay.as_ref().expect("relay");
     assert_eq!(first.role(), RelayRole::Leader);
@@ -170,7 +169,7 @@ async fn redelivering_every_event_to_the_projections_counts_nothing_twice() {
     grows_to(&app, "some load", 60).await;
     load.stop().await;
     let stored = assert_spine_consistent(&app).await;
-    let before = read_models(&app).await;
+    let before = read_models(&app.db).await;
 
     // Workers die after applying but before acknowledging: model it by removing
     // their consumers, so the whole stream is delivered to them again.
@@ -189,7 +188,7 @@ async fn redelivering_every_event_to_the_projections_counts_nothing_twice() {
     assert_eq!(firmware_acked, events_of(&app, "Firmware").await, "firmware got every event again");
     assert_eq!(devices_acked, events_of(&app, "Device").await, "devices got every event again");
 
-    let after = read_models(&app).await;
+    let after = read_models(&app.db).await;
     assert_eq!(before, after, "a redelivery changed a read model");
     assert_spine_consistent(&app).await;
 }
@@ -236,7 +235,7 @@ async fn writes_survive_a_nats_outage_and_everything_catches_up() {
     .await;
     let unpublished: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events e JOIN relay_checkpoint c ON c.name = $1
-         WHERE (e.tx_id, e.global_seq) > (c.tx_id, c.global_seq)",
+         WHERE e.global_seq > c.global_seq",
     )
     .bind(app.names.prefix())
     .fetch_one(&app.db)
@@ -359,4 +358,43 @@ async fn an_event_that_fails_on_its_data_is_set_aside_and_the_projection_goes_on
     let health = detailed_health(&app).await;
     let firmware = health["projections"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "firmware").cloned());
     assert_eq!(firmware.map(|f| f["failures"].clone()), Some(json!(1)), "{health}");
+}
+
+/// A leader that holds its lease but whose work stopped (here: the relay waits
+/// for a transaction that wrote an event and stays open) is reported, not
+/// hidden behind a renewed lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_makes_no_progress_is_reported_stalled() {
+    let (app, _firmware) = spine_app(spine_only()).await;
+    relayed_all(&app).await;
+    let relay_leader = |report: &Value| {
+        report["leaders"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"].as_str().is_some_and(|n| n.starts_with("relay:"))).cloned())
+    };
+    let report = detailed_health(&app).await;
+    assert_eq!(relay_leader(&report).map(|l| l["state"].clone()), Some(json!("leading")), "{report}");
+
+    let mut open = app.db.begin().await.expect("begin");
+    // Longer than the server's 10 s limit for idle transactions, which would end it.
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut *open).await.expect("no limit");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('Probe', 'stall', 1, 'ProbeRecorded', '1.0', '{}', '{}')",
+    )
+    .execute(&mut *open)
+    .await
+    .expect("an event in an open transaction");
+    let report = eventually("health to report the relay stalled", Duration::from_secs(40), || async {
+        let report = detailed_health(&app).await;
+        (relay_leader(&report)?["state"] == "stalled").then_some(report)
+    })
+    .await;
+    assert_eq!(report["status"], "degraded", "{report}");
+    open.rollback().await.expect("rollback");
+    eventually("the relay to make progress again", Duration::from_secs(10), || async {
+        let report = detailed_health(&app).await;
+        (relay_leader(&report)?["state"] == "leading" && report["status"] == "ok").then_some(())
+    })
+    .await;
 }

@@ -18,8 +18,8 @@ use futures::StreamExt;
 use ota::server::Components;
 use ota_domain::campaign::Campaign;
 use ota_domain::EventRecord;
-use ota_projections::{Projection, ProjectionName};
-use ota_testkit::{eventually, json_of, TestApp, TestOptions};
+use ota_projections::ProjectionName;
+use ota_testkit::{eventually, json_of, read_models, TestApp, TestOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -422,39 +422,6 @@ impl Load {
     }
 }
 
-/// Every table of every projection as sorted JSON rows (activity without its
-/// `applied_order`, which depends on delivery timing), plus each projection's
-/// offsets and totals.
-pub(crate) async fn read_models(app: &TestApp) -> BTreeMap<String, Vec<String>> {
-    use ota_projections::{activity, campaigns, devices, firmware, updates};
-    let tables = [
-        firmware::FirmwareProjection::TABLES,
-        campaigns::CampaignsProjection::TABLES,
-        activity::ActivityProjection::TABLES,
-        devices::DevicesProjection::TABLES,
-        updates::UpdatesProjection::TABLES,
-    ]
-    .concat();
-    let mut queries: Vec<(String, String)> =
-        tables.iter().map(|t| (t.to_string(), format!("SELECT to_jsonb(t) - 'applied_order' FROM {t} t"))).collect();
-    queries.push(("projection_offsets".into(), "SELECT to_jsonb(o) FROM projection_offsets o".into()));
-    queries.push((
-        "projection_status".into(),
-        "SELECT jsonb_build_object('projection', projection, 'applied', applied, 'last_global_seq', last_global_seq)
-         FROM projection_status"
-            .into(),
-    ));
-    let mut out = BTreeMap::new();
-    for (name, sql) in queries {
-        let rows: Vec<Value> =
-            sqlx::query_scalar(&sql).fetch_all(&app.db).await.unwrap_or_else(|e| panic!("snapshot {name}: {e}"));
-        let mut rows: Vec<String> = rows.iter().map(Value::to_string).collect();
-        rows.sort();
-        out.insert(name, rows);
-    }
-    out
-}
-
 /// Inserts into `events` that did not survive: postgres-es reports a
 /// concurrent append as a unique violation, and the aborted row still used up
 /// its `global_seq` (identity values are never handed back).
@@ -577,6 +544,42 @@ async fn thirty_two_writers_on_shared_campaigns_lose_and_double_nothing() {
     assert_spine_consistent(&app).await;
 }
 
+/// Only transactions that write events can hold the relay and the chainer back.
+/// A write transaction in another database of the cluster, or one here that
+/// wrote no events (a replay, an idle session), used to stop all publishing for
+/// as long as it stayed open: both read below the cluster-wide `xmin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_write_no_events_do_not_hold_back_publishing() {
+    use sqlx::{Connection, PgConnection};
+    let (app, firmware) = spine_app(spine_only()).await;
+    relayed_all(&app).await;
+    let options = app.db.connect_options().as_ref().clone();
+    let mut other_database = PgConnection::connect_with(&options.clone().database("postgres")).await.expect("connect");
+    let mut elsewhere = other_database.begin().await.expect("begin elsewhere");
+    let mut same_database = PgConnection::connect_with(&options).await.expect("connect");
+    let mut here = same_database.begin().await.expect("begin here");
+    for open in [&mut *elsewhere, &mut *here] {
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut *open).await.expect("no limit");
+        // A transaction id: what the cluster-wide horizon waits for.
+        sqlx::query("SELECT pg_current_xact_id()").execute(open).await.expect("take a transaction id");
+    }
+
+    let before = stored_events(&app).await;
+    let (status, body) = app.create_campaign("while others are open", &firmware, &DEVICES).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(stored_events(&app).await > before, "the campaign's events are stored");
+    relayed_all(&app).await;
+    let stored = stored_events(&app).await;
+    eventually("the chainer to link every event", Duration::from_secs(30), || async {
+        let linked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM event_chain").fetch_one(&app.db).await.expect("links");
+        (linked == stored).then_some(())
+    })
+    .await;
+    elsewhere.rollback().await.expect("rollback elsewhere");
+    here.rollback().await.expect("rollback here");
+}
+
 /// Rows inserted by transactions that have not committed yet are invisible to
 /// the relay, but so must be everything committed after them: a cursor on
 /// `global_seq` would pass the open one and lose it (eventstore.md §2.3).
@@ -589,10 +592,11 @@ async fn the_relay_waits_for_a_transaction_that_commits_late() {
     // A writer inserts an event and stays open.
     let probe = uuid::Uuid::new_v4().to_string();
     let mut late = app.db.begin().await.expect("begin");
-    let (late_seq, late_tx): (i64, i64) = sqlx::query_as(
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut *late).await.expect("no limit");
+    let late_seq: i64 = sqlx::query_scalar(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
          VALUES ('Probe', $1, 1, 'ProbeRecorded', '1.0', $2, $3)
-         RETURNING global_seq, tx_id::text::bigint",
+         RETURNING global_seq",
     )
     .bind(&probe)
     .bind(json!({"note": "committed late"}))
@@ -622,16 +626,12 @@ async fn the_relay_waits_for_a_transaction_that_commits_late() {
         sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&app.db).await.expect("clock");
     relay_stepped_after(&app, committed).await;
     assert_eq!(stream_messages(&app).await, published_before, "the relay published past an open transaction");
-    let (cp_tx, cp_seq): (i64, i64) =
-        sqlx::query_as("SELECT tx_id::text::bigint, global_seq FROM relay_checkpoint WHERE name = $1")
-            .bind(app.names.prefix())
-            .fetch_one(&app.db)
-            .await
-            .expect("relay checkpoint");
-    assert!(
-        cp_tx < late_tx && cp_seq < late_seq,
-        "checkpoint ({cp_tx}, {cp_seq}) passed the open event ({late_tx}, {late_seq})"
-    );
+    let checkpoint: i64 = sqlx::query_scalar("SELECT global_seq FROM relay_checkpoint WHERE name = $1")
+        .bind(app.names.prefix())
+        .fetch_one(&app.db)
+        .await
+        .expect("relay checkpoint");
+    assert!(checkpoint < late_seq, "checkpoint {checkpoint} passed the open event {late_seq}");
 
     // Once it commits, everything arrives, the late event first.
     late.commit().await.expect("commit the late event");
@@ -658,26 +658,22 @@ async fn the_relay_waits_for_a_transaction_that_commits_late() {
     assert_spine_consistent(&app).await;
 }
 
-/// The relay's leadership lock in `pg_locks` (`$1` is the NATS prefix): a
-/// bigint advisory key shows as its high and low halves.
-pub(crate) const RELAY_LOCK: &str = "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('ota-relay:' || $1, 0)";
+/// The leading relay's session in `pg_stat_activity a` (`$1` is the NATS prefix).
+pub(crate) const RELAY_SESSION: &str = "a.datname = current_database() AND a.application_name = 'ota relay:' || $1";
 
-/// Waits until the leading relay (the session holding the relay lock) has
+/// Waits until the leading relay (its reading session) has
 /// run three queries that started after `after`: whatever they were (checkpoint,
 /// page, advance), a whole step that read its page after `after` has ended.
 pub(crate) async fn relay_stepped_after(app: &TestApp, after: DateTime<Utc>) {
     let seen = Mutex::new(HashSet::new());
     eventually("the relay to take another step", Duration::from_secs(10), || async {
-        let started: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
-            "SELECT a.query_start FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid WHERE {RELAY_LOCK}"
-        ))
-        .bind(app.names.prefix())
-        .fetch_optional(&app.db)
-        .await
-        .ok()
-        .flatten();
+        let started: Option<DateTime<Utc>> =
+            sqlx::query_scalar(&format!("SELECT a.query_start FROM pg_stat_activity a WHERE {RELAY_SESSION}"))
+                .bind(app.names.prefix())
+                .fetch_optional(&app.db)
+                .await
+                .ok()
+                .flatten();
         let mut seen = seen.lock().expect("seen");
         seen.extend(started.filter(|s| *s > after));
         (seen.len() >= 3).then_some(())
@@ -741,12 +737,12 @@ async fn a_replayed_read_model_equals_the_live_one() {
     }
     assert_spine_consistent(&app).await;
 
-    let live = read_models(&app).await;
+    let live = read_models(&app.db).await;
     for name in PROJECTIONS {
         let applied = ota_projections::rebuild(&app.db, name).await.unwrap_or_else(|e| panic!("rebuild {name}: {e}"));
         assert!(applied > 0, "rebuild {name} applied nothing");
     }
-    let replayed = read_models(&app).await;
+    let replayed = read_models(&app.db).await;
     for name in [
         "firmware",
         "campaigns",

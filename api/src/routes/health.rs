@@ -72,6 +72,29 @@ pub struct ProjectionHealth {
     failures: i64,
 }
 
+/// A leader is stalled when its work loop has not come round for this long
+/// (it renews its lease from another task, so a stuck loop keeps leading).
+const STALLED_AFTER_SECS: f64 = 20.0;
+/// A lease may stand expired this long while a standby polls for it.
+const VACANT_AFTER_SECS: f64 = 2.0;
+
+/// One singleton worker's leadership (relay, chain, rollout).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Leader {
+    /// The lease: `relay:<prefix>`, `rollout:<prefix>` or `chain`.
+    name: String,
+    /// The holding instance: host/pid/start.
+    holder: String,
+    /// Increases with every change of leader; older leaders' writes are refused.
+    epoch: i64,
+    /// `leading`; `stalled` (holds the lease, does no work); `vacant` (expired, nobody took it).
+    #[schema(example = "leading")]
+    state: String,
+    expires_in_secs: f64,
+    /// Seconds since the leader's work loop last came round.
+    progress_age_secs: f64,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthReport {
     /// `ok` when Postgres, NATS, object storage and the relay are all fine, else `degraded` (and a 503).
@@ -82,6 +105,8 @@ pub struct HealthReport {
     object_store: Probe,
     relay: Probe,
     projections: Vec<ProjectionHealth>,
+    /// Singleton workers: a stalled or vacant one makes the report `degraded`.
+    leaders: Vec<Leader>,
 }
 
 /// Every dependency and the lag of every read model (for a readiness probe and for people).
@@ -108,7 +133,9 @@ async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthRepo
         Err(e) => Probe::failed(e),
     };
     let projections = projections(&state, nats_ok).await;
-    let all_ok = [&postgres, &nats, &object_store, &relay].iter().all(|p| p.ok);
+    let leaders = leaders(&state).await;
+    let all_ok =
+        [&postgres, &nats, &object_store, &relay].iter().all(|p| p.ok) && leaders.iter().all(|l| l.state == "leading");
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let report = HealthReport {
         status: if all_ok { "ok" } else { "degraded" }.to_owned(),
@@ -117,6 +144,7 @@ async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthRepo
         object_store,
         relay,
         projections,
+        leaders,
     };
     (status, Json(report))
 }
@@ -141,6 +169,29 @@ async fn projections(state: &AppState, nats_ok: bool) -> Vec<ProjectionHealth> {
         });
     }
     out
+}
+
+async fn leaders(state: &AppState) -> Vec<Leader> {
+    let prefix = state.names.prefix();
+    let ours = [format!("relay:{prefix}"), format!("rollout:{prefix}"), "chain".to_owned()];
+    let leases = ota_orchestrator::lease::statuses(&state.pool).await.unwrap_or_default();
+    leases
+        .into_iter()
+        .filter(|l| ours.contains(&l.name))
+        .map(|l| Leader {
+            state: match () {
+                _ if l.expires_in_secs < -VACANT_AFTER_SECS => "vacant",
+                _ if l.progress_age_secs > STALLED_AFTER_SECS => "stalled",
+                _ => "leading",
+            }
+            .to_owned(),
+            name: l.name,
+            holder: l.holder,
+            epoch: l.epoch,
+            expires_in_secs: l.expires_in_secs,
+            progress_age_secs: l.progress_age_secs,
+        })
+        .collect()
 }
 
 /// Messages a projection's consumer has not yet acknowledged.

@@ -1,5 +1,5 @@
 //! The tamper-evident log. A chainer (one leader per database) links every event,
-//! in the relay's global order (tx_id, global_seq: never skipping a late commit),
+//! in the relay's global order (global_seq, never skipping a late commit),
 //! to the one before it with SHA-256; `verify` recomputes the chain and names the
 //! first event that was edited, inserted or deleted behind the server's back.
 //!
@@ -20,10 +20,10 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::task::JoinHandle;
 
+use crate::lease::{self, Leadership, Lease, LeaseError};
+
 /// Events linked per transaction.
 const PAGE: i64 = 2000;
-/// Advisory lock key of the chainer ("ota-chain").
-const LOCK_KEY: i64 = 0x6f74_612d_6368_6169;
 
 /// The newest link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,51 +57,64 @@ pub async fn head(pool: &PgPool) -> Result<Option<Head>, sqlx::Error> {
     Ok(row.map(|(position, global_seq, link)| Head { position, global_seq, link: hex::encode(link) }))
 }
 
-/// Links the events committed since the last link; returns how many.
-pub async fn extend(conn: &mut PgConnection) -> Result<usize, sqlx::Error> {
-    let last: Option<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT position, tx_id::text::bigint, global_seq, link FROM event_chain ORDER BY position DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (mut position, tx_id, global_seq, previous) = last.unwrap_or((0, 0, 0, GENESIS.to_vec()));
+/// Links the events committed since the last link, in position order; returns how many.
+pub async fn extend(conn: &mut PgConnection, lease: &Lease) -> Result<usize, LeaseError> {
+    let last: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT position, link FROM event_chain ORDER BY position DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (mut position, previous) = last.unwrap_or((0, GENESIS.to_vec()));
     let mut previous: [u8; 32] = previous.try_into().unwrap_or(GENESIS);
+    let cursor: i64 = sqlx::query_scalar("SELECT global_seq FROM event_chain_cursor").fetch_one(&mut *conn).await?;
+    let safe = crate::horizon::safe_position(conn).await?;
+    // NOT EXISTS: links made before migration 0015 followed another order, so a few
+    // events above the cursor may be linked already.
     let rows = sqlx::query(
         "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, global_seq,
-                recorded_at, tx_id::text::bigint AS tx
-         FROM events
-         WHERE (tx_id, global_seq) > ($1::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY tx_id, global_seq LIMIT $3",
+                recorded_at
+         FROM events e
+         WHERE global_seq > $1 AND global_seq <= $2
+           AND NOT EXISTS (SELECT 1 FROM event_chain c WHERE c.global_seq = e.global_seq)
+         ORDER BY global_seq LIMIT $3",
     )
-    .bind(tx_id.to_string())
-    .bind(global_seq)
+    .bind(cursor)
+    .bind(safe)
     .bind(PAGE)
     .fetch_all(&mut *conn)
     .await?;
-    if rows.is_empty() {
+    // A short page read everything up to `safe`, rolled-back positions included.
+    let reached = match rows.last() {
+        Some(last) if rows.len() as i64 == PAGE => last.try_get::<i64, _>("global_seq")?,
+        _ => safe,
+    };
+    if rows.is_empty() && reached <= cursor {
         return Ok(0);
     }
-    let (mut positions, mut txs, mut seqs, mut links) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut positions, mut seqs, mut links) = (Vec::new(), Vec::new(), Vec::new());
     for row in &rows {
         let event = event_from_row(row)?;
         previous = link(&previous, &event);
         position += 1;
         positions.push(position);
-        txs.push(row.try_get::<i64, _>("tx")?.to_string());
         seqs.push(event.global_seq);
         links.push(previous.to_vec());
     }
     let mut tx = conn.begin().await?;
+    lease.fence(&mut tx).await?;
     sqlx::query(
-        "INSERT INTO event_chain (position, tx_id, global_seq, link)
-         SELECT p, t::xid8, g, l FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) AS u(p, t, g, l)",
+        "INSERT INTO event_chain (position, global_seq, link)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[])",
     )
     .bind(&positions)
-    .bind(&txs)
     .bind(&seqs)
     .bind(&links)
     .execute(&mut *tx)
     .await?;
+    // Past rolled-back positions too, so the next page starts above them.
+    sqlx::query("UPDATE event_chain_cursor SET global_seq = greatest(global_seq, $1)")
+        .bind(reached)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(rows.len())
 }
@@ -118,9 +131,10 @@ impl Drop for ChainerHandle {
 
 /// Keeps the chain up with the event store: one leader per database, the others wait.
 pub fn spawn(pool: PgPool) -> ChainerHandle {
+    let holder = lease::holder_id();
     let task = tokio::spawn(async move {
         loop {
-            if let Err(e) = lead(&pool).await {
+            if let Err(e) = lead(&pool, &holder).await {
                 tracing::warn!(error = %e, "event chain interrupted; retrying");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -129,20 +143,20 @@ pub fn spawn(pool: PgPool) -> ChainerHandle {
     ChainerHandle { task }
 }
 
-async fn lead(pool: &PgPool) -> Result<(), sqlx::Error> {
-    // A dedicated connection: the lock lives and dies with it.
+async fn lead(pool: &PgPool, holder: &str) -> Result<(), LeaseError> {
+    let mut leadership = Leadership::acquire(pool, "chain", holder, lease::TTL).await?;
+    let lease = leadership.lease.clone();
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    loop {
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut conn).await?;
-        if locked {
-            break;
+    let work = async {
+        loop {
+            lease.progressed();
+            if (extend(&mut conn, &lease).await? as i64) < PAGE {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    loop {
-        if (extend(&mut conn).await? as i64) < PAGE {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    };
+    tokio::select! {
+        lost = leadership.keep() => Err(lost),
+        failed = work => failed,
     }
 }

@@ -1,10 +1,9 @@
-//! The relay: tails the event store in a visibility-safe order and publishes
+//! The relay: tails the event store in a visibility-safe order (`crate::horizon`) and publishes
 //! every event to JetStream, at least once, never skipping one.
 //!
-//! One relay leads at a time (a session advisory lock on a dedicated
-//! connection); others wait and take over when the leader's connection dies.
+//! One relay leads at a time (`crate::lease`); others wait and take over when
+//! the leader is killed, frozen or cut off.
 
-mod lock;
 mod publish;
 mod read;
 
@@ -14,6 +13,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use ota_domain::bus::BusNames;
 use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::lease::{self, Leadership, Lease, LeaseError};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -37,6 +38,8 @@ pub enum RelayError {
     Encode(#[source] serde_json::Error),
     #[error("stored event metadata cannot be read")]
     Metadata(#[source] serde_json::Error),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,7 @@ pub enum RelayRole {
 
 pub struct Relay {
     pool: PgPool,
+    holder: String,
     js: jetstream::Context,
     names: BusNames,
     wake: Arc<Notify>,
@@ -84,7 +88,7 @@ impl Drop for RelayHandle {
 
 impl Relay {
     pub fn new(pool: PgPool, js: jetstream::Context, names: BusNames, wake: Arc<Notify>) -> Self {
-        Self { pool, js, names, wake, poll: Duration::from_millis(100) }
+        Self { pool, holder: lease::holder_id(), js, names, wake, poll: Duration::from_millis(100) }
     }
 
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
@@ -119,30 +123,55 @@ impl Relay {
         }
     }
 
-    /// Competes for leadership, then publishes until an error ends the term.
+    /// Competes for leadership, then publishes until an error or a lost lease ends the term.
     async fn lead(&self, role: &watch::Sender<RelayRole>) -> Result<(), RelayError> {
-        // A dedicated connection: the lock lives and dies with it.
-        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         let _ = role.send(RelayRole::Standby);
-        while !lock::try_acquire(&mut conn, self.names.prefix()).await? {
-            tokio::time::sleep(self.poll * 5).await;
+        let name = format!("relay:{}", self.names.prefix());
+        let mut leadership = Leadership::acquire(&self.pool, &name, &self.holder, lease::TTL).await?;
+        // Its own connection: the lease's renewals never wait behind a page.
+        let options = self.pool.connect_options().as_ref().clone().application_name(&format!("ota {name}"));
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let lease = leadership.lease.clone();
+        let term = tokio::select! {
+            lost = leadership.keep() => Err(RelayError::Lease(lost)),
+            ended = self.publish(&mut conn, &lease, role) => ended,
+        };
+        if term.is_ok() {
+            leadership.release().await;
         }
-        tracing::info!(prefix = self.names.prefix(), "relay leads");
+        term
+    }
+
+    async fn publish(
+        &self,
+        conn: &mut PgConnection,
+        lease: &Lease,
+        role: &watch::Sender<RelayRole>,
+    ) -> Result<(), RelayError> {
+        tracing::info!(prefix = self.names.prefix(), epoch = lease.epoch(), "relay leads");
         ota_projections::worker::ensure_events_stream(&self.js, &self.names).await.map_err(RelayError::Publish)?;
         let _ = role.send(RelayRole::Leader);
         // Only the leader writes the checkpoint, so it is read once a term.
-        let mut position = read::checkpoint(&mut conn, self.names.prefix()).await?;
+        let mut position = read::checkpoint(conn, self.names.prefix()).await?;
         // The page sent but not yet acknowledged. The next page is read and sent while
         // its acknowledgements travel; the checkpoint moves only past acknowledged pages.
         let mut in_flight: Option<(Checkpoint, usize, publish::Sent)> = None;
+        // Read again only once the pages up to it are out: a full page leaves more below it.
+        let mut known_horizon: Option<Checkpoint> = None;
         loop {
-            let page = read::page(&mut conn, position, PAGE_SIZE).await?;
+            lease.progressed();
+            let bound = match known_horizon {
+                Some(bound) => bound,
+                None => crate::horizon::safe_position(conn).await?,
+            };
+            let page = read::page(conn, position, bound, PAGE_SIZE).await?;
+            known_horizon = (page.len() == PAGE_SIZE as usize).then_some(bound);
             let sent = match page.last() {
                 Some(last) => Some((last.position, page.len(), publish::send_all(&self.js, &self.names, &page).await?)),
                 None => None,
             };
             if let Some(previous) = in_flight.take() {
-                self.settle(&mut conn, previous).await?;
+                self.settle(conn, lease, previous).await?;
             }
             if let Some((to, ..)) = &sent {
                 position = *to;
@@ -151,7 +180,7 @@ impl Relay {
             if page.len() < PAGE_SIZE as usize {
                 // Caught up: settle now, so the checkpoint is current while idle.
                 if let Some(current) = in_flight.take() {
-                    self.settle(&mut conn, current).await?;
+                    self.settle(conn, lease, current).await?;
                 }
                 // Woken early by a local commit; the timeout covers other writers.
                 let _ = tokio::time::timeout(self.poll, self.wake.notified()).await;
@@ -160,13 +189,18 @@ impl Relay {
     }
 
     /// Waits for a sent page's acknowledgements, then advances the checkpoint past it.
+    /// A deposed leader's checkpoint write is fenced off: the new leader's stands.
     async fn settle(
         &self,
         conn: &mut PgConnection,
+        lease: &Lease,
         (to, count, sent): (Checkpoint, usize, publish::Sent),
     ) -> Result<(), RelayError> {
         sent.acknowledged().await?;
-        read::advance(conn, self.names.prefix(), to, count as i64).await?;
+        let mut tx = conn.begin().await?;
+        lease.fence(&mut tx).await?;
+        read::advance(&mut tx, self.names.prefix(), to, count as i64).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

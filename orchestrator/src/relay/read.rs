@@ -1,9 +1,5 @@
-//! Reading the event table in an order that never skips a late commit.
-//!
-//! Positions are handed out at INSERT, but transactions commit in any order, so
-//! `global_seq > cursor` can pass over an event whose transaction commits late.
-//! We read in (tx_id, global_seq) order and only rows written by transactions
-//! older than every running one: nothing can later appear before the cursor.
+//! Reading the event table in position order, never past a late commit
+//! (see `crate::horizon`).
 
 use std::collections::HashMap;
 
@@ -13,11 +9,8 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::RelayError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Checkpoint {
-    pub tx_id: i64,
-    pub global_seq: i64,
-}
+/// The position up to which every event has been published.
+pub type Checkpoint = i64;
 
 pub struct PageRow {
     pub position: Checkpoint,
@@ -25,30 +18,30 @@ pub struct PageRow {
 }
 
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint, sqlx::Error> {
-    let row = sqlx::query("SELECT tx_id::text::bigint AS tx_id, global_seq FROM relay_checkpoint WHERE name = $1")
+    let position: Option<i64> = sqlx::query_scalar("SELECT global_seq FROM relay_checkpoint WHERE name = $1")
         .bind(name)
         .fetch_optional(conn)
         .await?;
-    Ok(match row {
-        Some(row) => Checkpoint { tx_id: row.try_get("tx_id")?, global_seq: row.try_get("global_seq")? },
-        None => Checkpoint::default(),
-    })
+    Ok(position.unwrap_or(0))
 }
 
-pub async fn page(conn: &mut PgConnection, after: Checkpoint, limit: i64) -> Result<Vec<PageRow>, RelayError> {
+/// Events after `after` and at most `safe` (from `horizon::safe_position`).
+pub async fn page(
+    conn: &mut PgConnection,
+    after: Checkpoint,
+    safe: Checkpoint,
+    limit: i64,
+) -> Result<Vec<PageRow>, RelayError> {
     let rows = sqlx::query(
         "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
-                global_seq, tx_id::text::bigint AS tx_id, recorded_at
+                global_seq, recorded_at
          FROM events
-         WHERE (tx_id, global_seq) > ($1::text::xid8, $2)
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         -- Qualified: a bare `tx_id` here would name the bigint output column,
-         -- and sorting by it cannot use the index, so every pending row was read.
-         ORDER BY events.tx_id, events.global_seq
+         WHERE global_seq > $1 AND global_seq <= $2
+         ORDER BY global_seq
          LIMIT $3",
     )
-    .bind(after.tx_id.to_string())
-    .bind(after.global_seq)
+    .bind(after)
+    .bind(safe)
     .bind(limit)
     .fetch_all(conn)
     .await?;
@@ -61,7 +54,7 @@ fn decode(row: sqlx::postgres::PgRow) -> Result<PageRow, RelayError> {
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
     let global_seq: i64 = row.try_get("global_seq")?;
     Ok(PageRow {
-        position: Checkpoint { tx_id: row.try_get("tx_id")?, global_seq },
+        position: global_seq,
         record: EventRecord {
             aggregate_type: row.try_get("aggregate_type")?,
             aggregate_id: row.try_get("aggregate_id")?,
@@ -79,15 +72,14 @@ fn decode(row: sqlx::postgres::PgRow) -> Result<PageRow, RelayError> {
 
 pub async fn advance(conn: &mut PgConnection, name: &str, to: Checkpoint, published: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO relay_checkpoint (name, tx_id, global_seq, published, updated_at)
-         VALUES ($1, $2::text::xid8, $3, $4, now())
+        "INSERT INTO relay_checkpoint (name, global_seq, published, updated_at)
+         VALUES ($1, $2, $3, now())
          ON CONFLICT (name) DO UPDATE
-         SET tx_id = EXCLUDED.tx_id, global_seq = EXCLUDED.global_seq,
+         SET global_seq = EXCLUDED.global_seq,
              published = relay_checkpoint.published + EXCLUDED.published, updated_at = now()",
     )
     .bind(name)
-    .bind(to.tx_id.to_string())
-    .bind(to.global_seq)
+    .bind(to)
     .bind(published)
     .execute(conn)
     .await?;
@@ -99,9 +91,7 @@ pub async fn pending_count(pool: &PgPool, name: &str) -> Result<i64, sqlx::Error
     sqlx::query_scalar(
         "SELECT count(*) FROM (
             SELECT 1 FROM events e
-            WHERE (e.tx_id, e.global_seq) > COALESCE(
-                (SELECT (c.tx_id, c.global_seq) FROM relay_checkpoint c WHERE c.name = $1),
-                ('0'::xid8, 0::bigint))
+            WHERE e.global_seq > COALESCE((SELECT c.global_seq FROM relay_checkpoint c WHERE c.name = $1), 0)
             LIMIT 1000000) pending",
     )
     .bind(name)

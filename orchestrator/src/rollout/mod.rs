@@ -22,10 +22,11 @@ use futures::StreamExt;
 use ota_domain::bus::BusNames;
 use ota_domain::campaign::{Campaign, CampaignError};
 use ota_domain::{CampaignId, EventRecord};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
+use crate::lease::{self, Leadership, Lease};
 use crate::store::{Store, StoreError};
 
 pub use step::StepError;
@@ -40,6 +41,7 @@ type Remembered = (Arc<Campaign>, usize);
 pub struct ProcessManager {
     store: Store,
     pool: PgPool,
+    holder: String,
     js: jetstream::Context,
     names: BusNames,
     dirty: Arc<Mutex<BTreeSet<CampaignId>>>,
@@ -70,7 +72,16 @@ impl Drop for RolloutHandle {
 impl ProcessManager {
     pub fn new(store: Store, js: jetstream::Context, names: BusNames) -> Self {
         let pool = store.pool().clone();
-        Self { store, pool, js, names, dirty: Arc::default(), wake: Arc::default(), campaigns: Arc::default() }
+        Self {
+            store,
+            pool,
+            holder: lease::holder_id(),
+            js,
+            names,
+            dirty: Arc::default(),
+            wake: Arc::default(),
+            campaigns: Arc::default(),
+        }
     }
 
     /// A campaign's current state and version. Kept between steps and brought up to
@@ -107,25 +118,26 @@ impl ProcessManager {
     }
 
     async fn lead(&self) -> Result<(), StepError> {
-        let mut lock = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        loop {
-            let locked: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('ota-rollout:' || $1, 0))")
-                    .bind(self.names.prefix())
-                    .fetch_one(&mut lock)
-                    .await?;
-            if locked {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let name = format!("rollout:{}", self.names.prefix());
+        let mut leadership = Leadership::acquire(&self.pool, &name, &self.holder, lease::TTL).await?;
+        let lease = leadership.lease.clone();
+        tokio::select! {
+            lost = leadership.keep() => Err(lost.into()),
+            failed = self.step_all(&lease) => failed,
         }
-        tracing::info!("rollout process manager leads");
+    }
+
+    async fn step_all(&self, lease: &Lease) -> Result<(), StepError> {
+        tracing::info!(epoch = lease.epoch(), "rollout process manager leads");
         loop {
-            // Keep the lock's connection honest: if it died, so did our leadership.
-            sqlx::query("SELECT 1").execute(&mut lock).await?;
+            lease.progressed();
             let mut campaigns: BTreeSet<CampaignId> = std::mem::take(&mut *self.dirty.lock().await);
             campaigns.extend(tally::active_campaigns(&self.pool).await?);
             for id in campaigns {
+                // A deposed leader stops before its next decision. One already under
+                // way is fenced by the aggregate: it was decided on a version the
+                // new leader's writes have moved past, so it is decided again.
+                lease.fence(&mut *self.pool.acquire().await?).await?;
                 if let Err(e) = step::step(self, id, Utc::now()).await {
                     tracing::warn!(
                         campaign = %id,

@@ -35,6 +35,8 @@ pub enum StepError {
     Read(#[source] crate::store::Cause),
     #[error("NATS")]
     Nats(#[source] async_nats::Error),
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
 }
 
 fn read<E: std::error::Error + Send + Sync + 'static>(e: StoreError<E>) -> StepError {

@@ -80,13 +80,14 @@ impl NatsFleet {
                     }
                     None => Behavior::Succeed,
                 };
-                let subject = names.device_status(&device);
+                // Durably: JetStream keeps the report while no instance runs.
+                let subject = names.device_report(&device);
                 let reports = reports_for(&command, behavior);
                 let (client, delay) = (client.clone(), policy.report_delay);
                 tokio::spawn(async move {
                     for report in reports {
                         tokio::time::sleep(delay).await;
-                        // Request/reply: the next report goes only after the last one is stored.
+                        // The next report goes only after JetStream stored the last one.
                         if let Err(e) = client.request(subject.clone(), report.to_string().into()).await {
                             tracing::warn!(subject, error = %e, "report not acknowledged");
                             return;
