@@ -7,7 +7,7 @@ mod wait;
 
 pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
 pub use ota::simulate::{Behavior, NatsFleet as Fleet};
-pub use proxy::FaultProxy;
+pub use proxy::{AnswerLosingProxy, FaultProxy};
 pub use wait::{eventually, eventually_every};
 
 /// Test logs only with `TEST_LOG=1`.
