@@ -10,12 +10,12 @@
 -- taken over by a new request with the same key, so the sweep is only tidying.
 CREATE TABLE idempotency_keys (
     -- SHA-256 of (caller, method, path, key): the scope of a key, of fixed size
-    -- whatever the length of the caller's subject or the path.
+    -- whatever the length of the caller's subject or the path. The key itself is
+    -- not stored: it is what the body is sealed with.
     id           bytea PRIMARY KEY,
     caller       text NOT NULL,
     method       text NOT NULL,
     path         text NOT NULL,
-    key          text NOT NULL,
     -- SHA-256 of method, path and query, and body. NULL while a streamed body
     -- (a firmware upload) has not been read to its end.
     fingerprint  bytea,
@@ -23,6 +23,9 @@ CREATE TABLE idempotency_keys (
     locked_until timestamptz,
     status       smallint,
     headers      jsonb,
+    -- The answer's body, sealed (ChaCha20-Poly1305) with a key derived from the
+    -- Idempotency-Key: an answer may carry a secret shown once (a device token,
+    -- an API key) that must not lie here in clear.
     body         bytea,
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz NOT NULL,

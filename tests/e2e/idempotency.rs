@@ -136,6 +136,14 @@ async fn a_device_registered_when_its_answer_was_lost_gets_its_token_on_retry() 
             .await
             .expect("the device's events");
     assert_eq!(stream, ["DeviceRegistered", "DeviceTokenIssued"]);
+    // The token is in the stored answer, but sealed: the table does not show it.
+    let in_clear: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE position(convert_to($1, 'UTF8') IN body) > 0")
+            .bind(token)
+            .fetch_one(&app.db)
+            .await
+            .expect("search the stored answers");
+    assert_eq!(in_clear, 0);
 
     // The replayed token is the one the server stored: the device can poll with it.
     let poll = app
@@ -341,4 +349,29 @@ async fn expired_keys_are_swept_and_can_be_used_again() {
     let deleted = ota_api::idempotency::store::sweep(&app.db).await.expect("sweep");
     assert_eq!(deleted, 1);
     assert_eq!(count(&app, "SELECT count(*) FROM idempotency_keys").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_covered_post_documents_the_header_and_its_answers() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = json_of(app.http.get(app.url("/api/v1/openapi.json")).send().await.expect("document")).await;
+    assert_eq!(status, 200);
+    let mut covered = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let Some(post) = item.get("post") else { continue };
+        let header =
+            post["parameters"].as_array().into_iter().flatten().find(|p| p["name"] == KEY && p["in"] == "header");
+        let expected = path.starts_with("/api/v1/") && !ota_api::idempotency::NOT_COVERED.contains(&path.as_str());
+        assert_eq!(header.is_some(), expected, "POST {path}");
+        if let Some(header) = header {
+            covered += 1;
+            assert_eq!(header["required"], false, "POST {path}");
+            assert_eq!(header["schema"]["maxLength"], 255, "POST {path}");
+            for status in ["409", "422"] {
+                let description = post["responses"][status]["description"].as_str().unwrap_or_default();
+                assert!(description.contains("idempotency_key"), "POST {path} {status}: {description}");
+            }
+        }
+    }
+    assert!(covered >= 14, "only {covered} POST routes take the header");
 }

@@ -9,12 +9,15 @@
 //! - only final outcomes are kept: 2xx and 4xx, except 408, 429 and a 409
 //!   `concurrent_update`, which ask for a retry; after a 5xx the key is given back;
 //! - keys live 24 hours (`RETENTION`) in Postgres, shared by every instance.
+//! - the stored body is sealed with the client's key (`seal`), since an answer
+//!   may hold a secret shown once.
 //!
 //! The handler runs in a task of its own: a client that drops the connection
 //! (or a deadline that fires) cannot cancel it between the commit and the storing
 //! of its outcome, which is exactly the case a retry must find answered.
 
 pub mod fingerprint;
+pub mod seal;
 pub mod store;
 
 use std::panic::AssertUnwindSafe;
@@ -127,14 +130,14 @@ async fn run_once(idem: Idempotency, raw: &HeaderValue, request: Request, next: 
     let target = Target::of(&parts);
     let prepared = prepare(&parts, &target, body).await?;
     let id = fingerprint::scope_id(&caller, &target.method, &target.path, &key);
-    let scope = Scope { id, caller: &caller, method: &target.method, path: &target.path, key: key.as_str() };
+    let scope = Scope { id, caller: &caller, method: &target.method, path: &target.path };
     let known = match &prepared {
         Prepared::Buffered { fingerprint, .. } => Some(&fingerprint[..]),
         Prepared::Streamed { .. } => None,
     };
     match store::claim(&idem.pool, &scope, known, LEASE, RETENTION).await? {
-        Claim::Claimed { token } => Ok(execute(idem, id, token, parts, prepared, target, next).await),
-        Claim::Taken(record) => answer_taken(&idem, record, &parts, prepared, &target).await,
+        Claim::Claimed { token } => Ok(execute(idem, Held { id, token, key }, parts, prepared, target, next).await),
+        Claim::Taken(record) => answer_taken(&idem, record, (&key, &id), &parts, prepared, &target).await,
     }
 }
 
@@ -171,10 +174,18 @@ async fn prepare(parts: &Parts, target: &Target, body: Body) -> Result<Prepared,
     Ok(Prepared::Buffered { fingerprint, bytes })
 }
 
+/// A claimed key: its row, the proof of the claim, and the key that seals the answer.
+struct Held {
+    id: [u8; 32],
+    token: Uuid,
+    key: IdempotencyKey,
+}
+
 /// Answers a request whose key is taken: replay, or say why not.
 async fn answer_taken(
     idem: &Idempotency,
     record: Record,
+    (key, id): (&IdempotencyKey, &[u8; 32]),
     parts: &Parts,
     prepared: Prepared,
     target: &Target,
@@ -193,7 +204,10 @@ async fn answer_taken(
         }
     };
     match (ours, record.fingerprint) {
-        (Some(ours), Some(stored)) if stored[..] == ours[..] => Ok(replay(outcome, parts)),
+        (Some(ours), Some(stored)) if stored[..] == ours[..] => {
+            let body = seal::open(key, id, &outcome.body).map_err(ApiError::internal)?;
+            Ok(replay(Outcome { body, ..outcome }, parts))
+        }
         _ => Err(reused()),
     }
 }
@@ -233,7 +247,7 @@ async fn drain_digest(body: Body, boundary: &str, limit: u64) -> Result<Option<[
     Ok(digest.finish())
 }
 
-/// The stored answer, with the current request id in an error body.
+/// The stored answer (opened), with the current request id in an error body.
 fn replay(outcome: Outcome, parts: &Parts) -> Response {
     let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK);
     let mut body = outcome.body;
@@ -266,8 +280,7 @@ fn with_request_id(body: Vec<u8>, request_id: Option<&HeaderValue>) -> Vec<u8> {
 /// Runs the handler under a claimed key, in its own task, and settles the key.
 async fn execute(
     idem: Idempotency,
-    id: [u8; 32],
-    token: Uuid,
+    held: Held,
     parts: Parts,
     prepared: Prepared,
     target: Target,
@@ -288,12 +301,12 @@ async fn execute(
     };
     let request = Request::from_parts(parts, body);
     let task = async move {
-        let response = leased(&idem.pool, &id, token, next.run(request)).await;
+        let response = leased(&idem.pool, &held.id, held.token, next.run(request)).await;
         let fingerprint = known.or_else(|| {
             let digest = digest?.lock().ok()?.finish()?;
             Some(target.fingerprint(&digest))
         });
-        settle(&idem.pool, &id, token, fingerprint, response).await
+        settle(&idem.pool, &held, fingerprint, response).await
     };
     // The task keeps the request's span (method, path, request id) for the handler's logs.
     let task = tokio::spawn(task.instrument(tracing::Span::current()));
@@ -337,13 +350,8 @@ fn is_final(response: &Response) -> bool {
 }
 
 /// Stores a final answer under the key, or gives the key back.
-async fn settle(
-    pool: &PgPool,
-    id: &[u8; 32],
-    token: Uuid,
-    fingerprint: Option<[u8; 32]>,
-    response: Response,
-) -> Response {
+async fn settle(pool: &PgPool, held: &Held, fingerprint: Option<[u8; 32]>, response: Response) -> Response {
+    let (id, token) = (&held.id, held.token);
     // A streamed body the handler did not read to its end has no fingerprint: keep nothing.
     let Some(fingerprint) = fingerprint.filter(|_| is_final(&response)) else {
         if let Err(e) = store::release(pool, id, token).await {
@@ -366,7 +374,15 @@ async fn settle(
             Some((name.as_str().to_owned(), value.to_owned()))
         })
         .collect();
-    let outcome = Outcome { status: parts.status.as_u16(), headers, body: bytes.to_vec() };
+    let sealed = match seal::seal(&held.key, id, &bytes) {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot seal an idempotent outcome; not stored");
+            let _ = store::release(pool, id, token).await;
+            return Response::from_parts(parts, Body::from(bytes));
+        }
+    };
+    let outcome = Outcome { status: parts.status.as_u16(), headers, body: sealed };
     if let Err(e) = store::complete(pool, id, token, &fingerprint, &outcome).await {
         // The command ran; the client still gets its answer. Only a retry after a lost
         // answer and a lapsed lease could run it again.

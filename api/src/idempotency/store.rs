@@ -12,10 +12,9 @@ pub struct Scope<'a> {
     pub caller: &'a str,
     pub method: &'a str,
     pub path: &'a str,
-    pub key: &'a str,
 }
 
-/// A stored answer.
+/// A stored answer; `body` as stored (sealed).
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub status: u16,
@@ -59,9 +58,9 @@ pub async fn claim(
         let token = Uuid::new_v4();
         let claimed: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO idempotency_keys AS k
-                 (id, caller, method, path, key, fingerprint, lock_token, locked_until, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7,
-                     now() + make_interval(secs => $8), now() + make_interval(secs => $9))
+                 (id, caller, method, path, fingerprint, lock_token, locked_until, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6,
+                     now() + make_interval(secs => $7), now() + make_interval(secs => $8))
              ON CONFLICT (id) DO UPDATE SET
                  fingerprint = EXCLUDED.fingerprint, lock_token = EXCLUDED.lock_token,
                  locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at,
@@ -73,7 +72,6 @@ pub async fn claim(
         .bind(scope.caller)
         .bind(scope.method)
         .bind(scope.path)
-        .bind(scope.key)
         .bind(fingerprint)
         .bind(token)
         .bind(interval(lease))
