@@ -4,7 +4,9 @@
 //! registration and firmware upload.
 
 use ota_api::auth::Role;
-use ota_testkit::{json_of, AnswerLosingProxy, TestApp};
+use std::time::Duration;
+
+use ota_testkit::{eventually, json_of, AnswerLosingProxy, TestApp};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
@@ -154,6 +156,31 @@ async fn a_device_registered_when_its_answer_was_lost_gets_its_token_on_retry() 
         .await
         .expect("poll");
     assert_eq!(poll.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_client_left_mid_request_still_completes_for_the_retry() {
+    let app = TestApp::spawn().await;
+    // Hold the event store's inserts back, so the command is still running when its client leaves.
+    let mut blocker = app.db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE").execute(&mut *blocker).await.expect("lock events");
+    let body = json!({"id": "idem-left", "device_model": "gw"});
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+    let request = impatient.post(app.url("/api/v1/devices")).bearer_auth(app.token(Role::Operator));
+    let gone = request.header(KEY, "left-1").json(&body).send().await;
+    assert!(gone.is_err(), "the client gave up: {gone:?}");
+    let (status, _, answer) = post_json(&app, "/api/v1/devices", Some("left-1"), &body).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("idempotency_key_in_flight")), "{answer}");
+
+    blocker.rollback().await.expect("release the lock");
+    let (headers, answer) = eventually("the first request's outcome", Duration::from_secs(10), || async {
+        let (status, headers, answer) = post_json(&app, "/api/v1/devices", Some("left-1"), &body).await;
+        (status != 409).then_some((headers, answer))
+    })
+    .await;
+    assert!(replayed(&headers), "the outcome of the request whose client left: {answer}");
+    assert!(answer["target_token"].is_string(), "{answer}");
+    assert_eq!(events_of(&app, "Device", "DeviceRegistered").await, 1);
 }
 
 fn upload_form(version: &str, image: &[u8]) -> reqwest::multipart::Form {
