@@ -3,7 +3,8 @@
 //!
 //! What every operation shares is added here once, so no handler can forget it:
 //! the security requirement of its part of the API, and the error responses the
-//! middleware can answer with (authentication, roles, limits, deadlines, outages).
+//! middleware can answer with (authentication, roles, limits, deadlines, outages),
+//! and on every command the `Idempotency-Key` header with its 409 and 422.
 
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
@@ -83,8 +84,8 @@ pub fn base() -> OpenApi {
     doc
 }
 
-/// Adds what every operation shares: its security requirement and the error
-/// responses of the middleware in front of it.
+/// Adds what every operation shares: its security requirement, the error responses
+/// of the middleware in front of it, and on management POSTs the idempotency header.
 pub fn finish(mut doc: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
         if let Some(post) = item.post.as_mut() {
