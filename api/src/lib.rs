@@ -12,6 +12,7 @@ pub mod auth;
 pub mod ddi;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod last_seen;
 pub mod limits;
 pub mod openapi;

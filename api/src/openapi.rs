@@ -3,13 +3,16 @@
 //!
 //! What every operation shares is added here once, so no handler can forget it:
 //! the security requirement of its part of the API, and the error responses the
-//! middleware can answer with (authentication, roles, limits, deadlines, outages).
+//! middleware can answer with (authentication, roles, limits, deadlines, outages),
+//! and on every command the `Idempotency-Key` header with its 409 and 422.
 
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
-use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, Required, Response, ResponseBuilder};
 use utoipa::OpenApi as _;
 
 use crate::error::ErrorBody;
@@ -81,10 +84,15 @@ pub fn base() -> OpenApi {
     doc
 }
 
-/// Adds what every operation shares: its security requirement and the error
-/// responses of the middleware in front of it.
+/// Adds what every operation shares: its security requirement, the error responses
+/// of the middleware in front of it, and on management POSTs the idempotency header.
 pub fn finish(mut doc: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
+        if let Some(post) = item.post.as_mut() {
+            if matches!(Part::of(path, post), Part::Management) && crate::idempotency::covers(path) {
+                document_idempotency(post);
+            }
+        }
         let operations = [
             item.get.as_mut(),
             item.put.as_mut(),
@@ -112,6 +120,44 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
         }
     }
     doc
+}
+
+/// The optional `Idempotency-Key` header of a command, and the answers it adds.
+fn document_idempotency(operation: &mut Operation) {
+    let key = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes the command safe to retry: sent again with the same key (by the same caller, on the same \
+             method and path), it is not executed again and the first answer is replayed, marked \
+             `Idempotent-Replayed: true`. 1 to 255 visible ASCII characters (a UUID is a good key); kept 24 hours.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(crate::idempotency::fingerprint::MAX_KEY_LEN))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build();
+    operation.parameters.get_or_insert_with(Vec::new).push(RefOr::T(key));
+    let retry_after = Header::new(ObjectBuilder::new().schema_type(Type::Integer));
+    for (status, description) in [
+        ("409", "A request with the same `Idempotency-Key` is still being processed (`idempotency_key_in_flight`); see `Retry-After`."),
+        ("422", "The `Idempotency-Key` was used with another request: method, path or body (`idempotency_key_reused`)."),
+    ] {
+        let response = operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error_response(""));
+        if let RefOr::T(response) = response {
+            response.description = match response.description.is_empty() {
+                true => description.to_owned(),
+                false => format!("{} Or: {description}", response.description),
+            };
+            if status == "409" {
+                response.headers.insert("Retry-After".to_owned(), retry_after.clone().into());
+            }
+        }
+    }
 }
 
 /// Which part of the API an operation belongs to, by what guards it.

@@ -214,7 +214,13 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         key_usage: key_usage.clone(),
         limits: limits.clone(),
     };
-    let pruner = tokio::spawn(limits.prune());
+    // Both only tidy: the rate limiters' idle keys, and idempotency keys past their 24 hours.
+    let pruner = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            tokio::join!(limits.prune(), ota_api::idempotency::sweep(pool));
+        }
+    });
     let usage_writer = tokio::spawn(key_usage.run(pool.clone(), Duration::from_secs(2)));
     let chainer = ota_orchestrator::chain::spawn(pool.clone());
     let relay =

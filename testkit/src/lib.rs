@@ -11,7 +11,7 @@ mod wait;
 pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
 pub use ota::simulate::{Behavior, NatsFleet as Fleet};
 pub use process::{killed_by, Deployment, ServerProcess};
-pub use proxy::FaultProxy;
+pub use proxy::{AnswerLosingProxy, FaultProxy};
 pub use read_models::read_models;
 pub use wait::{eventually, eventually_every};
 

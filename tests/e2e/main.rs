@@ -11,6 +11,7 @@ mod faults;
 mod firmware;
 mod fuzz;
 mod group_commit;
+mod idempotency;
 mod identities;
 mod limits;
 mod rollouts;

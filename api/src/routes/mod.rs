@@ -26,6 +26,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{authenticate, Authenticator};
 use crate::error::{report_errors, ApiError};
+use crate::idempotency::{idempotent, Idempotency};
 use crate::limits::Limits;
 use crate::state::AppState;
 
@@ -35,7 +36,9 @@ const JSON_BODY_LIMIT: usize = 1024 * 1024;
 /// Where the OpenAPI document is served; `/docs` shows it.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
-/// The management API under `/api/v1`: every route behind bearer authentication.
+/// The management API under `/api/v1`: every route behind bearer authentication,
+/// and every POST idempotent under an `Idempotency-Key` (which needs the caller the
+/// authentication found, so it is the inner layer).
 fn management(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(firmware::routes(state.max_firmware_bytes))
@@ -44,6 +47,7 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(activity::routes())
         .merge(api_keys::routes())
         .merge(audit::routes())
+        .route_layer(middleware::from_fn_with_state(Idempotency::from_ref(state), idempotent))
         .route_layer(middleware::from_fn_with_state(Authenticator::from_ref(state), authenticate))
 }
 
