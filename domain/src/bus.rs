@@ -67,6 +67,15 @@ impl BusNames {
         format!("{}.devices.*.report", self.prefix)
     }
 
+    pub fn all_device_commands(&self) -> String {
+        format!("{}.devices.*.commands", self.prefix)
+    }
+
+    /// Each device's last command, for a device that was offline when it went out.
+    pub fn commands_stream(&self) -> String {
+        format!("{}_commands", self.prefix)
+    }
+
     pub fn reports_stream(&self) -> String {
         format!("{}_reports", self.prefix)
     }

@@ -42,14 +42,16 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SchemaEr
     //
     // A transaction left open by a frozen process (SIGSTOP, a stuck VM) held its
     // row locks and, having written events, held the relay back: measured with
-    // three instances, everything stopped for as long as it stayed frozen. Ours
-    // never wait between statements, so one idle for 10 s is ended.
+    // three instances, everything stopped for as long as it stayed frozen; and a
+    // frozen leader's fenced write held its lease row, so the takeover waited
+    // too. Ours never wait between statements (no network call inside), so one
+    // idle for 5 s is ended: a takeover stays within the 6 s lease.
     let options = PgConnectOptions::from_str(url).map_err(SchemaError::Connect)?.options([
         ("plan_cache_mode", "force_custom_plan"),
         ("tcp_keepalives_idle", "10"),
         ("tcp_keepalives_interval", "5"),
         ("tcp_keepalives_count", "3"),
-        ("idle_in_transaction_session_timeout", "10s"),
+        ("idle_in_transaction_session_timeout", "5s"),
     ]);
     PgPoolOptions::new()
         .max_connections(max_connections)

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
-use async_nats::jetstream::{self};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::{self, stream};
 use chrono::Utc;
 use futures::StreamExt;
 use ota_domain::bus::{decode_subject_token, BusNames};
@@ -23,9 +24,12 @@ use tokio::task::JoinHandle;
 
 /// Events taken per pull.
 const BATCH: usize = 500;
+/// A device offline longer than this finds no pending command (its update has
+/// long timed out, if the campaign has a device timeout).
+const COMMANDS_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 use crate::devices::{Reports, StatusReport};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// What a device receives on its commands subject.
 #[derive(Debug, Serialize)]
@@ -86,10 +90,10 @@ pub fn spawn(
     links: PushLinks,
 ) -> DispatchHandle {
     let out = {
-        let (store, client, js, names) = (store.clone(), client.clone(), js.clone(), names.clone());
+        let (store, js, names) = (store.clone(), js.clone(), names.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(e) = send_commands(&store, &client, &js, &names, &links).await {
+                if let Err(e) = send_commands(&store, &js, &names, &links).await {
                     tracing::warn!(error = %e, "device command dispatch interrupted; retrying");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -118,13 +122,33 @@ pub fn spawn(
     DispatchHandle { tasks: vec![out, queued, inbound] }
 }
 
+/// Each device's last command, kept for devices that were offline when it went
+/// out: they read it when they connect (a direct get of the last message on
+/// their subject). Connected devices receive it on their subscription as before.
+pub async fn ensure_commands_stream(
+    js: &jetstream::Context,
+    names: &BusNames,
+) -> Result<stream::Stream, async_nats::Error> {
+    Ok(js
+        .get_or_create_stream(stream::Config {
+            name: names.commands_stream(),
+            subjects: vec![names.all_device_commands()],
+            max_messages_per_subject: 1,
+            max_age: COMMANDS_KEPT_FOR,
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await?)
+}
+
 async fn send_commands(
     store: &Store,
-    client: &async_nats::Client,
     js: &jetstream::Context,
     names: &BusNames,
     links: &PushLinks,
 ) -> Result<(), async_nats::Error> {
+    ensure_commands_stream(js, names).await?;
     let stream = ota_projections::worker::ensure_events_stream(js, names).await?;
     let durable = names.consumer("dispatch");
     let consumer: jetstream::consumer::PullConsumer = stream
@@ -144,29 +168,55 @@ async fn send_commands(
     let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await?;
     let mut batches = messages.ready_chunks(BATCH);
     while let Some(batch) = batches.next().await {
+        let mut sent = Vec::new();
+        let mut done = Vec::new();
         for message in batch {
             let message = message?;
-            if let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) {
-                if let Some(out) = command_for(store, &record, &mut offers, links).await {
-                    // A publish is not a receipt: the update becomes `notified` only when the
-                    // device fetches it (DDI) or reports on it.
+            let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) else {
+                done.push(message);
+                continue;
+            };
+            match command_for(store, &record, &mut offers, links).await {
+                // A publish is not a receipt: the update becomes `notified` only when the
+                // device fetches it (DDI) or reports on it.
+                Ok(Some(out)) => {
                     let subject = names.device_commands(&record.aggregate_id);
-                    client.publish(subject, serde_json::to_vec(&out)?.into()).await?;
+                    sent.push(js.publish(subject, serde_json::to_vec(&out)?.into()).await?);
+                    done.push(message);
+                }
+                Ok(None) => done.push(message),
+                // The firmware could not be read now: the command waits for the store.
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(device = record.aggregate_id, error = %e, "device command deferred");
+                    message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await?;
+                }
+                Err(e) => {
+                    tracing::error!(device = record.aggregate_id, error = %e, "device command cannot be built");
+                    done.push(message);
                 }
             }
+        }
+        // Kept by JetStream before the events that caused them are acknowledged.
+        for ack in sent {
+            ack.await?;
+        }
+        for message in done {
             message.ack().await?;
         }
     }
     Ok(())
 }
 
+/// The command an event asks for, if any; an error when the firmware it offers
+/// cannot be read now.
 async fn command_for(
     store: &Store,
     record: &EventRecord,
     offers: &mut HashMap<FirmwareId, FirmwareOffer>,
     links: &PushLinks,
-) -> Option<DeviceMessage> {
-    match record.decode::<DeviceUpdateEvent>().ok()? {
+) -> Result<Option<DeviceMessage>, OfferError> {
+    let Ok(event) = record.decode::<DeviceUpdateEvent>() else { return Ok(None) };
+    Ok(match event {
         DeviceUpdateEvent::UpdateAssigned { action, kind, origin, firmware, .. } => {
             let offer = match offers.get(&firmware.id) {
                 Some(offer) => offer.clone(),
@@ -203,13 +253,28 @@ async fn command_for(
             Some(DeviceMessage::Cancel { action })
         }
         _ => None,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OfferError {
+    #[error("reading the firmware: {0}")]
+    Store(#[from] StoreError<ota_domain::firmware::FirmwareError>),
+    /// An assignment is only ever made for firmware with a stored image.
+    #[error("firmware {0} has no image")]
+    Incomplete(FirmwareId),
+}
+
+impl OfferError {
+    fn is_transient(&self) -> bool {
+        matches!(self, OfferError::Store(StoreError::Unavailable(_)))
     }
 }
 
-async fn load_offer(store: &Store, id: FirmwareId) -> Option<FirmwareOffer> {
-    let (stored, _) = store.load::<Firmware>(&id).await.ok()?;
-    let (spec, binary) = (stored.spec?, stored.binary?);
-    Some(FirmwareOffer {
+async fn load_offer(store: &Store, id: FirmwareId) -> Result<FirmwareOffer, OfferError> {
+    let (stored, _) = store.load::<Firmware>(&id).await?;
+    let (Some(spec), Some(binary)) = (stored.spec, stored.binary) else { return Err(OfferError::Incomplete(id)) };
+    Ok(FirmwareOffer {
         id,
         name: spec.name,
         version: spec.version,

@@ -376,7 +376,7 @@ async fn a_leader_that_makes_no_progress_is_reported_stalled() {
     assert_eq!(relay_leader(&report).map(|l| l["state"].clone()), Some(json!("leading")), "{report}");
 
     let mut open = app.db.begin().await.expect("begin");
-    // Longer than the server's 10 s limit for idle transactions, which would end it.
+    // Longer than the server's 5 s limit for idle transactions, which would end it.
     sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut *open).await.expect("no limit");
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)

@@ -483,3 +483,28 @@ async fn campaign_messages_that_the_store_does_not_back_cancel_nothing() {
     })
     .await;
 }
+
+/// A device offline when its update went out (core NATS would have dropped the
+/// command) finds it when it connects: each device's last command is kept.
+#[tokio::test]
+async fn a_device_offline_when_its_update_went_out_gets_it_when_it_connects() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let devices = ids("offline", 3);
+    app.register_devices(&devices, "hw").await;
+    let id = campaign(&app, &devices, json!({})).await;
+    let (status, body) = app.campaign_action(&id, "start").await;
+    assert_eq!(status, 200, "{body}");
+    // Every command went out while no device listened.
+    eventually("the commands to be kept", Duration::from_secs(30), || async {
+        let mut stream = app.js.get_stream(app.names.commands_stream()).await.ok()?;
+        (stream.info().await.ok()?.state.messages == 3).then_some(())
+    })
+    .await;
+
+    let fleet = app.fleet().await;
+    let done = wait_status(&app, &id, "completed").await;
+    assert_eq!(done["waves"][0]["succeeded"], 3, "{done}");
+    for device in &devices {
+        assert_eq!(fleet.updates_received(device), 1, "{device} got its command once");
+    }
+}

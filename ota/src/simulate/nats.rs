@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::StreamExt;
 use ota_domain::bus::{decode_subject_token, BusNames};
 use serde_json::{json, Value};
@@ -45,6 +46,87 @@ pub struct NatsFleet {
     task: JoinHandle<()>,
 }
 
+/// What the devices share: their behaviours, what they received and answered.
+struct Devices {
+    behaviors: Shared<HashMap<String, Behavior>>,
+    received: Shared<HashMap<String, Vec<Value>>>,
+    /// (device, command type, action) answered: a pending command read on connect
+    /// may also arrive on the subscription.
+    handled: Shared<HashSet<(String, String, u64)>>,
+    updates_seen: Arc<AtomicU64>,
+    client: async_nats::Client,
+    names: BusNames,
+    policy: FleetPolicy,
+}
+
+impl Devices {
+    fn handle(&self, subject: &str, payload: &[u8]) {
+        let token = subject.split('.').nth(2).unwrap_or_default().to_owned();
+        let Some(device) = decode_subject_token(&token) else { return };
+        if self.policy.ignore.contains(&device) {
+            return;
+        }
+        let Ok(command) = serde_json::from_slice::<Value>(payload) else { return };
+        let key = (
+            device.clone(),
+            command["type"].as_str().unwrap_or_default().to_owned(),
+            command["action"].as_u64().unwrap_or(0),
+        );
+        if !lock(&self.handled).insert(key) {
+            return;
+        }
+        lock(&self.received).entry(device.clone()).or_default().push(command.clone());
+        let behavior = match lock(&self.behaviors).get(&device) {
+            Some(behavior) => *behavior,
+            None if command["type"] == "update" => {
+                self.policy.default_behavior(self.updates_seen.fetch_add(1, Ordering::Relaxed) + 1)
+            }
+            None => Behavior::Succeed,
+        };
+        // Durably: JetStream keeps the report while no instance runs.
+        let subject = self.names.device_report(&device);
+        let reports = reports_for(&command, behavior);
+        let (client, delay) = (self.client.clone(), self.policy.report_delay);
+        tokio::spawn(async move {
+            for report in reports {
+                tokio::time::sleep(delay).await;
+                // The next report goes only after JetStream stored the last one.
+                if let Err(e) = client.request(subject.clone(), report.to_string().into()).await {
+                    tracing::warn!(subject, error = %e, "report not acknowledged");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Each device's last command, from the commands stream (none if it does not exist yet).
+async fn pending_commands(client: &async_nats::Client, names: &BusNames) -> Vec<(String, Vec<u8>)> {
+    let js = async_nats::jetstream::new(client.clone());
+    let Ok(mut stream) = js.get_stream(names.commands_stream()).await else { return Vec::new() };
+    if stream.info().await.map_or(true, |info| info.state.messages == 0) {
+        return Vec::new();
+    }
+    let config = pull::OrderedConfig {
+        filter_subject: names.all_device_commands(),
+        deliver_policy: DeliverPolicy::LastPerSubject,
+        ..Default::default()
+    };
+    let Ok(consumer) = stream.create_consumer(config).await else { return Vec::new() };
+    let Ok(mut messages) = consumer.messages().await else { return Vec::new() };
+    let mut pending = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+        let Ok(Some(Ok(message))) = next else { break };
+        let remaining = message.info().map_or(0, |info| info.pending);
+        pending.push((message.subject.to_string(), message.payload.to_vec()));
+        if remaining == 0 {
+            break;
+        }
+    }
+    pending
+}
+
 impl Drop for NatsFleet {
     fn drop(&mut self) {
         self.task.abort();
@@ -52,48 +134,33 @@ impl Drop for NatsFleet {
 }
 
 impl NatsFleet {
-    /// Subscribes before returning, so no command sent afterwards is missed.
+    /// Subscribes before returning, so no command sent afterwards is missed, then
+    /// takes the commands sent while the fleet was offline (each device's last
+    /// one, kept by JetStream), as a device does when it connects.
     pub async fn start(
         client: async_nats::Client,
         names: &BusNames,
         policy: FleetPolicy,
     ) -> Result<Self, async_nats::Error> {
-        let mut commands = client.subscribe(format!("{}.devices.*.commands", names.prefix())).await?;
+        let mut commands = client.subscribe(names.all_device_commands()).await?;
         client.flush().await?;
-        let behaviors: Shared<HashMap<String, Behavior>> = Arc::default();
-        let received: Shared<HashMap<String, Vec<Value>>> = Arc::default();
-        let (b, r, names) = (behaviors.clone(), received.clone(), names.clone());
-        let updates_seen = AtomicU64::new(0);
+        let fleet = Devices {
+            behaviors: Arc::default(),
+            received: Arc::default(),
+            handled: Arc::default(),
+            updates_seen: Arc::default(),
+            client: client.clone(),
+            names: names.clone(),
+            policy,
+        };
+        let (behaviors, received) = (fleet.behaviors.clone(), fleet.received.clone());
+        let pending = pending_commands(&client, names).await;
         let task = tokio::spawn(async move {
+            for (subject, payload) in pending {
+                fleet.handle(&subject, &payload);
+            }
             while let Some(message) = commands.next().await {
-                let token = message.subject.split('.').nth(2).unwrap_or_default().to_owned();
-                let Some(device) = decode_subject_token(&token) else { continue };
-                if policy.ignore.contains(&device) {
-                    continue;
-                }
-                let Ok(command) = serde_json::from_slice::<Value>(&message.payload) else { continue };
-                lock(&r).entry(device.clone()).or_default().push(command.clone());
-                let behavior = match lock(&b).get(&device) {
-                    Some(behavior) => *behavior,
-                    None if command["type"] == "update" => {
-                        policy.default_behavior(updates_seen.fetch_add(1, Ordering::Relaxed) + 1)
-                    }
-                    None => Behavior::Succeed,
-                };
-                // Durably: JetStream keeps the report while no instance runs.
-                let subject = names.device_report(&device);
-                let reports = reports_for(&command, behavior);
-                let (client, delay) = (client.clone(), policy.report_delay);
-                tokio::spawn(async move {
-                    for report in reports {
-                        tokio::time::sleep(delay).await;
-                        // The next report goes only after JetStream stored the last one.
-                        if let Err(e) = client.request(subject.clone(), report.to_string().into()).await {
-                            tracing::warn!(subject, error = %e, "report not acknowledged");
-                            return;
-                        }
-                    }
-                });
+                fleet.handle(&message.subject, &message.payload);
             }
         });
         Ok(Self { behaviors, received, task })
