@@ -1,5 +1,6 @@
-//! Names on the message bus. Every stream, consumer and subject carries the
-//! configured prefix, so two instances (or two tests) on one NATS never meet.
+//! Names on the message bus, and how many copies its streams keep. Every
+//! stream, consumer and subject carries the configured prefix, so two
+//! deployments (or two tests) on one NATS never meet.
 
 use std::fmt::Write;
 
@@ -10,6 +11,7 @@ pub struct BadPrefix(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusNames {
     prefix: String,
+    replicas: usize,
 }
 
 impl BusNames {
@@ -17,7 +19,7 @@ impl BusNames {
         let ok = (1..=32).contains(&prefix.len())
             && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if ok {
-            Ok(Self { prefix: prefix.to_owned() })
+            Ok(Self { prefix: prefix.to_owned(), replicas: 1 })
         } else {
             Err(BadPrefix(prefix.to_owned()))
         }
@@ -25,6 +27,17 @@ impl BusNames {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Copies of every stream in a JetStream cluster (1 on a single server, 3 to
+    /// survive the loss of one of three servers). Clamped to JetStream's 1..=5.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.clamp(1, 5);
+        self
+    }
+
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The JetStream stream holding every published event.

@@ -136,6 +136,7 @@ pub async fn ensure_commands_stream(
             max_messages_per_subject: 1,
             max_age: COMMANDS_KEPT_FOR,
             storage: stream::StorageType::File,
+            num_replicas: names.replicas(),
             allow_direct: true,
             ..Default::default()
         })

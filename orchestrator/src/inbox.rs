@@ -36,6 +36,7 @@ pub async fn ensure_reports_stream(
             subjects: vec![names.all_device_reports()],
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
+            num_replicas: names.replicas(),
             max_age: KEEP_FOR,
             ..Default::default()
         })

@@ -117,12 +117,14 @@ impl Drop for RunningServer {
     }
 }
 
-pub async fn connect_nats(url: &str) -> Result<async_nats::Client, ServerError> {
+/// Connects to one server, or to any of a cluster's (`nats://a:4222,nats://b:4222`).
+pub async fn connect_nats(urls: &str) -> Result<async_nats::Client, ServerError> {
+    let servers: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
     async_nats::ConnectOptions::new()
         .name("ota")
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| ServerError::Nats(e.to_string()))
 }
@@ -164,7 +166,7 @@ async fn shared_key(pool: &sqlx::PgPool, name: &str) -> Result<Vec<u8>, ServerEr
 }
 
 pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
-    let names = BusNames::new(&settings.nats_prefix)?;
+    let names = BusNames::new(&settings.nats_prefix)?.with_replicas(settings.nats_replicas);
     let auth = Arc::new(Auth::new(&settings.token_settings())?);
     let blobs = Blobs::open(&settings.storage_url)?;
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;

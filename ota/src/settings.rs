@@ -14,8 +14,13 @@ pub struct Settings {
     #[arg(long, env = "OTA_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 
+    /// One NATS server, or several of a cluster separated by commas.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Copies JetStream keeps of each stream: 3 in a three-server cluster.
+    #[arg(long, env = "OTA_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
 
     /// Prefix of every NATS stream, consumer and subject.
     #[arg(long, env = "OTA_NATS_PREFIX", default_value = "ota")]

@@ -32,6 +32,7 @@ pub async fn ensure_events_stream(
             name: names.events_stream(),
             subjects: vec![names.all_events()],
             storage: stream::StorageType::File,
+            num_replicas: names.replicas(),
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         })

@@ -3,12 +3,14 @@
 //! a TCP proxy that can cut a dependency away.
 
 mod app;
+mod nats_cluster;
 mod process;
 mod proxy;
 mod read_models;
 mod wait;
 
 pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
+pub use nats_cluster::NatsCluster;
 pub use ota::simulate::{Behavior, NatsFleet as Fleet};
 pub use process::{killed_by, Deployment, ServerProcess};
 pub use proxy::{AnswerLosingProxy, FaultProxy};

@@ -37,6 +37,11 @@ pub struct Deployment {
 impl Deployment {
     /// `bin` is the `ota` binary (`env!("CARGO_BIN_EXE_ota")` in the `ota` package's tests).
     pub async fn new(bin: impl Into<PathBuf>) -> Self {
+        Self::on_nats(bin, &format!("nats://{NATS}"), 1).await
+    }
+
+    /// On another NATS (e.g. a `NatsCluster`'s URLs), with that many stream replicas.
+    pub async fn on_nats(bin: impl Into<PathBuf>, nats_url: &str, replicas: usize) -> Self {
         crate::init_logs();
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("ota_test_{id}");
@@ -44,11 +49,13 @@ impl Deployment {
         let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5).await.expect("create test database");
         ota_migrations::migrate(&db).await.expect("migrate test database");
         let mut settings = test_settings(&database_url(POSTGRES, &db_name), NATS, &format!("t{}", &id[..12]));
+        settings.nats_url = nats_url.to_owned();
+        settings.nats_replicas = replicas;
         let storage = dir.path().join("firmware");
         settings.storage_url = storage.display().to_string();
         Self {
             bin: bin.into(),
-            names: BusNames::new(&settings.nats_prefix).expect("prefix"),
+            names: BusNames::new(&settings.nats_prefix).expect("prefix").with_replicas(replicas),
             db_name,
             db,
             settings,
@@ -71,6 +78,7 @@ impl Deployment {
             .env("DATABASE_URL", &s.database_url)
             .env("OTA_DB_MAX_CONNECTIONS", s.db_max_connections.to_string())
             .env("NATS_URL", &s.nats_url)
+            .env("OTA_NATS_REPLICAS", s.nats_replicas.to_string())
             .env("OTA_NATS_PREFIX", &s.nats_prefix)
             .env("OTA_STORAGE_URL", &s.storage_url)
             .env("OTA_LISTEN", listen.to_string())
@@ -229,7 +237,7 @@ impl ServerProcess {
     }
 }
 
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address")
 }

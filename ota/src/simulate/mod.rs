@@ -57,7 +57,7 @@ pub enum SimulateError {
 
 /// Registers the fleet, then answers update commands until interrupted.
 pub async fn run(settings: &Settings, options: &FleetOptions) -> Result<(), SimulateError> {
-    let names = BusNames::new(&settings.nats_prefix).map_err(ServerError::from)?;
+    let names = BusNames::new(&settings.nats_prefix).map_err(ServerError::from)?.with_replicas(settings.nats_replicas);
     let pool = ota_migrations::connect(&settings.database_url, 4).await.map_err(ServerError::from)?;
     ota_migrations::migrate(&pool).await.map_err(ServerError::from)?;
     let store = Store::new(pool);
