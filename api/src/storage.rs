@@ -37,6 +37,15 @@ pub struct Staged {
     pub md5: String,
 }
 
+/// What a garbage collection deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Staged uploads a crash or a failed request left behind.
+    pub staged: u64,
+    /// Stored binaries no firmware refers to (its event never committed).
+    pub unreferenced: u64,
+}
+
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
@@ -141,9 +150,16 @@ impl Blobs {
             sha256.update(&chunk);
             sha1.update(&chunk);
             md5.update(&chunk);
-            writer.wait_for_capacity(4).await?;
+            // A failed part leaves the multipart upload open on S3 (billed, invisible) unless aborted.
+            if let Err(e) = writer.wait_for_capacity(4).await {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
             writer.put(chunk);
         }
+        // A failed completion cannot be aborted from here (it consumed the writer): the
+        // staging object, if any, is collected later; S3 buckets should also expire
+        // incomplete multipart uploads (docs/operations.md).
         writer.finish().await?;
         Ok(Staged {
             path,
@@ -154,17 +170,44 @@ impl Blobs {
         })
     }
 
-    /// Moves a staged upload to its content address and returns that key.
+    /// Moves a staged upload to its content address and returns that key. Over
+    /// the same bytes if they are stored already: the object becomes young, so
+    /// garbage collection, which spares young objects, cannot take it before the
+    /// firmware that now uses it is stored.
     pub async fn promote(&self, staged: &Staged) -> Result<String, BlobError> {
         let key = format!("sha256/{}", staged.sha256);
-        let target = Path::from(key.as_str());
-        match self.store.head(&target).await {
-            // Same bytes are already stored (another firmware or a retried upload).
-            Ok(_) => self.discard(staged).await,
-            Err(object_store::Error::NotFound { .. }) => self.store.rename(&staged.path, &target).await?,
-            Err(e) => return Err(e.into()),
-        }
+        self.store.rename(&staged.path, &Path::from(key.as_str())).await?;
         Ok(key)
+    }
+
+    /// Deletes staged uploads and content-addressed objects that no firmware
+    /// references, once older than `grace` (an upload in progress, or one whose
+    /// firmware is being stored, is younger). Returns how many of each went.
+    pub async fn collect_garbage(
+        &self,
+        referenced: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+    ) -> Result<Collected, BlobError> {
+        use futures::TryStreamExt;
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
+        let mut collected = Collected::default();
+        for prefix in ["staging", "sha256"] {
+            let objects: Vec<_> = self.store.list(Some(&Path::from(prefix))).try_collect().await?;
+            for object in objects.into_iter().filter(|o| o.last_modified < cutoff) {
+                let key = object.location.to_string();
+                if prefix == "sha256" && referenced.contains(&key) {
+                    continue;
+                }
+                match self.store.delete(&object.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => match prefix {
+                        "staging" => collected.staged += 1,
+                        _ => collected.unreferenced += 1,
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(collected)
     }
 
     pub async fn discard(&self, staged: &Staged) {

@@ -3,6 +3,7 @@
 //! device fleet of the demo and the tests, release-signing tools and the CLI's
 //! printing. It holds glue, not rules: those live in the other crates.
 
+pub mod gc;
 pub mod print;
 pub mod server;
 pub mod settings;

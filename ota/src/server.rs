@@ -69,6 +69,7 @@ pub struct RunningServer {
     pub chainer: ota_orchestrator::chain::ChainerHandle,
     usage_writer: JoinHandle<()>,
     pruner: JoinHandle<()>,
+    storage_gc: JoinHandle<()>,
     http: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -114,6 +115,7 @@ impl Drop for RunningServer {
         self.http.abort();
         self.usage_writer.abort();
         self.pruner.abort();
+        self.storage_gc.abort();
     }
 }
 
@@ -216,7 +218,9 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         key_usage: key_usage.clone(),
         limits: limits.clone(),
     };
-    // Both only tidy: the rate limiters' idle keys, and idempotency keys past their 24 hours.
+    // Only tidying: the rate limiters' idle keys, idempotency keys past their 24
+    // hours, and storage no firmware refers to.
+    let storage_gc = crate::gc::spawn(pool.clone(), state.blobs.clone(), names.prefix().to_owned());
     let pruner = tokio::spawn({
         let pool = pool.clone();
         async move {
@@ -266,6 +270,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         chainer,
         usage_writer,
         pruner,
+        storage_gc,
         http,
         shutdown: Some(tx),
     })

@@ -812,3 +812,43 @@ async fn the_download_totals_and_page_describe_the_same_rows_while_rows_arrive()
     }
     writer.await.expect("writer");
 }
+
+/// Storage a crash or a failed store left behind is collected; nothing a
+/// firmware refers to, and nothing young (an upload still running), is touched.
+#[tokio::test]
+async fn orphaned_uploads_and_unreferenced_binaries_are_collected() {
+    let app = TestApp::spawn().await;
+    let image = b"collected image".to_vec();
+    let (status, body) = app.upload_firmware("os", "3.0", "gw", image.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let root = PathBuf::from(&app.settings.storage_url);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+    let age = |path: &Path, at: std::time::SystemTime| {
+        std::fs::File::options().write(true).open(path).expect("open").set_modified(at).expect("set mtime");
+    };
+    let write = |relative: &str, at: std::time::SystemTime| {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+        std::fs::write(&path, b"left behind").expect("write");
+        age(&path, at);
+        path
+    };
+    // The uploaded firmware's binary, old but referenced.
+    let referenced = root.join(format!("sha256/{}", sha256_hex(&image)));
+    age(&referenced, old);
+    let crashed_upload = write("staging/crashed-upload", old);
+    let running_upload = write("staging/running-upload", std::time::SystemTime::now());
+    let never_stored = write(&format!("sha256/{}", sha256_hex(b"event never committed")), old);
+    let just_promoted = write(&format!("sha256/{}", sha256_hex(b"event on its way")), std::time::SystemTime::now());
+
+    let blobs = ota_api::storage::Blobs::open(&app.settings.storage_url).expect("storage");
+    let collected = ota::gc::collect(&app.db, &blobs, ota::gc::GRACE).await.expect("collect");
+    assert_eq!((collected.staged, collected.unreferenced), (1, 1), "{collected:?}");
+    assert!(!crashed_upload.exists() && !never_stored.exists(), "orphans are gone");
+    assert!(referenced.exists() && running_upload.exists() && just_promoted.exists(), "the rest stays");
+    // The firmware still downloads.
+    app.caught_up(ProjectionName::Firmware).await;
+    let id = body["id"].as_str().expect("id");
+    let response = app.get(&format!("/api/v1/firmware/{id}/content")).send().await.expect("download");
+    assert_eq!(response.bytes().await.expect("body").to_vec(), image);
+}
