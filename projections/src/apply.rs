@@ -71,7 +71,11 @@ pub async fn apply_records<P: Projection>(
             )
             .await?;
             if missing.last().map(|r| r.sequence) != Some(record.sequence) {
-                return Err(ProjectionError::poison(record, "event announced by NATS is missing from the event store"));
+                // Forged, or deleted behind the server's back: the store is the truth.
+                // Recorded once and passed over (offsets stay: no such event was applied).
+                record_poison::<P>(conn, record, "announced on NATS but missing from the event store").await?;
+                done.skipped += 1;
+                continue;
             }
             to_apply.extend(missing);
         } else {
@@ -152,6 +156,28 @@ pub async fn set_aside<P: Projection>(
     record_poison::<P>(conn, record, detail).await?;
     let key = (record.aggregate_type.clone(), record.aggregate_id.clone());
     save_offsets::<P>(conn, &HashMap::from([(key, record.sequence)])).await
+}
+
+/// A message on an events subject that is not an event record at all: recorded
+/// under its subject and stream sequence, since it names no aggregate.
+pub async fn record_undecodable<P: Projection>(
+    conn: &mut PgConnection,
+    subject: &str,
+    stream_sequence: u64,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::error!(projection = %P::NAME, subject, detail, "message is not an event record; recorded and skipped");
+    sqlx::query(
+        "INSERT INTO projection_failures (projection, aggregate_type, aggregate_id, sequence, error)
+         VALUES ($1, '(not an event)', $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(P::NAME.as_str())
+    .bind(subject)
+    .bind(i64::try_from(stream_sequence).unwrap_or(i64::MAX))
+    .bind(detail)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// An undecodable event is recorded and passed over so it cannot block the

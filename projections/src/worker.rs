@@ -10,7 +10,7 @@ use ota_domain::EventRecord;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::apply::{apply_records, lock_projection, set_aside, Applied};
+use crate::apply::{apply_records, lock_projection, record_undecodable, set_aside, Applied};
 use crate::error::ProjectionError;
 use crate::projection::Projection;
 
@@ -197,21 +197,25 @@ async fn isolate<P: Projection>(pool: &PgPool, messages: &[Message]) -> Result<(
 }
 
 async fn apply_batch<P: Projection>(pool: &PgPool, messages: &[Message]) -> Result<Applied, ProjectionError> {
-    let records: Vec<EventRecord> = messages
-        .iter()
-        .filter_map(|m| match serde_json::from_slice(&m.payload) {
-            Ok(r) => Some(r),
+    let mut records: Vec<EventRecord> = Vec::with_capacity(messages.len());
+    let mut not_events = Vec::new();
+    for message in messages {
+        match serde_json::from_slice(&message.payload) {
+            Ok(record) => records.push(record),
             Err(e) => {
-                tracing::error!(projection = %P::NAME, subject = %m.subject, error = %e, "message is not an event record; dropped");
-                None
+                let sequence = message.info().map_or(0, |info| info.stream_sequence);
+                not_events.push((message.subject.to_string(), sequence, e.to_string()));
             }
-        })
-        .collect();
-    if records.is_empty() {
+        }
+    }
+    if records.is_empty() && not_events.is_empty() {
         return Ok(Applied::default());
     }
     let mut tx = pool.begin().await?;
     lock_projection::<P>(&mut tx).await?;
+    for (subject, sequence, detail) in &not_events {
+        record_undecodable::<P>(&mut tx, subject, *sequence, detail).await?;
+    }
     let done = apply_records::<P>(&mut tx, &records).await?;
     tx.commit().await?;
     Ok(done)

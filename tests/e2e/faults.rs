@@ -14,6 +14,7 @@ use ota_projections::devices::DevicesProjection;
 use ota_projections::firmware::FirmwareProjection;
 use ota_projections::updates::UpdatesProjection;
 use ota_projections::worker::consumer_name;
+use ota_projections::ProjectionName;
 use ota_testkit::{eventually, json_of, read_models, TestApp};
 use serde_json::{json, Value};
 
@@ -397,4 +398,52 @@ async fn a_leader_that_makes_no_progress_is_reported_stalled() {
         (relay_leader(&report)?["state"] == "leading" && report["status"] == "ok").then_some(())
     })
     .await;
+}
+
+/// A message on the events subjects that the store does not back (forged, or
+/// its event deleted behind the server's back) or that is no event at all is
+/// recorded once and passed over: the projection neither applies it nor loops
+/// on it (it used to NAK it and restart its consumer for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_store_does_not_back_are_recorded_and_passed_over() {
+    let (app, _firmware) = spine_app(spine_only()).await;
+    relayed_all(&app).await;
+    let ghost = ota_domain::EventRecord {
+        aggregate_type: "Device".into(),
+        aggregate_id: "ghost-1".into(),
+        sequence: 5,
+        global_seq: 1_000_000,
+        event_type: "DeviceRegistered".into(),
+        event_version: "1.0".into(),
+        payload: json!({}),
+        payload_omitted: false,
+        metadata: Default::default(),
+        recorded_at: Utc::now(),
+    };
+    let subject = app.names.event_subject("Device", "ghost-1");
+    for payload in [serde_json::to_vec(&ghost).expect("encode"), b"not an event".to_vec()] {
+        app.js.publish(subject.clone(), payload.into()).await.expect("publish").await.expect("stored");
+    }
+    app.register_devices(&["after-ghost".to_owned()], "hw").await;
+    app.caught_up(ProjectionName::Devices).await;
+
+    let failures: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id FROM projection_failures WHERE projection = 'devices' ORDER BY 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("failures");
+    assert_eq!(
+        failures,
+        vec![("(not an event)".to_owned(), subject.clone()), ("Device".to_owned(), "ghost-1".to_owned())],
+        "each recorded once"
+    );
+    let ghosts: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE id = 'ghost-1'")
+        .fetch_one(&app.db)
+        .await
+        .expect("devices");
+    assert_eq!(ghosts, 0, "nothing the store does not hold is applied");
+    let health = detailed_health(&app).await;
+    let devices = health["projections"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "devices").cloned());
+    assert_eq!(devices.map(|d| d["failures"].clone()), Some(json!(2)), "{health}");
 }
