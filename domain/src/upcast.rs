@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn update_assigned_1_0_gets_its_later_fields_filled() {
         let old = json!({"UpdateAssigned": {"action": 2, "origin": {"campaign": null}, "firmware": {}, "from": null}});
-        let new = upcast("DeviceUpdate", "UpdateAssigned", "1.0", old).unwrap();
+        let new = upcast("DeviceUpdate", "UpdateAssigned", "1.0", old).expect("upcasts");
         assert_eq!(new["UpdateAssigned"]["kind"], json!({"kind": "update"}));
         assert_eq!(new["UpdateAssigned"]["origin"], json!({"campaign": null, "wave": null, "retry": 0}));
     }
@@ -204,25 +204,26 @@ mod tests {
     fn update_assigned_1_0_keeps_fields_a_later_1_0_writer_set() {
         let old = json!({"UpdateAssigned": {
             "kind": {"kind": "rollback", "of_action": 1}, "origin": {"campaign": null, "wave": 3, "retry": 2}}});
-        let new = upcast("DeviceUpdate", "UpdateAssigned", "1.0", old.clone()).unwrap();
+        let new = upcast("DeviceUpdate", "UpdateAssigned", "1.0", old.clone()).expect("upcasts");
         assert_eq!(new, old);
     }
 
     #[test]
     fn a_future_version_is_refused_by_name() {
-        let err = upcast("DeviceUpdate", "UpdateAssigned", "2.0", json!({"UpdateAssigned": {}})).unwrap_err();
+        let err =
+            upcast("DeviceUpdate", "UpdateAssigned", "2.0", json!({"UpdateAssigned": {}})).expect_err("is refused");
         assert!(matches!(err, UpcastError::UnknownVersion { current: "1.1", .. }), "{err}");
     }
 
     #[test]
     fn an_unknown_event_type_is_refused() {
-        let err = upcast("Campaign", "UpdateAssigned", "1.0", json!({})).unwrap_err();
+        let err = upcast("Campaign", "UpdateAssigned", "1.0", json!({})).expect_err("is refused");
         assert!(matches!(err, UpcastError::UnknownEventType { .. }), "{err}");
     }
 
     #[test]
     fn an_untagged_old_payload_is_malformed() {
-        let err = upcast("DeviceUpdate", "UpdateAssigned", "1.0", json!({"action": 1})).unwrap_err();
+        let err = upcast("DeviceUpdate", "UpdateAssigned", "1.0", json!({"action": 1})).expect_err("is refused");
         assert!(matches!(err, UpcastError::Malformed { problem: Malformed::NotTagged, .. }), "{err}");
     }
 

@@ -100,7 +100,7 @@ pub fn campaign_variant(e: &CampaignEvent) -> usize {
 }
 pub const CAMPAIGN_VARIANTS: usize = 14;
 
-fn campaign_events() -> Vec<CampaignEvent> {
+pub fn campaign_events() -> Vec<CampaignEvent> {
     let firmware = CampaignFirmware {
         id: firmware_id(),
         name: "gateway".into(),
