@@ -14,6 +14,7 @@ mod group_commit;
 mod identities;
 mod limits;
 mod rollouts;
+mod schema;
 mod signatures;
 mod spine;
 mod swupdate;
