@@ -48,8 +48,12 @@ impl DomainEvent for ApiKeyEvent {
         }
         .to_owned()
     }
+    /// Bumped with an upcaster in `crate::upcast` whenever a shape changes.
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            ApiKeyEvent::ApiKeyIssued { .. } | ApiKeyEvent::ApiKeyRevoked { .. } => "1.0",
+        }
+        .to_owned()
     }
 }
 

@@ -114,8 +114,14 @@ impl DomainEvent for DeviceEvent {
         }
         .to_owned()
     }
+    /// Bumped with an upcaster in `crate::upcast` whenever a shape changes.
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            DeviceEvent::DeviceRegistered { .. }
+            | DeviceEvent::DeviceProfileChanged { .. }
+            | DeviceEvent::DeviceTokenIssued { .. } => "1.0",
+        }
+        .to_owned()
     }
 }
 

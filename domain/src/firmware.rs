@@ -73,8 +73,12 @@ impl DomainEvent for FirmwareEvent {
         }
         .to_owned()
     }
+    /// Bumped with an upcaster in `crate::upcast` whenever a shape changes.
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            FirmwareEvent::FirmwareUploaded { .. } | FirmwareEvent::FirmwareDeprecated { .. } => "1.0",
+        }
+        .to_owned()
     }
 }
 

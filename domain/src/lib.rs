@@ -18,6 +18,7 @@ pub mod record;
 pub mod refusal;
 pub mod rollout;
 pub mod signature;
+pub mod upcast;
 
 pub use decide::Decide;
 pub use ids::{CampaignId, DeviceId, FirmwareId, IdError};

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::CommandMeta;
+use crate::upcast::{self, DecodeError};
 
 /// One event as stored: identity, global position, payload and metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,8 +36,9 @@ impl EventRecord {
         CommandMeta::from_map(&self.metadata)
     }
 
-    /// Decodes the payload into an aggregate's event type.
-    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
-        serde_json::from_value(self.payload.clone())
+    /// Decodes the payload into an aggregate's event type, through the upcaster
+    /// chain: a record carries the version it was stored at, not today's.
+    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, DecodeError> {
+        upcast::decode(&self.aggregate_type, &self.event_type, &self.event_version, self.payload.clone())
     }
 }

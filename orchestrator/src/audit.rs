@@ -43,6 +43,8 @@ const PAYLOAD_LIMIT: usize = 64 * 1024;
 
 struct StoredRow {
     event: AuditedEvent,
+    /// The version the payload was stored at; `apply` upcasts it.
+    version: String,
     payload: serde_json::Value,
     aggregate_id: String,
 }
@@ -54,7 +56,8 @@ async fn events_until(
     at: DateTime<Utc>,
 ) -> Result<Vec<StoredRow>, AuditError> {
     let mut rows = sqlx::query(
-        "SELECT aggregate_type, aggregate_id, sequence, global_seq, event_type, payload, metadata, recorded_at
+        "SELECT aggregate_type, aggregate_id, sequence, global_seq, event_type, event_version, payload, metadata,
+                recorded_at
          FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND recorded_at <= $3
          ORDER BY aggregate_id, sequence",
     )
@@ -71,6 +74,7 @@ async fn events_until(
         let small = payload.to_string().len() <= PAYLOAD_LIMIT;
         out.push(StoredRow {
             aggregate_id: row.try_get("aggregate_id")?,
+            version: row.try_get("event_version")?,
             event: AuditedEvent {
                 aggregate_type: row.try_get("aggregate_type")?,
                 sequence: row.try_get("sequence")?,
@@ -89,7 +93,13 @@ async fn events_until(
 }
 
 fn apply<A: Aggregate>(state: &mut A, row: &StoredRow) -> Result<(), AuditError> {
-    let event = serde_json::from_value::<A::Event>(row.payload.clone()).map_err(|e| AuditError::Corrupt {
+    let event = ota_domain::upcast::decode::<A::Event>(
+        &row.event.aggregate_type,
+        &row.event.event_type,
+        &row.version,
+        row.payload.clone(),
+    )
+    .map_err(|e| AuditError::Corrupt {
         aggregate_type: row.event.aggregate_type.clone(),
         aggregate_id: row.aggregate_id.clone(),
         sequence: row.event.sequence,

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use ota_domain::campaign::{Campaign, Membership};
 use ota_domain::device::{DeviceEvent, DeviceProfile};
 use ota_domain::rollout::{assign_waves, DeviceCandidate};
+use ota_domain::upcast::{self, DecodeError};
 use ota_domain::DeviceId;
 use sqlx::PgPool;
 
@@ -19,15 +20,15 @@ pub enum MembershipError {
     #[error("reading the inventory: {0}")]
     Inventory(#[from] sqlx::Error),
     #[error("device {device} has an undecodable profile")]
-    Corrupt { device: String, source: serde_json::Error },
+    Corrupt { device: String, source: DecodeError },
     #[error("device {device}'s latest inventory event carries no profile")]
     NoProfile { device: String },
 }
 
 /// The latest profile of every registered device (or of `only` those ids).
 async fn profiles(pool: &PgPool, only: Option<&[String]>) -> Result<BTreeMap<String, DeviceProfile>, MembershipError> {
-    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT DISTINCT ON (aggregate_id) aggregate_id, payload FROM events
+    let rows: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT DISTINCT ON (aggregate_id) aggregate_id, event_type, event_version, payload FROM events
          WHERE aggregate_type = 'Device' AND event_type IN ('DeviceRegistered', 'DeviceProfileChanged')
            AND ($1::text[] IS NULL OR aggregate_id = ANY($1))
          ORDER BY aggregate_id, sequence DESC",
@@ -36,12 +37,14 @@ async fn profiles(pool: &PgPool, only: Option<&[String]>) -> Result<BTreeMap<Str
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(device, payload)| match serde_json::from_value::<DeviceEvent>(payload) {
-            Ok(event) => match event.profile() {
-                Some(profile) => Ok((device, profile.clone())),
-                None => Err(MembershipError::NoProfile { device }),
-            },
-            Err(source) => Err(MembershipError::Corrupt { device, source }),
+        .map(|(device, event_type, version, payload)| {
+            match upcast::decode::<DeviceEvent>("Device", &event_type, &version, payload) {
+                Ok(event) => match event.profile() {
+                    Some(profile) => Ok((device, profile.clone())),
+                    None => Err(MembershipError::NoProfile { device }),
+                },
+                Err(source) => Err(MembershipError::Corrupt { device, source }),
+            }
         })
         .collect()
 }

@@ -15,6 +15,7 @@ mod idempotency;
 mod identities;
 mod limits;
 mod rollouts;
+mod schema;
 mod signatures;
 mod spine;
 mod swupdate;

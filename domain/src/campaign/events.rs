@@ -111,7 +111,24 @@ impl DomainEvent for CampaignEvent {
         }
         .to_owned()
     }
+    /// Bumped with an upcaster in `crate::upcast` whenever a shape changes.
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            CampaignEvent::CampaignCreated { .. }
+            | CampaignEvent::CampaignScheduled { .. }
+            | CampaignEvent::CampaignStarted { .. }
+            | CampaignEvent::MembershipResolved { .. }
+            | CampaignEvent::MembersJoined { .. }
+            | CampaignEvent::WaveStarted { .. }
+            | CampaignEvent::AssignmentsRecorded { .. }
+            | CampaignEvent::ApprovalRequested { .. }
+            | CampaignEvent::WaveApproved { .. }
+            | CampaignEvent::CampaignPaused { .. }
+            | CampaignEvent::CampaignResumed { .. }
+            | CampaignEvent::CampaignCancelled { .. }
+            | CampaignEvent::CampaignCompleted { .. }
+            | CampaignEvent::CampaignAborted { .. } => "1.0",
+        }
+        .to_owned()
     }
 }

@@ -192,6 +192,12 @@ pub struct Campaign {
 }
 
 impl Campaign {
+    /// The shape of this struct as snapshots store it. Bump it with any change to
+    /// its fields or their meaning: snapshots of another version are then dropped
+    /// and each campaign is rebuilt from its events (`docs/events.md`). The golden
+    /// test `the_campaign_snapshot_shape_is_unchanged` fails until you do.
+    pub const SNAPSHOT_VERSION: u32 = 1;
+
     pub fn exists(&self) -> bool {
         self.id.is_some()
     }

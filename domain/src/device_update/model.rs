@@ -168,10 +168,10 @@ pub enum LaneKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Origin {
     pub campaign: Option<CampaignId>,
-    #[serde(default)]
+    // No serde defaults: events from before `wave` and `retry` existed are
+    // `UpdateAssigned` 1.0, whose upcaster (`crate::upcast`) fills them in.
     pub wave: Option<u32>,
     /// 0 for the first try, then one more per retry.
-    #[serde(default)]
     pub retry: u32,
 }
 
@@ -261,9 +261,9 @@ pub enum DeviceUpdateCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeviceUpdateEvent {
+    /// Version 1.1: every field explicit (1.0 rows may lack `kind`, `origin.wave`, `origin.retry`).
     UpdateAssigned {
         action: u32,
-        #[serde(default)]
         kind: LaneKind,
         origin: Origin,
         firmware: UpdateFirmware,
@@ -363,8 +363,20 @@ impl DomainEvent for DeviceUpdateEvent {
         }
         .to_owned()
     }
+    /// Bumped with an upcaster in `crate::upcast` whenever a shape changes.
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            DeviceUpdateEvent::UpdateAssigned { .. } => "1.1",
+            DeviceUpdateEvent::DeviceNotified { .. }
+            | DeviceUpdateEvent::ProgressReported { .. }
+            | DeviceUpdateEvent::ReportIgnored { .. }
+            | DeviceUpdateEvent::UpdateCancelled { .. }
+            | DeviceUpdateEvent::UpdateTimedOut { .. }
+            | DeviceUpdateEvent::CancelRequested { .. }
+            | DeviceUpdateEvent::CancelRefused { .. }
+            | DeviceUpdateEvent::DownloadServed { .. } => "1.0",
+        }
+        .to_owned()
     }
 }
 

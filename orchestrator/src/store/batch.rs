@@ -15,6 +15,7 @@ use ota_domain::CommandMeta;
 use sqlx::{PgConnection, Row};
 
 use super::cache::StateCache;
+use super::versioned::upcast_event;
 use super::{Cause, Committed, Store, StoreError, StoreFault, Stored};
 
 /// One command of a batch: aggregate id, command, and who ordered it.
@@ -287,7 +288,8 @@ pub(super) fn is_transient(error: &sqlx::Error) -> bool {
     error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40P01" || code == "40001")
 }
 
-/// One row of `events` (aggregate_id, sequence, event_type, event_version, payload, metadata) as an envelope.
+/// One row of `events` (aggregate_id, sequence, event_type, event_version, payload, metadata) as an
+/// envelope, upcast to the current version like every other read.
 fn decode_row<A: Stored>(row: &sqlx::postgres::PgRow) -> Result<EventEnvelope<A>, StoreError<A::Error>>
 where
     A::Command: Clone + Send,
@@ -305,5 +307,6 @@ where
         row.try_get("payload").map_err(|e| corrupt(&e))?,
         row.try_get("metadata").map_err(|e| corrupt(&e))?,
     );
-    EventEnvelope::<A>::try_from(serialized).map_err(|e| corrupt(&e))
+    let current = upcast_event(serialized).map_err(|e| corrupt(&e))?;
+    EventEnvelope::<A>::try_from(current).map_err(|e| corrupt(&e))
 }

@@ -14,7 +14,6 @@ use ota_domain::device::Device;
 use ota_domain::device_update::DeviceUpdate;
 use ota_domain::firmware::Firmware;
 use ota_domain::{CampaignId, CommandMeta, Decide, DeviceId, FirmwareId};
-use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -22,9 +21,11 @@ use tokio::sync::Notify;
 mod batch;
 mod cache;
 mod chained;
+mod versioned;
 
 pub use batch::BatchItem;
 pub use chained::{Chained, ChainedBatcher, FollowUp};
+use versioned::VersionedRepository;
 
 /// How many times a command is decided again after losing a race.
 const MAX_ATTEMPTS: u32 = 12;
@@ -38,6 +39,9 @@ where
     type Id: std::fmt::Display + Sync + ?Sized;
     /// Snapshot every n events, for streams that grow long.
     const SNAPSHOT_EVERY: Option<usize> = None;
+    /// The shape of the aggregate's state in its snapshots; a snapshot of another
+    /// version is dropped and the state rebuilt from events.
+    const SNAPSHOT_VERSION: u32 = 1;
 }
 
 impl Stored for Firmware {
@@ -55,6 +59,7 @@ impl Stored for ota_domain::api_key::ApiKey {
 impl Stored for Campaign {
     type Id = CampaignId;
     const SNAPSHOT_EVERY: Option<usize> = Some(50);
+    const SNAPSHOT_VERSION: u32 = Campaign::SNAPSHOT_VERSION;
 }
 
 /// What made the event store unavailable: the database's error, or cqrs-es's.
@@ -125,11 +130,11 @@ impl Store {
         self.committed.clone()
     }
 
-    fn event_store<A: Stored>(&self) -> PersistedEventStore<PostgresEventRepository, A>
+    fn event_store<A: Stored>(&self) -> PersistedEventStore<VersionedRepository, A>
     where
         A::Command: Clone + Send,
     {
-        let repo = PostgresEventRepository::new(self.pool.clone());
+        let repo = VersionedRepository::new(self.pool.clone(), A::SNAPSHOT_VERSION);
         match A::SNAPSHOT_EVERY {
             Some(n) => PersistedEventStore::new_snapshot_store(repo, n),
             None => PersistedEventStore::new_event_store(repo),
