@@ -12,6 +12,23 @@ pub struct BadPrefix(pub String);
 pub struct BusNames {
     prefix: String,
     replicas: usize,
+    events_retention: Retention,
+}
+
+/// How much of the event history the events stream keeps. The event store keeps
+/// all of it; a projection that falls further behind reads the rest from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: std::time::Duration,
+    /// Bytes, the oldest messages going first; -1: no limit. JetStream reserves
+    /// a stream's limit from the server's storage up front, so it is opt-in.
+    pub max_bytes: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { max_age: std::time::Duration::from_secs(7 * 24 * 3600), max_bytes: -1 }
+    }
 }
 
 impl BusNames {
@@ -19,7 +36,7 @@ impl BusNames {
         let ok = (1..=32).contains(&prefix.len())
             && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if ok {
-            Ok(Self { prefix: prefix.to_owned(), replicas: 1 })
+            Ok(Self { prefix: prefix.to_owned(), replicas: 1, events_retention: Retention::default() })
         } else {
             Err(BadPrefix(prefix.to_owned()))
         }
@@ -38,6 +55,15 @@ impl BusNames {
 
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    pub fn with_events_retention(mut self, retention: Retention) -> Self {
+        self.events_retention = retention;
+        self
+    }
+
+    pub fn events_retention(&self) -> Retention {
+        self.events_retention
     }
 
     /// The JetStream stream holding every published event.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use ota_domain::bus::{BadPrefix, BusNames};
+use ota_domain::bus::BadPrefix;
 use ota_orchestrator::dispatch::DispatchHandle;
 use ota_orchestrator::rollout::{ProcessManager, RolloutHandle};
 use ota_orchestrator::{Relay, RelayHandle, Store};
@@ -168,7 +168,7 @@ async fn shared_key(pool: &sqlx::PgPool, name: &str) -> Result<Vec<u8>, ServerEr
 }
 
 pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
-    let names = BusNames::new(&settings.nats_prefix)?.with_replicas(settings.nats_replicas);
+    let names = settings.bus()?;
     let auth = Arc::new(Auth::new(&settings.token_settings())?);
     let blobs = Blobs::open(&settings.storage_url)?;
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;

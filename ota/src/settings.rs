@@ -22,6 +22,15 @@ pub struct Settings {
     #[arg(long, env = "OTA_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
 
+    /// Days of events the events stream keeps (the event store keeps everything).
+    #[arg(long, env = "OTA_EVENTS_STREAM_MAX_AGE_DAYS", default_value_t = 7)]
+    pub events_stream_max_age_days: u64,
+
+    /// Bytes the events stream keeps at most, the oldest going first; -1: no limit
+    /// (JetStream reserves the limit from its storage when the stream is made).
+    #[arg(long, env = "OTA_EVENTS_STREAM_MAX_BYTES", default_value_t = -1, allow_negative_numbers = true)]
+    pub events_stream_max_bytes: i64,
+
     /// Prefix of every NATS stream, consumer and subject.
     #[arg(long, env = "OTA_NATS_PREFIX", default_value = "ota")]
     pub nats_prefix: String,
@@ -132,6 +141,17 @@ impl Settings {
             exempt_loopback: self.rate_limit_exempt_loopback,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
         }
+    }
+
+    /// Names and layout of this deployment's streams.
+    pub fn bus(&self) -> Result<ota_domain::bus::BusNames, ota_domain::bus::BadPrefix> {
+        let retention = ota_domain::bus::Retention {
+            max_age: std::time::Duration::from_secs(self.events_stream_max_age_days.saturating_mul(24 * 3600)),
+            max_bytes: self.events_stream_max_bytes,
+        };
+        Ok(ota_domain::bus::BusNames::new(&self.nats_prefix)?
+            .with_replicas(self.nats_replicas)
+            .with_events_retention(retention))
     }
 
     pub fn token_settings(&self) -> ota_api::auth::TokenSettings {

@@ -22,21 +22,31 @@ const BATCH: usize = 500;
 /// commit (87 a batch, measured) instead of a full batch.
 const PULL_AHEAD: usize = 4 * BATCH;
 
-/// Creates the events stream if missing. Idempotent; the relay and every worker call it.
+/// Creates the events stream if missing, and brings an existing one to the
+/// configured retention (a stream from an earlier version had none and grew
+/// without bound). Idempotent; the relay and every worker call it.
 pub async fn ensure_events_stream(
     js: &jetstream::Context,
     names: &BusNames,
 ) -> Result<stream::Stream, async_nats::Error> {
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: names.events_stream(),
-            subjects: vec![names.all_events()],
-            storage: stream::StorageType::File,
-            num_replicas: names.replicas(),
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await?;
+    let retention = names.events_retention();
+    let config = stream::Config {
+        name: names.events_stream(),
+        subjects: vec![names.all_events()],
+        storage: stream::StorageType::File,
+        num_replicas: names.replicas(),
+        duplicate_window: Duration::from_secs(120),
+        max_age: retention.max_age,
+        max_bytes: retention.max_bytes,
+        ..Default::default()
+    };
+    let stream = js.get_or_create_stream(config.clone()).await?;
+    let current = &stream.cached_info().config;
+    if current.max_age != config.max_age || current.max_bytes != config.max_bytes {
+        tracing::info!(stream = config.name, max_age = ?config.max_age, max_bytes = config.max_bytes, "events stream retention updated");
+        js.update_stream(config).await?;
+        return Ok(js.get_stream(names.events_stream()).await?);
+    }
     Ok(stream)
 }
 

@@ -447,3 +447,31 @@ async fn messages_the_store_does_not_back_are_recorded_and_passed_over() {
     let devices = health["projections"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "devices").cloned());
     assert_eq!(devices.map(|d| d["failures"].clone()), Some(json!(2)), "{health}");
 }
+
+/// The events stream is bounded by age and size (it grew without bound), and one
+/// an earlier version created without limits is brought to them by whoever
+/// starts next; the event store keeps everything, and projections go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_is_bounded_by_age_and_size() {
+    use ota_domain::bus::Retention;
+    let (app, _firmware) = spine_app(spine_only()).await;
+    relayed_all(&app).await;
+    let mut stream = app.js.get_stream(app.names.events_stream()).await.expect("events stream");
+    let config = stream.info().await.expect("info").config.clone();
+    let defaults = Retention::default();
+    assert_eq!((config.max_age, config.max_bytes), (defaults.max_age, defaults.max_bytes));
+
+    // As an earlier version left it: no limits.
+    let unbounded = async_nats::jetstream::stream::Config { max_age: Duration::ZERO, max_bytes: -1, ..config };
+    app.js.update_stream(unbounded).await.expect("unbound the stream");
+    let small = Retention { max_age: Duration::from_secs(3600), max_bytes: 4096 };
+    let names = app.names.clone().with_events_retention(small);
+    let mut stream = ota_projections::worker::ensure_events_stream(&app.js, &names).await.expect("ensure");
+    let info = stream.info().await.expect("info").clone();
+    assert_eq!((info.config.max_age, info.config.max_bytes), (small.max_age, small.max_bytes));
+    assert!(info.state.bytes <= 4096, "the oldest messages went: {} bytes kept", info.state.bytes);
+    assert!((info.state.messages as i64) < stored_events(&app).await, "the store keeps what the stream dropped");
+
+    app.register_devices(&["after-trim".to_owned()], "hw").await;
+    app.caught_up(ProjectionName::Devices).await;
+}

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use ota_domain::bus::BusNames;
 use ota_domain::device::{Device, DeviceCommand, DeviceProfile};
 use ota_domain::{Actor, CommandMeta, DeviceId};
 use ota_orchestrator::Store;
@@ -57,7 +56,7 @@ pub enum SimulateError {
 
 /// Registers the fleet, then answers update commands until interrupted.
 pub async fn run(settings: &Settings, options: &FleetOptions) -> Result<(), SimulateError> {
-    let names = BusNames::new(&settings.nats_prefix).map_err(ServerError::from)?.with_replicas(settings.nats_replicas);
+    let names = settings.bus().map_err(ServerError::from)?;
     let pool = ota_migrations::connect(&settings.database_url, 4).await.map_err(ServerError::from)?;
     ota_migrations::migrate(&pool).await.map_err(ServerError::from)?;
     let store = Store::new(pool);
