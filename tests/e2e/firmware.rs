@@ -842,8 +842,9 @@ async fn orphaned_uploads_and_unreferenced_binaries_are_collected() {
     let just_promoted = write(&format!("sha256/{}", sha256_hex(b"event on its way")), std::time::SystemTime::now());
 
     let blobs = ota_api::storage::Blobs::open(&app.settings.storage_url).expect("storage");
+    // The server's own collector may take its first pass meanwhile: either way, once.
     let collected = ota::gc::collect(&app.db, &blobs, ota::gc::GRACE).await.expect("collect");
-    assert_eq!((collected.staged, collected.unreferenced), (1, 1), "{collected:?}");
+    assert!(collected.staged <= 1 && collected.unreferenced <= 1, "{collected:?}");
     assert!(!crashed_upload.exists() && !never_stored.exists(), "orphans are gone");
     assert!(referenced.exists() && running_upload.exists() && just_promoted.exists(), "the rest stays");
     // The firmware still downloads.
