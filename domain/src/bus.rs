@@ -138,6 +138,15 @@ pub fn subject_token(raw: &str) -> String {
     out
 }
 
+/// The device a `<prefix>.devices.<id>.<kind>` subject names (commands, status, report).
+pub fn device_of_subject(subject: &str) -> Option<String> {
+    let mut parts = subject.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some("devices"), Some(token)) => decode_subject_token(token),
+        _ => None,
+    }
+}
+
 /// Reverses `subject_token`; `None` for a token it could not have produced.
 pub fn decode_subject_token(token: &str) -> Option<String> {
     let bytes = token.as_bytes();
@@ -167,6 +176,8 @@ mod tests {
         assert_ne!(subject_token("a.b"), subject_token("a%2Eb"));
         for raw in ["dev-1", "a.b c>*", "a%2Eb", "ü/ß"] {
             assert_eq!(decode_subject_token(&subject_token(raw)).as_deref(), Some(raw));
+            let names = BusNames::new("p").expect("prefix");
+            assert_eq!(device_of_subject(&names.device_report(raw)).as_deref(), Some(raw));
         }
     }
 

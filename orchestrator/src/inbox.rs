@@ -11,12 +11,11 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
-use chrono::Utc;
 use futures::StreamExt;
-use ota_domain::bus::{decode_subject_token, BusNames};
-use ota_domain::{Actor, CommandMeta, DeviceId};
+use ota_domain::bus::BusNames;
 
-use crate::devices::{Reports, StatusReport};
+use crate::devices::Reports;
+use crate::dispatch::{report_from_bus, BusReportError};
 use crate::store::StoreError;
 
 /// Reports kept for devices while nothing stores them, at most.
@@ -94,24 +93,15 @@ enum Stored {
 }
 
 async fn store(reports: &Reports, subject: &str, payload: &[u8]) -> Stored {
-    let token = subject.split('.').nth(2).unwrap_or_default();
-    let Some(device) = decode_subject_token(token).and_then(|raw| DeviceId::parse(&raw).ok()) else {
-        tracing::warn!(subject, "device report on a subject that names no device; dropped");
-        return Stored::Done;
-    };
-    let report = match serde_json::from_slice::<StatusReport>(payload) {
-        Ok(report) => report,
-        Err(e) => {
-            tracing::warn!(device = %device, error = %e, "invalid device report; dropped");
-            return Stored::Done;
-        }
-    };
-    let meta = CommandMeta::new(Actor::device(device.to_string()));
-    match reports.report(&device, report, &meta, Utc::now()).await {
+    match report_from_bus(reports, subject, payload).await {
         Ok(_) => Stored::Done,
-        Err(StoreError::Unavailable(_)) => Stored::Later,
+        Err(BusReportError::Store(StoreError::Unavailable(_))) => Stored::Later,
+        Err(e @ (BusReportError::NoDevice | BusReportError::Invalid(_))) => {
+            tracing::warn!(subject, error = %e, "device report dropped");
+            Stored::Done
+        }
         Err(e) => {
-            tracing::info!(device = %device, error = %e, "device report refused");
+            tracing::info!(subject, error = %e, "device report refused");
             Stored::Done
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::StreamExt;
-use ota_domain::bus::{decode_subject_token, BusNames};
+use ota_domain::bus::{device_of_subject, BusNames};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -61,8 +61,7 @@ struct Devices {
 
 impl Devices {
     fn handle(&self, subject: &str, payload: &[u8]) {
-        let token = subject.split('.').nth(2).unwrap_or_default().to_owned();
-        let Some(device) = decode_subject_token(&token) else { return };
+        let Some(device) = device_of_subject(subject) else { return };
         if self.policy.ignore.contains(&device) {
             return;
         }
