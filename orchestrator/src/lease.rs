@@ -8,6 +8,7 @@
 //! process). Each new holder gets the next epoch; leader writes check it in their
 //! own transaction (`fence`), so a deposed leader that wakes up writes nothing.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,19 @@ pub const TTL: Duration = Duration::from_secs(6);
 const RENEWALS_PER_TTL: u32 = 3;
 /// How often a standby tries to take the lease.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
+
+/// The relay's lease: one per database and NATS prefix.
+pub fn relay_lease(prefix: &str) -> String {
+    format!("relay:{prefix}")
+}
+
+/// The rollout process manager's lease: one per database and NATS prefix.
+pub fn rollout_lease(prefix: &str) -> String {
+    format!("rollout:{prefix}")
+}
+
+/// The chainer's lease: the chain is one per database.
+pub const CHAIN_LEASE: &str = "chain";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -110,10 +124,23 @@ impl Leadership {
         }
     }
 
+    /// Runs the leader's `work` while the lease holds, and stops it as soon as the
+    /// lease is lost (by then another instance may lead). A term whose work ends
+    /// cleanly gives the lease up, so a standby takes over at its next poll.
+    pub async fn lead<T, E: From<LeaseError>>(mut self, work: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let term = tokio::select! {
+            lost = self.keep() => Err(lost.into()),
+            ended = work => ended,
+        };
+        if term.is_ok() {
+            self.release().await;
+        }
+        term
+    }
+
     /// Renews until the lease is lost or the database stops answering in time;
-    /// never returns otherwise. Run it beside the leader's work and stop the work
-    /// when it returns: by then another instance may lead.
-    pub async fn keep(&mut self) -> LeaseError {
+    /// never returns otherwise.
+    async fn keep(&mut self) -> LeaseError {
         let every = self.ttl / RENEWALS_PER_TTL;
         let mut last_renewed = Instant::now();
         loop {
@@ -149,7 +176,7 @@ impl Leadership {
     }
 
     /// Gives the lease up (a graceful stop): a standby takes over at its next poll.
-    pub async fn release(mut self) {
+    async fn release(mut self) {
         let released = sqlx::query(
             "UPDATE leases SET expires_at = clock_timestamp() WHERE name = $1 AND holder = $2 AND epoch = $3",
         )

@@ -58,7 +58,7 @@ pub fn spawn(pool: PgPool, blobs: Blobs, prefix: String) -> JoinHandle<()> {
 }
 
 async fn lead(pool: &PgPool, blobs: &Blobs, holder: &str, prefix: &str) -> Result<(), GcError> {
-    let mut leadership = Leadership::acquire(pool, &format!("storage-gc:{prefix}"), holder, lease::TTL).await?;
+    let leadership = Leadership::acquire(pool, &format!("storage-gc:{prefix}"), holder, lease::TTL).await?;
     let lease = leadership.lease.clone();
     let passes = async {
         loop {
@@ -70,8 +70,5 @@ async fn lead(pool: &PgPool, blobs: &Blobs, holder: &str, prefix: &str) -> Resul
             tokio::time::sleep(EVERY).await;
         }
     };
-    tokio::select! {
-        lost = leadership.keep() => Err(lost.into()),
-        failed = passes => failed,
-    }
+    leadership.lead(passes).await
 }

@@ -127,14 +127,17 @@ impl Deployment {
 
     /// Runs another subcommand (e.g. `replay all`) as a child process, not waited for.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        let log = self.dir.path().join(format!("{}.log", args.join("-")));
-        self.command(args, free_port(), &log).spawn().expect("spawn ota")
+        self.command(args, free_port(), &self.log_of(args)).spawn().expect("spawn ota")
+    }
+
+    fn log_of(&self, args: &[&str]) -> PathBuf {
+        self.dir.path().join(format!("{}.log", args.join("-")))
     }
 
     /// Runs a subcommand to its end; panics with its log unless it succeeds.
     pub async fn run(&self, args: &[&str]) {
         let status = self.spawn(args).wait().await.expect("wait for ota");
-        let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", args.join("-")))).unwrap_or_default();
+        let log = std::fs::read_to_string(self.log_of(args)).unwrap_or_default();
         assert!(status.success(), "ota {args:?} exited with {status}:\n{log}");
     }
 

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use ota_orchestrator::lease;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -173,8 +174,9 @@ async fn projections(state: &AppState, nats_ok: bool) -> Vec<ProjectionHealth> {
 
 async fn leaders(state: &AppState) -> Vec<Leader> {
     let prefix = state.names.prefix();
-    let ours = [format!("relay:{prefix}"), format!("rollout:{prefix}"), "chain".to_owned()];
-    let leases = ota_orchestrator::lease::statuses(&state.pool).await.unwrap_or_default();
+    // Not the storage collector: it works hourly, so its progress age says nothing.
+    let ours = [lease::relay_lease(prefix), lease::rollout_lease(prefix), lease::CHAIN_LEASE.to_owned()];
+    let leases = lease::statuses(&state.pool).await.unwrap_or_default();
     leases
         .into_iter()
         .filter(|l| ours.contains(&l.name))

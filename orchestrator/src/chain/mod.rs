@@ -144,7 +144,7 @@ pub fn spawn(pool: PgPool) -> ChainerHandle {
 }
 
 async fn lead(pool: &PgPool, holder: &str) -> Result<(), LeaseError> {
-    let mut leadership = Leadership::acquire(pool, "chain", holder, lease::TTL).await?;
+    let leadership = Leadership::acquire(pool, lease::CHAIN_LEASE, holder, lease::TTL).await?;
     let lease = leadership.lease.clone();
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
     let work = async {
@@ -155,8 +155,5 @@ async fn lead(pool: &PgPool, holder: &str) -> Result<(), LeaseError> {
             }
         }
     };
-    tokio::select! {
-        lost = leadership.keep() => Err(lost),
-        failed = work => failed,
-    }
+    leadership.lead(work).await
 }

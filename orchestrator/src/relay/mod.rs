@@ -126,20 +126,13 @@ impl Relay {
     /// Competes for leadership, then publishes until an error or a lost lease ends the term.
     async fn lead(&self, role: &watch::Sender<RelayRole>) -> Result<(), RelayError> {
         let _ = role.send(RelayRole::Standby);
-        let name = format!("relay:{}", self.names.prefix());
-        let mut leadership = Leadership::acquire(&self.pool, &name, &self.holder, lease::TTL).await?;
+        let name = lease::relay_lease(self.names.prefix());
+        let leadership = Leadership::acquire(&self.pool, &name, &self.holder, lease::TTL).await?;
         // Its own connection: the lease's renewals never wait behind a page.
         let options = self.pool.connect_options().as_ref().clone().application_name(&format!("ota {name}"));
         let mut conn = PgConnection::connect_with(&options).await?;
         let lease = leadership.lease.clone();
-        let term = tokio::select! {
-            lost = leadership.keep() => Err(RelayError::Lease(lost)),
-            ended = self.publish(&mut conn, &lease, role) => ended,
-        };
-        if term.is_ok() {
-            leadership.release().await;
-        }
-        term
+        leadership.lead(self.publish(&mut conn, &lease, role)).await
     }
 
     async fn publish(

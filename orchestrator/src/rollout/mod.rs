@@ -118,13 +118,10 @@ impl ProcessManager {
     }
 
     async fn lead(&self) -> Result<(), StepError> {
-        let name = format!("rollout:{}", self.names.prefix());
-        let mut leadership = Leadership::acquire(&self.pool, &name, &self.holder, lease::TTL).await?;
+        let name = lease::rollout_lease(self.names.prefix());
+        let leadership = Leadership::acquire(&self.pool, &name, &self.holder, lease::TTL).await?;
         let lease = leadership.lease.clone();
-        tokio::select! {
-            lost = leadership.keep() => Err(lost.into()),
-            failed = self.step_all(&lease) => failed,
-        }
+        leadership.lead(self.step_all(&lease)).await
     }
 
     async fn step_all(&self, lease: &Lease) -> Result<(), StepError> {
