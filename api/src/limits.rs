@@ -124,6 +124,21 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
     }
     match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long").into_response(),
+        // 503, not 408: the server was slow, not the client (and clients repeat a
+        // 408 on their own). A command may still complete: see `Idempotency-Key`.
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "no answer within {} s: a dependency is slow or unreachable; a command may still take effect, \
+                     so retry it with the same Idempotency-Key",
+                    limits.request_timeout.as_secs()
+                ),
+            )
+            .into_response();
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            response
+        }
     }
 }

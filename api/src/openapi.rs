@@ -193,10 +193,9 @@ impl Part {
     fn errors(&self) -> Vec<(&'static str, &'static str)> {
         let mut errors = vec![
             ("400", "The request is malformed: a path, query or body that does not parse (`invalid_request`)."),
-            ("408", "The request took longer than OTA_REQUEST_TIMEOUT_SECS (`timeout`)."),
             ("429", "Too many requests from this identity, device or address (`rate_limited`); see `Retry-After`."),
             ("500", "A bug or corrupt stored data (`internal`); the cause is in the server log under the request id."),
-            ("503", "Postgres, NATS or object storage is unavailable (`unavailable`); retry later."),
+            ("503", "Postgres, NATS or object storage is unavailable (`unavailable`), or no answer within OTA_REQUEST_TIMEOUT_SECS (`timeout`, with `Retry-After`); retry later, commands with the same `Idempotency-Key`."),
         ];
         match self {
             Part::Management => {

@@ -21,6 +21,9 @@ pub enum BlobError {
     Config(String),
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    /// The storage has no room left (a full disk or an exhausted quota).
+    #[error("object store is full: {0}")]
+    Full(object_store::Error),
     #[error("upload exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("upload body: {0}")]
@@ -130,7 +133,7 @@ impl Blobs {
     {
         use futures::StreamExt;
         let path = Path::from(format!("staging/{}", Uuid::new_v4()));
-        let upload = self.store.put_multipart(&path).await?;
+        let upload = self.store.put_multipart(&path).await.map_err(classify)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
         let (mut sha256, mut sha1, mut md5) = (Sha256::new(), Sha1::new(), Md5::new());
         let mut size = 0u64;
@@ -153,14 +156,14 @@ impl Blobs {
             // A failed part leaves the multipart upload open on S3 (billed, invisible) unless aborted.
             if let Err(e) = writer.wait_for_capacity(4).await {
                 let _ = writer.abort().await;
-                return Err(e.into());
+                return Err(classify(e));
             }
             writer.put(chunk);
         }
-        // A failed completion cannot be aborted from here (it consumed the writer): the
-        // staging object, if any, is collected later; S3 buckets should also expire
+        // A failed completion aborts the upload itself; if even the abort fails,
+        // the staging object is collected later, and S3 buckets should also expire
         // incomplete multipart uploads (docs/operations.md).
-        writer.finish().await?;
+        writer.finish().await.map_err(classify)?;
         Ok(Staged {
             path,
             size,
@@ -234,4 +237,20 @@ impl Blobs {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A store error, told apart when it means the storage is full: that needs an
+/// operator (more room), not a retry.
+fn classify(e: object_store::Error) -> BlobError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            // ENOSPC and EDQUOT.
+            if io.kind() == std::io::ErrorKind::StorageFull || matches!(io.raw_os_error(), Some(28 | 122)) {
+                return BlobError::Full(e);
+            }
+        }
+        source = error.source();
+    }
+    BlobError::Store(e)
 }

@@ -157,7 +157,12 @@ impl TestApp {
         let pg_host = postgres_proxy.as_ref().map_or(POSTGRES.to_owned(), |p| p.addr.to_string());
         let nats_host = nats_proxy.as_ref().map_or(NATS.to_owned(), |p| p.addr.to_string());
 
-        let mut settings = test_settings(&database_url(&pg_host, &db_name), &nats_host, &prefix);
+        // In clear through the proxy, which must read the protocol to lose a COMMIT's answer.
+        let server_database_url = match postgres_proxy {
+            Some(_) => format!("{}?sslmode=disable", database_url(&pg_host, &db_name)),
+            None => database_url(&pg_host, &db_name),
+        };
+        let mut settings = test_settings(&server_database_url, &nats_host, &prefix);
         settings.storage_url = options.storage_url.clone().unwrap_or_else(|| storage.path().display().to_string());
         settings.download_redirect = options.download_redirect;
         settings.firmware_keys = options.firmware_keys.clone();

@@ -79,14 +79,16 @@ async fn path_parameters_that_traverse_or_carry_control_characters_are_refused()
 }
 
 #[tokio::test]
-async fn a_request_stuck_behind_the_database_ends_with_408_not_a_hung_client() {
+async fn a_request_stuck_behind_the_database_ends_with_503_not_a_hung_client() {
     let app = TestApp::spawn_with(TestOptions { request_timeout_secs: Some(1), ..TestOptions::default() }).await;
     // Another session holds the catalog table: any read of it waits.
     let mut blocker = app.db.begin().await.expect("begin");
     sqlx::query("LOCK TABLE firmware IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.expect("lock");
     let started = std::time::Instant::now();
-    let (status, body) = json_of(app.get("/api/v1/firmware").send().await.expect("request")).await;
-    assert_eq!((status, body["error"].as_str()), (408, Some("timeout")), "{body}");
+    let response = app.get("/api/v1/firmware").send().await.expect("request");
+    assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("timeout")), "{body}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     blocker.rollback().await.expect("rollback");
     assert_eq!(app.get("/api/v1/firmware").send().await.expect("request").status(), 200);

@@ -13,6 +13,7 @@ mod fuzz;
 mod group_commit;
 mod idempotency;
 mod identities;
+mod in_flight;
 mod limits;
 mod rollouts;
 mod schema;

@@ -83,6 +83,14 @@ impl From<BlobError> for ApiError {
                 format!("firmware exceeds the limit of {limit} bytes"),
             ),
             BlobError::Body(message) => ApiError::bad_request(message),
+            BlobError::Full(e) => {
+                tracing::error!(error = %e, "firmware storage is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "firmware storage is full: nothing was stored; an operator must free or add space",
+                )
+            }
             other => ApiError::unavailable("object store", other),
         }
     }
@@ -156,6 +164,7 @@ fn artifact_filename(given: Option<&str>, spec: &FirmwareSpec) -> String {
         (status = 200, body = Firmware, description = "The identical image was already stored: nothing changed."),
         (status = 409, body = ErrorBody, description = "The same name, version and model with other bytes (`firmware.content_conflict`, `firmware.id_collision`)."),
         (status = 413, body = ErrorBody, description = "Larger than OTA_MAX_FIRMWARE_BYTES (`too_large`)."),
+        (status = 507, body = ErrorBody, description = "The firmware storage is full (`storage_full`): nothing was stored."),
         (status = 422, body = ErrorBody, description = "A field is invalid, a checksum does not match, or a required signature is missing or wrong (`invalid_field`, `checksum_mismatch`, `firmware.signature_*`)."),
 ))]
 async fn upload(

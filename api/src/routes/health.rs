@@ -116,25 +116,51 @@ pub struct HealthReport {
     (status = 503, body = HealthReport, description = "A dependency is down: `status` is `degraded`."),
 ))]
 async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
-    let started = Instant::now();
-    let postgres = match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
-        Ok(_) => Probe { latency_ms: Some(started.elapsed().as_millis() as u64), ..Probe::ok() },
-        Err(e) => Probe::failed(e),
+    // Every probe has a deadline and they run together: behind a black-holed
+    // database (no answer, no reset) the report still comes within seconds.
+    let postgres = async {
+        let started = Instant::now();
+        match tokio::time::timeout(PROBE_DEADLINE, sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool))
+            .await
+        {
+            Ok(Ok(_)) => Probe { latency_ms: Some(started.elapsed().as_millis() as u64), ..Probe::ok() },
+            Ok(Err(e)) => Probe::failed(e),
+            Err(_) => Probe::failed("no answer within 2 s"),
+        }
     };
+    // A black hole (no answer, no reset) leaves the client "connected" until its
+    // pings go unanswered, a minute or two: only a round trip tells.
     let nats_state = state.nats.connection_state();
-    let nats_ok = nats_state == async_nats::connection::State::Connected;
-    let nats = Probe { ok: nats_ok, state: Some(nats_state.to_string()), ..Probe::ok() };
-    let object_store = match tokio::time::timeout(PROBE_DEADLINE, state.blobs.probe()).await {
-        Ok(Ok(())) => Probe::ok(),
-        Ok(Err(e)) => Probe::failed(e),
-        Err(_) => Probe::failed("no answer within 2 s"),
+    let connected = nats_state == async_nats::connection::State::Connected;
+    let nats = async {
+        let state_name = Some(nats_state.to_string());
+        match connected {
+            false => Probe { ok: false, state: state_name, ..Probe::ok() },
+            // Any answer will do (the account's JetStream usage, or an error saying why not).
+            true => match tokio::time::timeout(PROBE_DEADLINE, state.nats.request("$JS.API.INFO", "".into())).await {
+                Ok(Ok(_)) => Probe { state: state_name, ..Probe::ok() },
+                Ok(Err(e)) => Probe { state: state_name, ..Probe::failed(e) },
+                Err(_) => Probe { state: state_name, ..Probe::failed("no answer within 2 s") },
+            },
+        }
     };
-    let relay = match ota_orchestrator::relay::pending_count(&state.pool, state.names.prefix()).await {
-        Ok(pending) => Probe { unpublished_events: Some(pending), ..Probe::ok() },
-        Err(e) => Probe::failed(e),
+    let object_store = async {
+        match tokio::time::timeout(PROBE_DEADLINE, state.blobs.probe()).await {
+            Ok(Ok(())) => Probe::ok(),
+            Ok(Err(e)) => Probe::failed(e),
+            Err(_) => Probe::failed("no answer within 2 s"),
+        }
     };
-    let projections = projections(&state, nats_ok).await;
-    let leaders = leaders(&state).await;
+    let relay = async {
+        let pending = ota_orchestrator::relay::pending_count(&state.pool, state.names.prefix());
+        match tokio::time::timeout(PROBE_DEADLINE, pending).await {
+            Ok(Ok(pending)) => Probe { unpublished_events: Some(pending), ..Probe::ok() },
+            Ok(Err(e)) => Probe::failed(e),
+            Err(_) => Probe::failed("no answer within 2 s"),
+        }
+    };
+    let (postgres, nats, object_store, relay, projections, leaders) =
+        tokio::join!(postgres, nats, object_store, relay, projections(&state, connected), leaders(&state));
     let all_ok =
         [&postgres, &nats, &object_store, &relay].iter().all(|p| p.ok) && leaders.iter().all(|l| l.state == "leading");
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -150,17 +176,28 @@ async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthRepo
     (status, Json(report))
 }
 
-async fn projections(state: &AppState, nats_ok: bool) -> Vec<ProjectionHealth> {
-    let applied = ota_projections::status::all(&state.pool).await.unwrap_or_default();
-    let failures = ota_projections::status::failures_by_projection(&state.pool).await.unwrap_or_default();
-    let mut out = Vec::new();
-    for name in ota_projections::ProjectionName::ALL {
-        let row = applied.iter().find(|s| s.projection == name.as_str());
-        // A health report answers fast: NATS gets a short deadline, then the lag is just unknown.
-        let pending = match nats_ok {
+/// A probe's answer, or nothing past the deadline or on an error.
+async fn within_deadline<T, E>(probe: impl std::future::Future<Output = Result<T, E>>) -> Option<T> {
+    tokio::time::timeout(PROBE_DEADLINE, probe).await.ok().and_then(Result::ok)
+}
+
+async fn projections(state: &AppState, nats_connected: bool) -> Vec<ProjectionHealth> {
+    let (applied, failures) = tokio::join!(
+        within_deadline(ota_projections::status::all(&state.pool)),
+        within_deadline(ota_projections::status::failures_by_projection(&state.pool)),
+    );
+    let (applied, failures) = (applied.unwrap_or_default(), failures.unwrap_or_default());
+    // A health report answers fast: NATS gets a short deadline, then the lag is just unknown.
+    let pending = futures::future::join_all(ota_projections::ProjectionName::ALL.into_iter().map(|name| async move {
+        match nats_connected {
             true => tokio::time::timeout(PROBE_DEADLINE, consumer_pending(state, name)).await.ok().flatten(),
             false => None,
-        };
+        }
+    }))
+    .await;
+    let mut out = Vec::new();
+    for (name, pending) in ota_projections::ProjectionName::ALL.into_iter().zip(pending) {
+        let row = applied.iter().find(|s| s.projection == name.as_str());
         out.push(ProjectionHealth {
             name: name.as_str().to_owned(),
             applied: row.map_or(0, |r| r.applied),
@@ -176,7 +213,7 @@ async fn leaders(state: &AppState) -> Vec<Leader> {
     let prefix = state.names.prefix();
     // Not the storage collector: it works hourly, so its progress age says nothing.
     let ours = [lease::relay_lease(prefix), lease::rollout_lease(prefix), lease::CHAIN_LEASE.to_owned()];
-    let leases = lease::statuses(&state.pool).await.unwrap_or_default();
+    let leases = within_deadline(lease::statuses(&state.pool)).await.unwrap_or_default();
     leases
         .into_iter()
         .filter(|l| ours.contains(&l.name))

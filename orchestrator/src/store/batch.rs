@@ -15,6 +15,7 @@ use ota_domain::CommandMeta;
 use sqlx::{PgConnection, Row};
 
 use super::cache::StateCache;
+use super::commit::{self, CommitError};
 use super::versioned::upcast_event;
 use super::{Cause, Committed, Store, StoreError, StoreFault, Stored};
 
@@ -105,16 +106,16 @@ impl Store {
             Err(cause) => return unavailable(n, &cause),
         };
         let stored = async {
-            let mut tx = self.pool().begin().await?;
-            let conflicted = insert_rows::<A>(&mut tx, &decided.rows).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(conflicted)
+            let (mut tx, xid) = commit::begin(self.pool()).await.map_err(CommitError::Aborted)?;
+            let conflicted = insert_rows::<A>(&mut tx, &decided.rows).await.map_err(CommitError::Aborted)?;
+            commit::commit(self.pool(), tx, xid).await?;
+            Ok::<_, CommitError>(conflicted)
         };
         let conflicted = match stored.await {
             Ok(conflicted) => conflicted,
-            Err(e) if is_transient(&e) => {
-                // Nothing was stored; every command is decided again on its own.
-                tracing::debug!(error = %e, "group commit aborted by the database; redone singly");
+            Err(e) if nothing_stored(&e) => {
+                // Every command is decided again on its own.
+                tracing::debug!(error = %e, "group commit aborted; redone singly");
                 decided.ids.iter().cloned().collect()
             }
             Err(e) => return unavailable(items.len(), &(Arc::new(e) as Cause)),
@@ -283,9 +284,19 @@ where
     Ok(conflicted)
 }
 
-/// Deadlock or serialization failure: the transaction did nothing and can be redone.
-pub(super) fn is_transient(error: &sqlx::Error) -> bool {
-    error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40P01" || code == "40001")
+/// A group commit that stored nothing and is worth redoing command by command: a
+/// deadlock or serialization failure, or an ambiguous commit the server says it
+/// rolled back. (Any other refusal would refuse the redo too, and without a
+/// connection each redo would wait out the pool's timeout.)
+pub(super) fn nothing_stored(error: &CommitError) -> bool {
+    match error {
+        CommitError::Aborted(e) => {
+            e.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40P01" || code == "40001")
+        }
+        // The server was reachable a moment ago to say so.
+        CommitError::RolledBack(_) => true,
+        CommitError::Unknown { .. } => false,
+    }
 }
 
 /// One row of `events` (aggregate_id, sequence, event_type, event_version, payload, metadata) as an

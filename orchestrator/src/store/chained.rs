@@ -10,8 +10,9 @@ use cqrs_es::Aggregate;
 use ota_domain::CommandMeta;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::{insert_rows, is_transient, unavailable, BatchItem, Decided};
+use super::batch::{insert_rows, nothing_stored, unavailable, BatchItem, Decided};
 use super::cache::StateCache;
+use super::commit::{self, CommitError};
 use super::{Cause, Committed, Store, StoreError, StoreFault, Stored};
 
 /// Given a command's outcome, the command (and aggregate id) that follows on `B`.
@@ -70,7 +71,7 @@ impl Store {
         let stored = self.store_chained(&items, &decided_a, &b_of, &b_items, &decided_b).await;
         let (conflicted_a, conflicted_b) = match stored {
             Ok(stored) => stored,
-            Err(e) if is_transient(&e) => {
+            Err(e) if nothing_stored(&e) => {
                 // Nothing was stored; every command is decided again on its own.
                 tracing::debug!(error = %e, "chained group commit aborted by the database; redone singly");
                 let mut out = Vec::with_capacity(n);
@@ -124,13 +125,13 @@ impl Store {
         b_of: &[usize],
         b_items: &[BatchItem<B>],
         decided_b: &Decided<B>,
-    ) -> Result<(BTreeSet<String>, BTreeSet<String>), sqlx::Error>
+    ) -> Result<(BTreeSet<String>, BTreeSet<String>), CommitError>
     where
         A::Command: Clone + Send,
         B::Command: Clone + Send,
     {
-        let mut tx = self.pool().begin().await?;
-        let conflicted_a = insert_rows::<A>(&mut tx, &decided_a.rows).await?;
+        let (mut tx, xid) = commit::begin(self.pool()).await.map_err(CommitError::Aborted)?;
+        let conflicted_a = insert_rows::<A>(&mut tx, &decided_a.rows).await.map_err(CommitError::Aborted)?;
         let orphaned: BTreeSet<String> = b_of
             .iter()
             .zip(b_items)
@@ -138,12 +139,13 @@ impl Store {
             .map(|(_, (b_id, ..))| b_id.clone())
             .collect();
         let mut conflicted_b = if orphaned.is_empty() {
-            insert_rows::<B>(&mut tx, &decided_b.rows).await?
+            insert_rows::<B>(&mut tx, &decided_b.rows).await
         } else {
             let rows: Vec<_> = decided_b.rows.iter().filter(|r| !orphaned.contains(&r.aggregate_id)).cloned().collect();
-            insert_rows::<B>(&mut tx, &rows).await?
-        };
-        tx.commit().await?;
+            insert_rows::<B>(&mut tx, &rows).await
+        }
+        .map_err(CommitError::Aborted)?;
+        commit::commit(self.pool(), tx, xid).await?;
         conflicted_b.extend(orphaned);
         Ok((conflicted_a, conflicted_b))
     }

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 mod batch;
 mod cache;
 mod chained;
+mod commit;
 mod versioned;
 
 pub use batch::BatchItem;

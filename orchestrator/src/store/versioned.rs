@@ -20,6 +20,8 @@ use postgres_es::PostgresEventRepository;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
+use super::commit;
+
 /// The key of the snapshot envelope's version.
 const VERSION_KEY: &str = "snapshot_version";
 const STATE_KEY: &str = "state";
@@ -118,13 +120,71 @@ impl PersistedEventRepository for VersionedRepository {
         }
     }
 
+    /// postgres-es's statements in a transaction of our own, for two reasons: a
+    /// lost answer to COMMIT is resolved (`commit`), and a snapshot that lost its
+    /// race rolls the events back with it (postgres-es committed them and then
+    /// reported a conflict, so the command was decided and stored again).
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let sealed = snapshot_update.map(|(id, state, n)| (id, seal_envelope(state, self.snapshot_version), n));
-        self.inner.persist::<A>(events, sealed).await
+        let failed = |e: sqlx::Error| match e.as_database_error().and_then(|d| d.code()) {
+            Some(code) if code == "23505" => PersistenceError::OptimisticLockError,
+            Some(_) => PersistenceError::UnknownError(Box::new(e)),
+            None => PersistenceError::ConnectionError(Box::new(e)),
+        };
+        let (mut tx, xid) = commit::begin(&self.pool).await.map_err(failed)?;
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])",
+        )
+        .bind(A::TYPE)
+        .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        if let Some((aggregate_id, state, snapshot)) = snapshot_update {
+            let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
+            let payload = seal_envelope(state, self.snapshot_version);
+            let written = if snapshot == 1 {
+                sqlx::query(
+                    "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+                         VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(A::TYPE)
+                .bind(&aggregate_id)
+                .bind(last_sequence)
+                .bind(snapshot as i64)
+                .bind(&payload)
+                .execute(&mut *tx)
+                .await
+            } else {
+                sqlx::query(
+                    "UPDATE snapshots SET last_sequence = $3, payload = $5, current_snapshot = $4
+                         WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $4 - 1",
+                )
+                .bind(A::TYPE)
+                .bind(&aggregate_id)
+                .bind(last_sequence)
+                .bind(snapshot as i64)
+                .bind(&payload)
+                .execute(&mut *tx)
+                .await
+            };
+            if written.map_err(failed)?.rows_affected() != 1 {
+                return Err(PersistenceError::OptimisticLockError);
+            }
+        }
+        commit::commit(&self.pool, tx, xid).await.map_err(|e| match e {
+            commit::CommitError::Aborted(e) => failed(e),
+            lost => PersistenceError::ConnectionError(Box::new(lost)),
+        })
     }
 
     async fn stream_events<A: Aggregate>(&self, _aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
