@@ -216,8 +216,9 @@ impl Reports {
         };
         let (update, inventory) = self.updates.execute(device_id.as_str(), command, meta, Arc::new(inventory)).await?;
         if let Some(Err(e)) = inventory {
-            // The update's outcome is stored; the inventory catches up with the next report.
-            tracing::warn!(device = %device_id, error = %e, "could not record the device's firmware version");
+            // Only a refusal gets here (a device never registered has no inventory):
+            // a race is decided again together with the update, never split from it.
+            tracing::warn!(device = %device_id, error = %e, "the inventory refused the device's firmware version");
         }
         update
     }

@@ -188,6 +188,62 @@ async fn a_successful_report_and_its_inventory_change_commit_together() {
     assert_eq!(transactions[0].1, transactions[1].1, "one transaction: {transactions:?}");
 }
 
+/// When another writer got to the device's inventory first, the success and its
+/// inventory change are decided again together, not stored in two transactions
+/// (the inventory used to be redone on its own, and a failure there was only
+/// logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_whose_inventory_change_lost_a_race_is_redone_with_it() {
+    let app = TestApp::spawn().await;
+    let store = app.server.state.store.clone();
+    let meta = CommandMeta::new(Actor::system("test"));
+    let id = DeviceId::parse("pair-1").expect("id");
+    let profile =
+        DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
+    store
+        .execute::<Device>(&id, DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
+        .await
+        .expect("register");
+    let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
+    let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
+    store.execute::<DeviceUpdate>(&id, assign, &meta).await.expect("assign");
+    let reports = app.server.state.reports.clone();
+    // A report naming a version makes the committer decide (and remember) the inventory.
+    let installing = StatusReport {
+        state: UpdateState::Installing,
+        progress: None,
+        message: None,
+        firmware_version: Some("1.1".into()),
+        action: None,
+    };
+    reports.report(&id, installing, &meta, Utc::now()).await.expect("installing");
+    // Another writer appends to the inventory: the remembered state is stale.
+    store.execute::<Device>(&id, set("site", "b".into()), &meta).await.expect("other writer");
+
+    let succeeded = StatusReport {
+        state: UpdateState::Succeeded,
+        progress: None,
+        message: None,
+        firmware_version: None,
+        action: None,
+    };
+    let done = reports.report(&id, succeeded, &meta, Utc::now()).await.expect("succeeded");
+    assert_eq!(done.state.current.as_ref().map(|lane| lane.state), Some(UpdateState::Succeeded));
+    let (device, _) = store.load::<Device>(&id).await.expect("device");
+    assert_eq!(device.profile.firmware_version.as_deref(), Some("2.0"));
+    assert_eq!(device.profile.attributes.get("site").map(String::as_str), Some("b"), "the other write is kept");
+    let last: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_type, tx_id::text FROM events WHERE aggregate_id = 'pair-1'
+         ORDER BY global_seq DESC LIMIT 2",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("events");
+    let types: Vec<&str> = last.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["Device", "DeviceUpdate"], "the success, then its inventory change");
+    assert_eq!(last[0].1, last[1].1, "one transaction: {last:?}");
+}
+
 /// Reports and their inventory changes, while other writers append to the same
 /// devices' updates and inventories: conflicts on either side are redone, and
 /// nothing is lost or doubled.

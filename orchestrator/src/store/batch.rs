@@ -107,7 +107,7 @@ impl Store {
         };
         let stored = async {
             let (mut tx, xid) = commit::begin(self.pool()).await.map_err(CommitError::Aborted)?;
-            let conflicted = insert_rows::<A>(&mut tx, &decided.rows).await.map_err(CommitError::Aborted)?;
+            let (conflicted, _) = insert_rows::<A>(&mut tx, &decided.rows).await.map_err(CommitError::Aborted)?;
             commit::commit(self.pool(), tx, xid).await?;
             Ok::<_, CommitError>(conflicted)
         };
@@ -218,7 +218,8 @@ where
 {
     /// Every aggregate of the batch, once.
     pub ids: Vec<String>,
-    states: HashMap<String, (A, usize)>,
+    /// Each aggregate's state and version after the batch's commands.
+    pub states: HashMap<String, (A, usize)>,
     /// Per command, in the batch's order.
     pub outcomes: Vec<Option<Outcome<A>>>,
     pub rows: Vec<SerializedEvent>,
@@ -228,18 +229,21 @@ pub(super) fn unavailable<T, E: std::error::Error + 'static>(n: usize, cause: &C
     (0..n).map(|_| Err(StoreError::Unavailable(cause.clone()))).collect()
 }
 
+/// The `(aggregate_id, sequence)` of event rows.
+pub(super) type RowKeys = BTreeSet<(String, i64)>;
+
 /// Inserts rows in one statement inside the caller's transaction; returns the
 /// aggregates another writer got to first, whose rows of this batch are taken
-/// out again before the caller commits.
+/// out again before the caller commits, and the rows that stay in.
 pub(super) async fn insert_rows<A: Stored>(
     tx: &mut PgConnection,
     rows: &[SerializedEvent],
-) -> Result<BTreeSet<String>, sqlx::Error>
+) -> Result<(BTreeSet<String>, RowKeys), sqlx::Error>
 where
     A::Command: Clone + Send,
 {
     if rows.is_empty() {
-        return Ok(BTreeSet::new());
+        return Ok((BTreeSet::new(), RowKeys::new()));
     }
     let inserted: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -255,33 +259,45 @@ where
     .bind(rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    let done: BTreeSet<(String, i64)> = inserted.into_iter().collect();
+    let mut done: RowKeys = inserted.into_iter().collect();
     let conflicted: BTreeSet<String> = rows
         .iter()
         .filter(|r| !done.contains(&(r.aggregate_id.clone(), r.sequence as i64)))
         .map(|r| r.aggregate_id.clone())
         .collect();
     if !conflicted.is_empty() {
-        // This batch's rows that did go in for a conflicted aggregate: taken out again.
-        let (taken_ids, taken): (Vec<String>, Vec<i64>) = rows
-            .iter()
-            .map(|r| (r.aggregate_id.clone(), r.sequence as i64))
-            .filter(|key| conflicted.contains(&key.0) && done.contains(key))
-            .unzip();
-        if !taken.is_empty() {
-            sqlx::query(
-                "DELETE FROM events WHERE aggregate_type = $1
-                     AND (aggregate_id, sequence) IN (SELECT * FROM UNNEST($2::text[], $3::bigint[]))",
-            )
-            .bind(A::TYPE)
-            .bind(taken_ids)
-            .bind(taken)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tracing::debug!(aggregate = A::TYPE, conflicted = conflicted.len(), "group commit conflicts, redone singly");
+        take_out::<A>(tx, &mut done, &conflicted).await?;
+        tracing::debug!(aggregate = A::TYPE, conflicted = conflicted.len(), "group commit conflicts, redone");
     }
-    Ok(conflicted)
+    Ok((conflicted, done))
+}
+
+/// Deletes, inside the caller's transaction, the rows this batch inserted for
+/// `aggregates` (only those: a key alone could be another writer's row).
+pub(super) async fn take_out<A: Stored>(
+    tx: &mut PgConnection,
+    inserted: &mut RowKeys,
+    aggregates: &BTreeSet<String>,
+) -> Result<(), sqlx::Error>
+where
+    A::Command: Clone + Send,
+{
+    let (ids, sequences): (Vec<String>, Vec<i64>) =
+        inserted.iter().filter(|(id, _)| aggregates.contains(id)).cloned().unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM events WHERE aggregate_type = $1
+             AND (aggregate_id, sequence) IN (SELECT * FROM UNNEST($2::text[], $3::bigint[]))",
+    )
+    .bind(A::TYPE)
+    .bind(ids)
+    .bind(sequences)
+    .execute(&mut *tx)
+    .await?;
+    inserted.retain(|(id, _)| !aggregates.contains(id));
+    Ok(())
 }
 
 /// A group commit that stored nothing and is worth redoing command by command: a

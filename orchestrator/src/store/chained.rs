@@ -1,7 +1,8 @@
 //! A command and the follow-up its outcome calls for on another aggregate,
 //! stored in one transaction: a device's successful update and the firmware
-//! version its inventory now shows, say. Both commit or neither does, and the
-//! caller waits for one commit instead of two.
+//! version its inventory now shows, say. Both commit or neither does, also
+//! when another writer got to either aggregate first (both are decided again,
+//! together), and the caller waits for one commit instead of two.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use cqrs_es::Aggregate;
 use ota_domain::CommandMeta;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::{insert_rows, nothing_stored, unavailable, BatchItem, Decided};
+use super::batch::{insert_rows, nothing_stored, take_out, unavailable, BatchItem, Decided};
 use super::cache::StateCache;
 use super::commit::{self, CommitError};
-use super::{Cause, Committed, Store, StoreError, StoreFault, Stored};
+use super::{backoff, Cause, Committed, Store, StoreError, StoreFault, Stored, MAX_ATTEMPTS};
 
 /// Given a command's outcome, the command (and aggregate id) that follows on `B`.
 pub type FollowUp<A, B> =
@@ -33,7 +34,10 @@ const CACHED_STATES: usize = 200_000;
 
 impl Store {
     /// Decides and stores a batch of `A` commands and their follow-ups on `B` in
-    /// one transaction. Results come back in the order of `items`.
+    /// one transaction. Results come back in the order of `items`. A command
+    /// whose aggregate, or whose follow-up's aggregate, another writer got to
+    /// first is decided again with its follow-up, in a later transaction of its
+    /// own: a pair is never split.
     pub(super) async fn execute_chained<A: Stored, B: Stored>(
         &self,
         items: Vec<(BatchItem<A>, FollowUp<A, B>)>,
@@ -44,16 +48,64 @@ impl Store {
         A::Command: Clone + Send,
         B::Command: Clone + Send,
     {
-        let n = items.len();
         let (items, follows): (Vec<_>, Vec<_>) = items.into_iter().unzip();
-        let fail =
-            |cause: &Cause| unavailable::<Committed<A>, A::Error>(n, cause).into_iter().map(|a| (a, None)).collect();
-        let (items, decided_a) = match self.decide_batch(items, Some(&mut *cache_a)).await {
+        let mut results: Vec<Option<Chained<A, B>>> = items.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let round: Vec<BatchItem<A>> = pending.iter().map(|&i| items[i].clone()).collect();
+            let round_follows: Vec<FollowUp<A, B>> = pending.iter().map(|&i| follows[i].clone()).collect();
+            let outcomes = self.chained_round(round, &round_follows, cache_a, cache_b).await;
+            let mut again = Vec::new();
+            for (index, outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    Some(outcome) => results[index] = Some(outcome),
+                    None => again.push(index),
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            tracing::debug!(
+                aggregate = A::TYPE,
+                again = again.len(),
+                attempt,
+                "chained commands lost a race, deciding again"
+            );
+            tokio::time::sleep(backoff(attempt)).await;
+            pending = again;
+        }
+        results
+            .into_iter()
+            .zip(items)
+            .map(|(result, (id, ..))| {
+                result
+                    .unwrap_or_else(|| (Err(StoreError::Contended { aggregate_id: id, attempts: MAX_ATTEMPTS }), None))
+            })
+            .collect()
+    }
+
+    /// One transaction of a chained batch; `None` for a command to decide again.
+    async fn chained_round<A: Stored, B: Stored>(
+        &self,
+        items: Vec<BatchItem<A>>,
+        follows: &[FollowUp<A, B>],
+        cache_a: &mut StateCache<A>,
+        cache_b: &mut StateCache<B>,
+    ) -> Vec<Option<Chained<A, B>>>
+    where
+        A::Command: Clone + Send,
+        B::Command: Clone + Send,
+    {
+        let n = items.len();
+        let fail = |cause: &Cause| -> Vec<Option<Chained<A, B>>> {
+            unavailable::<Committed<A>, A::Error>(n, cause).into_iter().map(|a| Some((a, None))).collect()
+        };
+        let (items, mut decided_a) = match self.decide_batch(items, Some(&mut *cache_a)).await {
             Ok(decided) => decided,
             Err(cause) => return fail(&cause),
         };
         // The follow-ups are decided before the transaction opens, so it holds
-        // its locks only for the two inserts.
+        // its locks only for the inserts.
         let mut b_of = Vec::new();
         let mut b_items = Vec::new();
         for (index, ((_, _, meta), outcome)) in items.iter().zip(&decided_a.outcomes).enumerate() {
@@ -68,100 +120,99 @@ impl Store {
             Ok(decided) => decided,
             Err(cause) => return fail(&cause),
         };
-        let stored = self.store_chained(&items, &decided_a, &b_of, &b_items, &decided_b).await;
-        let (conflicted_a, conflicted_b) = match stored {
-            Ok(stored) => stored,
-            Err(e) if nothing_stored(&e) => {
-                // Nothing was stored; every command is decided again on its own.
-                tracing::debug!(error = %e, "chained group commit aborted by the database; redone singly");
-                let mut out = Vec::with_capacity(n);
-                for ((id, command, meta), follow) in items.into_iter().zip(&follows) {
-                    let a = self.execute_stream::<A>(&id, command, &meta).await;
-                    let b = self.follow_singly(&a, follow, &meta).await;
-                    out.push((a, b));
+        let pairs: Vec<(String, String)> =
+            b_of.iter().zip(&b_items).map(|(&i, (b, ..))| (items[i].0.clone(), b.clone())).collect();
+        let (broken_a, broken_b) = match self.store_chained(&decided_a, &decided_b, &pairs).await {
+            Ok(broken) => broken,
+            Err(e) => {
+                for id in &decided_a.ids {
+                    cache_a.forget(id);
                 }
-                return out;
+                for id in &decided_b.ids {
+                    cache_b.forget(id);
+                }
+                if nothing_stored(&e) {
+                    tracing::debug!(error = %e, "chained group commit aborted; decided again");
+                    return (0..n).map(|_| None).collect();
+                }
+                return fail(&(Arc::new(e) as Cause));
             }
-            Err(e) => return fail(&(Arc::new(e) as Cause)),
         };
         if !decided_a.rows.is_empty() || !decided_b.rows.is_empty() {
             self.committed.notify_one();
         }
-        // A command redone on its own after a conflict has its follow-up redone with it.
-        let (b_of, (b_items, b_outcomes)): (Vec<usize>, (Vec<BatchItem<B>>, Vec<_>)) = b_of
-            .into_iter()
-            .zip(b_items.into_iter().zip(std::mem::take(&mut decided_b.outcomes)))
-            .filter(|(index, _)| !conflicted_a.contains(&items[*index].0))
-            .unzip();
-        decided_b.outcomes = b_outcomes;
-        let metas: Vec<CommandMeta> = items.iter().map(|(_, _, meta)| meta.clone()).collect();
-        let redone: Vec<bool> = items.iter().map(|(id, ..)| conflicted_a.contains(id)).collect();
-        let results_a = self.settle(items, decided_a, &conflicted_a, Some(cache_a)).await;
-        let mut results_b: Vec<Option<Outcome<B>>> = (0..n).map(|_| None).collect();
-        let settled_b = self.settle(b_items, decided_b, &conflicted_b, Some(cache_b)).await;
-        for (index, outcome) in b_of.into_iter().zip(settled_b) {
-            results_b[index] = Some(outcome);
+        for (id, (state, version)) in std::mem::take(&mut decided_a.states) {
+            match broken_a.contains(&id) {
+                true => cache_a.forget(&id),
+                false => cache_a.remember(id, state, version),
+            }
         }
-        let mut out = Vec::with_capacity(n);
-        for (index, (a, b)) in results_a.into_iter().zip(results_b).enumerate() {
-            let b = match redone[index] {
-                // Redone on its own after a conflict: its follow-up is too.
-                true => self.follow_singly(&a, &follows[index], &metas[index]).await,
-                false => b,
-            };
-            out.push((a, b));
+        for (id, (state, version)) in std::mem::take(&mut decided_b.states) {
+            match broken_b.contains(&id) {
+                true => cache_b.forget(&id),
+                false => cache_b.remember(id, state, version),
+            }
         }
-        out
+        let mut follow_ups: Vec<Option<Outcome<B>>> = (0..n).map(|_| None).collect();
+        for (index, outcome) in b_of.into_iter().zip(decided_b.outcomes) {
+            follow_ups[index] = outcome;
+        }
+        items
+            .iter()
+            .zip(decided_a.outcomes)
+            .zip(follow_ups)
+            .map(|(((id, ..), a), b)| {
+                (!broken_a.contains(id))
+                    .then(|| (a.unwrap_or_else(|| Err(StoreError::unavailable(StoreFault("no outcome")))), b))
+            })
+            .collect()
     }
 
-    /// Inserts the batch and the follow-ups of the commands that stay in it, and
-    /// commits. A follow-up whose command lost to another writer is left out, and
-    /// so are the later follow-ups on the same aggregate (their sequences counted
-    /// on it); those are reported as conflicted and redone.
+    /// Inserts a batch and its follow-ups and commits. `pairs` links each
+    /// command's aggregate to its follow-up's. Returns the aggregates whose rows
+    /// were taken back out: those another writer got to first, every command
+    /// whose follow-up's aggregate is among them and every follow-up whose
+    /// command's is, and (since an aggregate's later rows count on its earlier
+    /// ones) all of an aggregate's rows once one of them goes.
     async fn store_chained<A: Stored, B: Stored>(
         &self,
-        items: &[BatchItem<A>],
         decided_a: &Decided<A>,
-        b_of: &[usize],
-        b_items: &[BatchItem<B>],
         decided_b: &Decided<B>,
+        pairs: &[(String, String)],
     ) -> Result<(BTreeSet<String>, BTreeSet<String>), CommitError>
     where
         A::Command: Clone + Send,
         B::Command: Clone + Send,
     {
-        let (mut tx, xid) = commit::begin(self.pool()).await.map_err(CommitError::Aborted)?;
-        let conflicted_a = insert_rows::<A>(&mut tx, &decided_a.rows).await.map_err(CommitError::Aborted)?;
-        let orphaned: BTreeSet<String> = b_of
-            .iter()
-            .zip(b_items)
-            .filter(|(index, _)| conflicted_a.contains(&items[**index].0))
-            .map(|(_, (b_id, ..))| b_id.clone())
-            .collect();
-        let mut conflicted_b = if orphaned.is_empty() {
-            insert_rows::<B>(&mut tx, &decided_b.rows).await
-        } else {
-            let rows: Vec<_> = decided_b.rows.iter().filter(|r| !orphaned.contains(&r.aggregate_id)).cloned().collect();
-            insert_rows::<B>(&mut tx, &rows).await
+        let aborted = CommitError::Aborted;
+        let (mut tx, xid) = commit::begin(self.pool()).await.map_err(aborted)?;
+        let (mut broken_a, mut inserted_a) = insert_rows::<A>(&mut tx, &decided_a.rows).await.map_err(aborted)?;
+        let mut broken_b: BTreeSet<String> =
+            pairs.iter().filter(|(a, _)| broken_a.contains(a)).map(|(_, b)| b.clone()).collect();
+        let rows_b: Vec<_> = decided_b.rows.iter().filter(|r| !broken_b.contains(&r.aggregate_id)).cloned().collect();
+        let (conflicted_b, mut inserted_b) = insert_rows::<B>(&mut tx, &rows_b).await.map_err(aborted)?;
+        broken_b.extend(conflicted_b);
+        loop {
+            let more_a: Vec<String> = pairs
+                .iter()
+                .filter(|(a, b)| broken_b.contains(b) && !broken_a.contains(a))
+                .map(|(a, _)| a.clone())
+                .collect();
+            let more_b: Vec<String> = pairs
+                .iter()
+                .filter(|(a, b)| (broken_a.contains(a) || more_a.contains(a)) && !broken_b.contains(b))
+                .map(|(_, b)| b.clone())
+                .collect();
+            if more_a.is_empty() && more_b.is_empty() {
+                break;
+            }
+            broken_a.extend(more_a);
+            broken_b.extend(more_b);
         }
-        .map_err(CommitError::Aborted)?;
+        take_out::<A>(&mut tx, &mut inserted_a, &broken_a).await.map_err(aborted)?;
+        take_out::<B>(&mut tx, &mut inserted_b, &broken_b).await.map_err(aborted)?;
         commit::commit(self.pool(), tx, xid).await?;
-        conflicted_b.extend(orphaned);
-        Ok((conflicted_a, conflicted_b))
-    }
-
-    async fn follow_singly<A: Stored, B: Stored>(
-        &self,
-        outcome: &Outcome<A>,
-        follow: &FollowUp<A, B>,
-        meta: &CommandMeta,
-    ) -> Option<Outcome<B>>
-    where
-        A::Command: Clone + Send,
-        B::Command: Clone + Send,
-    {
-        let (id, command) = follow(outcome.as_ref().ok()?)?;
-        Some(self.execute_stream::<B>(&id, command, meta).await)
+        Ok((broken_a, broken_b))
     }
 }
 
