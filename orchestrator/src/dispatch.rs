@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, stream};
 use chrono::Utc;
 use futures::StreamExt;
 use ota_domain::bus::{device_of_subject, BusNames};
-use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError, DeviceUpdateEvent, LaneKind};
+use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError, DeviceUpdateEvent, LaneKind, UpdateState};
 use ota_domain::firmware::Firmware;
 use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
 use serde::Serialize;
@@ -169,15 +169,38 @@ async fn send_commands(
     let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await?;
     let mut batches = messages.ready_chunks(BATCH);
     while let Some(batch) = batches.next().await {
+        let batch = batch.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let records: Vec<Option<EventRecord>> =
+            batch.iter().map(|m| serde_json::from_slice::<EventRecord>(&m.payload).ok()).collect();
+        // What the store says now, not what the message says: a message replayed
+        // long after (past JetStream's duplicate window) or forged on the bus
+        // must not push an update the device's lane no longer (or never) asks for.
+        let ids: Vec<String> = records
+            .iter()
+            .flatten()
+            .map(|r| r.aggregate_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let lanes = match store.load_many::<DeviceUpdate>(&ids).await {
+            Ok(lanes) => lanes,
+            Err(e) => {
+                tracing::warn!(error = %e, "device commands deferred: the store cannot be read");
+                for message in batch {
+                    message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await?;
+                }
+                continue;
+            }
+        };
         let mut sent = Vec::new();
         let mut done = Vec::new();
-        for message in batch {
-            let message = message?;
-            let Ok(record) = serde_json::from_slice::<EventRecord>(&message.payload) else {
+        for (message, record) in batch.into_iter().zip(records) {
+            let Some(record) = record else {
                 done.push(message);
                 continue;
             };
-            match command_for(store, &record, &mut offers, links).await {
+            let stored = lanes.get(&record.aggregate_id).map(|(state, _)| state);
+            match command_for(store, &record, stored, &mut offers, links).await {
                 // A publish is not a receipt: the update becomes `notified` only when the
                 // device fetches it (DDI) or reports on it.
                 Ok(Some(out)) => {
@@ -208,26 +231,31 @@ async fn send_commands(
     Ok(())
 }
 
-/// The command an event asks for, if any; an error when the firmware it offers
-/// cannot be read now.
+/// The command an event asks for, if the device's stored lane still asks for it
+/// (the same action, still in flight, or cancelled); built from the stored lane.
+/// An error when the firmware it offers cannot be read now.
 async fn command_for(
     store: &Store,
     record: &EventRecord,
+    stored: Option<&DeviceUpdate>,
     offers: &mut HashMap<FirmwareId, FirmwareOffer>,
     links: &PushLinks,
 ) -> Result<Option<DeviceMessage>, OfferError> {
     let Ok(event) = record.decode::<DeviceUpdateEvent>() else { return Ok(None) };
+    let Some(lane) = stored.and_then(|s| s.current.as_ref()) else { return Ok(None) };
     Ok(match event {
-        DeviceUpdateEvent::UpdateAssigned { action, kind, origin, firmware, .. } => {
-            let offer = match offers.get(&firmware.id) {
+        DeviceUpdateEvent::UpdateAssigned { action, .. }
+            if lane.action == action && lane.state.is_in_flight() && !lane.cancel_requested =>
+        {
+            let offer = match offers.get(&lane.firmware.id) {
                 Some(offer) => offer.clone(),
                 None => {
-                    let offer = load_offer(store, firmware.id).await?;
-                    offers.insert(firmware.id, offer.clone());
+                    let offer = load_offer(store, lane.firmware.id).await?;
+                    offers.insert(lane.firmware.id, offer.clone());
                     offer
                 }
             };
-            let kind = match kind {
+            let kind = match lane.kind {
                 LaneKind::Update => "update",
                 LaneKind::Rollback { .. } => "rollback",
             };
@@ -244,13 +272,15 @@ async fn command_for(
             Some(DeviceMessage::Update {
                 action,
                 kind,
-                campaign_id: origin.campaign.map(|c| c.to_string()),
+                campaign_id: lane.origin.campaign.map(|c| c.to_string()),
                 firmware: offer,
                 download_url,
                 download_expires_at: expires,
             })
         }
-        DeviceUpdateEvent::CancelRequested { action, .. } | DeviceUpdateEvent::UpdateCancelled { action, .. } => {
+        DeviceUpdateEvent::CancelRequested { action, .. } | DeviceUpdateEvent::UpdateCancelled { action, .. }
+            if lane.action == action && (lane.cancel_requested || lane.state == UpdateState::Cancelled) =>
+        {
             Some(DeviceMessage::Cancel { action })
         }
         _ => None,

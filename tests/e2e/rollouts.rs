@@ -292,6 +292,48 @@ async fn a_continuous_campaign_takes_devices_that_come_to_match_its_filter() {
     .await;
     assert_eq!(d["status"], "running", "a continuous campaign stays open: {d}");
     assert_eq!(fleet.updates_received("us-1"), 0);
+
+    // Messages on the bus are only a reason to look at the stored device: a forged
+    // registration, or a forged change of a device that does not match, joins nothing.
+    let profile = json!({"device_model": "gw", "hardware_version": "a", "firmware_version": "1.0", "tags": ["eu"]});
+    let now = chrono::Utc::now();
+    let forged = [
+        (
+            "eu-ghost",
+            "DeviceRegistered",
+            json!({"DeviceRegistered": {"id": "eu-ghost", "profile": profile, "at": now}}),
+        ),
+        ("us-1", "DeviceProfileChanged", json!({"DeviceProfileChanged": {"profile": profile, "at": now}})),
+    ];
+    for (device, event_type, payload) in forged {
+        let record = ota_domain::EventRecord {
+            aggregate_type: "Device".into(),
+            aggregate_id: device.into(),
+            sequence: 7,
+            global_seq: 999_999,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload,
+            payload_omitted: false,
+            metadata: Default::default(),
+            recorded_at: now,
+        };
+        let subject = app.names.event_subject("Device", device);
+        let message = serde_json::to_vec(&record).expect("encode");
+        app.js.publish(subject, message.into()).await.expect("publish").await.expect("stored");
+    }
+    let consumer_name = app.names.consumer("rollout_devices");
+    eventually("the forged messages handled", Duration::from_secs(30), || async {
+        let stream = app.js.get_stream(app.names.events_stream()).await.ok()?;
+        let mut consumer =
+            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer_name).await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    app.caught_up(ProjectionName::Campaigns).await;
+    let d = detail(&app, &id).await;
+    assert_eq!(d["device_count"], 7, "a forged device event made a member: {d}");
     let joined =
         d["decisions"].as_array().expect("decisions").iter().filter(|x| x["decision"] == "members_joined").count();
     assert_eq!(joined, 2, "{d}");
@@ -507,4 +549,74 @@ async fn a_device_offline_when_its_update_went_out_gets_it_when_it_connects() {
     for device in &devices {
         assert_eq!(fleet.updates_received(device), 1, "{device} got its command once");
     }
+}
+
+/// Device commands follow the stored lane, not the message: an assignment
+/// replayed on the bus after its update ended (a relay that restarts past
+/// JetStream's two-minute duplicate window publishes again) or forged for a
+/// device with no such update pushes nothing.
+#[tokio::test]
+async fn replayed_or_forged_assignments_on_the_bus_push_no_command() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let firmware = app.firmware("2.0").await;
+    app.register_devices(&["replayed-1".to_owned()], "hw").await;
+    let (status, body) = json_of(
+        app.post("/api/v1/devices/replayed-1/update")
+            .json(&json!({"firmware_id": firmware}))
+            .send()
+            .await
+            .expect("assign"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let commands = || async {
+        let mut stream = app.js.get_stream(app.names.commands_stream()).await.ok()?;
+        Some(stream.info().await.ok()?.state.messages)
+    };
+    eventually("the command to go out", Duration::from_secs(30), || async { (commands().await? == 1).then_some(()) })
+        .await;
+    let (status, body) = json_of(
+        app.post("/api/v1/devices/replayed-1/status")
+            .json(&json!({"state": "succeeded"}))
+            .send()
+            .await
+            .expect("report"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (sequence, global_seq, payload): (i64, i64, Value) = sqlx::query_as(
+        "SELECT sequence, global_seq, payload FROM events
+         WHERE aggregate_id = 'replayed-1' AND event_type = 'UpdateAssigned'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("the assignment");
+    let record = |device: &str, sequence: i64, global_seq: i64| ota_domain::EventRecord {
+        aggregate_type: "DeviceUpdate".into(),
+        aggregate_id: device.into(),
+        sequence,
+        global_seq,
+        event_type: "UpdateAssigned".into(),
+        event_version: "1.0".into(),
+        payload: payload.clone(),
+        payload_omitted: false,
+        metadata: Default::default(),
+        recorded_at: chrono::Utc::now(),
+    };
+    for (device, sequence, global_seq) in [("replayed-1", sequence, global_seq), ("forged-1", 1, 999_999)] {
+        let subject = app.names.event_subject("DeviceUpdate", device);
+        let message = serde_json::to_vec(&record(device, sequence, global_seq)).expect("encode");
+        app.js.publish(subject, message.into()).await.expect("publish").await.expect("stored");
+    }
+    let stream = app.js.get_stream(app.names.events_stream()).await.expect("events stream");
+    let dispatch = app.names.consumer("dispatch");
+    eventually("the dispatcher to take both", Duration::from_secs(30), || async {
+        let mut consumer =
+            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&dispatch).await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(commands().await, Some(1), "a replayed or forged assignment was pushed to a device");
 }

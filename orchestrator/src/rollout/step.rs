@@ -291,8 +291,17 @@ pub async fn cancel_in_flight(pm: &ProcessManager, id: CampaignId, cause: &Event
 /// A device's inventory changed: continuous campaigns whose filter it now matches take it in.
 pub async fn match_device(pm: &ProcessManager, record: &EventRecord) -> Result<(), StepError> {
     let Ok(event) = record.decode::<DeviceEvent>() else { return Ok(()) };
-    let Some(profile) = event.profile() else { return Ok(()) };
+    if event.profile().is_none() {
+        return Ok(());
+    }
     let Ok(device) = ota_domain::DeviceId::parse(&record.aggregate_id) else { return Ok(()) };
+    // The message is only a reason to look: the profile is the stored one, so a
+    // forged event, or an old one published again, joins nothing it should not.
+    let (stored, _) = pm.store.load::<ota_domain::device::Device>(&device).await.map_err(read)?;
+    if stored.id.is_none() {
+        return Ok(());
+    }
+    let profile = &stored.profile;
     let now = Utc::now();
     for id in tally::continuous_campaigns(&pm.pool).await? {
         let (campaign, _) = pm.campaign(id).await?;
