@@ -1,6 +1,7 @@
 //! Faults while work is in flight (issue 11, item 6): the answer to a COMMIT lost
 //! (an ambiguous commit), a black-hole partition (nothing passes, nothing is
-//! closed) to Postgres and to NATS in the middle of a wave, and firmware storage
+//! closed) to Postgres, NATS cut or black-holed in the middle of a wave with
+//! devices reporting, and firmware storage
 //! that fills up before or during an upload. Each ends with a clear answer to
 //! whoever waits, and nothing lost, doubled or half-stored.
 
@@ -175,8 +176,26 @@ async fn campaign_detail(app: &TestApp, id: &str) -> Value {
     json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.expect("campaign")).await.1
 }
 
+#[derive(Debug, Clone, Copy)]
+enum LinkFault {
+    /// Connections closed, new ones refused.
+    Cut,
+    /// Nothing passes, nothing is closed.
+    BlackHole,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_hole_to_nats_mid_wave_delays_the_campaign_and_loses_nothing() {
+    nats_fault_mid_wave(LinkFault::BlackHole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cut_mid_wave_delays_the_campaign_and_loses_nothing() {
+    nats_fault_mid_wave(LinkFault::Cut).await;
+}
+
+/// The server loses NATS while a wave runs and devices report.
+async fn nats_fault_mid_wave(fault: LinkFault) {
     let app = TestApp::spawn_with(TestOptions { nats_proxy: true, ..TestOptions::full() }).await;
     // The fleet reaches NATS directly: its reports pile up in the durable
     // stream while the server cannot reach it.
@@ -200,13 +219,16 @@ async fn a_black_hole_to_nats_mid_wave_delays_the_campaign_and_loses_nothing() {
     .await;
 
     let proxy = app.nats_proxy.as_ref().expect("nats proxy");
-    proxy.stall();
+    match fault {
+        LinkFault::Cut => proxy.cut(),
+        LinkFault::BlackHole => proxy.stall(),
+    }
     // Longer than JetStream's publish deadline: the relay's publishes time out.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let started = Instant::now();
     let (status, health) = json_of(app.get("/health/detailed").send().await.expect("health")).await;
     assert!(started.elapsed() < Duration::from_secs(6), "health took {:?}", started.elapsed());
-    assert_eq!((status, &health["nats"]["ok"]), (503, &json!(false)), "{health}");
+    assert_eq!((status, &health["nats"]["ok"]), (503, &json!(false)), "{fault:?}: {health}");
     assert_eq!(health["status"], "degraded", "{health}");
     // Commands still work: they need Postgres only.
     let (status, paused) = app.campaign_action(&id, "pause").await;
