@@ -175,14 +175,17 @@ async fn send_commands(
         // What the store says now, not what the message says: a message replayed
         // long after (past JetStream's duplicate window) or forged on the bus
         // must not push an update the device's lane no longer (or never) asks for.
+        // Only events that ask for a command (reports, the bulk, ask for none).
         let ids: Vec<String> = records
             .iter()
             .flatten()
+            .filter(|r| matches!(r.event_type.as_str(), "UpdateAssigned" | "CancelRequested" | "UpdateCancelled"))
             .map(|r| r.aggregate_id.clone())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let lanes = match store.load_many::<DeviceUpdate>(&ids).await {
+        let lanes = match if ids.is_empty() { Ok(HashMap::new()) } else { store.load_many::<DeviceUpdate>(&ids).await }
+        {
             Ok(lanes) => lanes,
             Err(e) => {
                 tracing::warn!(error = %e, "device commands deferred: the store cannot be read");

@@ -19,7 +19,10 @@ const RESOLVE_WITHIN: Duration = Duration::from_secs(30);
 const ASK_EVERY: Duration = Duration::from_millis(200);
 
 /// A transaction's id, as text (`xid8`).
-pub(super) struct Xid(String);
+pub(super) struct Xid(pub(super) String);
+
+/// Returns the id of the transaction a statement runs in (which assigns one).
+pub(super) const CURRENT_XID: &str = "pg_current_xact_id()::text";
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum CommitError {
@@ -38,7 +41,7 @@ pub(super) enum CommitError {
 /// Opens a write transaction and learns its id (which assigns one).
 pub(super) async fn begin(pool: &PgPool) -> Result<(Transaction<'static, Postgres>, Xid), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(&mut *tx).await?;
+    let xid: String = sqlx::query_scalar(&format!("SELECT {CURRENT_XID}")).fetch_one(&mut *tx).await?;
     Ok((tx, Xid(xid)))
 }
 

@@ -134,11 +134,14 @@ impl PersistedEventRepository for VersionedRepository {
             Some(_) => PersistenceError::UnknownError(Box::new(e)),
             None => PersistenceError::ConnectionError(Box::new(e)),
         };
-        let (mut tx, xid) = commit::begin(&self.pool).await.map_err(failed)?;
-        sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(failed)?;
+        // The transaction's id comes back with the insert: no round trip of its own.
+        let xids: Vec<String> = sqlx::query_scalar(&format!(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])",
-        )
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+                 RETURNING {}",
+            commit::CURRENT_XID
+        ))
         .bind(A::TYPE)
         .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
@@ -146,9 +149,10 @@ impl PersistedEventRepository for VersionedRepository {
         .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(failed)?;
+        let xid = commit::Xid(xids.into_iter().next().unwrap_or_default());
         if let Some((aggregate_id, state, snapshot)) = snapshot_update {
             let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
             let payload = seal_envelope(state, self.snapshot_version);
