@@ -106,8 +106,9 @@ impl Store {
             Err(cause) => return unavailable(n, &cause),
         };
         let stored = async {
-            let (mut tx, xid) = commit::begin(self.pool()).await.map_err(CommitError::Aborted)?;
-            let (conflicted, _) = insert_rows::<A>(&mut tx, &decided.rows).await.map_err(CommitError::Aborted)?;
+            let mut tx = self.pool().begin().await.map_err(CommitError::Aborted)?;
+            let inserted = insert_rows::<A>(&mut tx, &decided.rows).await.map_err(CommitError::Aborted)?;
+            let (conflicted, xid) = (inserted.conflicted, inserted.xid);
             commit::commit(self.pool(), tx, xid).await?;
             Ok::<_, CommitError>(conflicted)
         };
@@ -232,24 +233,34 @@ pub(super) fn unavailable<T, E: std::error::Error + 'static>(n: usize, cause: &C
 /// The `(aggregate_id, sequence)` of event rows.
 pub(super) type RowKeys = BTreeSet<(String, i64)>;
 
-/// Inserts rows in one statement inside the caller's transaction; returns the
-/// aggregates another writer got to first, whose rows of this batch are taken
-/// out again before the caller commits, and the rows that stay in.
+/// What an insert of a batch's rows did.
+pub(super) struct Inserted {
+    /// Aggregates another writer got to first; their rows of this batch are
+    /// taken out again before the caller commits.
+    pub conflicted: BTreeSet<String>,
+    /// The rows that stay in.
+    pub rows: RowKeys,
+    /// The transaction's id, if a row went in.
+    pub xid: Option<commit::Xid>,
+}
+
+/// Inserts rows in one statement inside the caller's transaction.
 pub(super) async fn insert_rows<A: Stored>(
     tx: &mut PgConnection,
     rows: &[SerializedEvent],
-) -> Result<(BTreeSet<String>, RowKeys), sqlx::Error>
+) -> Result<Inserted, sqlx::Error>
 where
     A::Command: Clone + Send,
 {
     if rows.is_empty() {
-        return Ok((BTreeSet::new(), RowKeys::new()));
+        return Ok(Inserted { conflicted: BTreeSet::new(), rows: RowKeys::new(), xid: None });
     }
-    let inserted: Vec<(String, i64)> = sqlx::query_as(
+    let inserted: Vec<(String, i64, String)> = sqlx::query_as(&format!(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-             ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence",
-    )
+             ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence, {}",
+        commit::CURRENT_XID
+    ))
     .bind(A::TYPE)
     .bind(rows.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
@@ -259,7 +270,8 @@ where
     .bind(rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    let mut done: RowKeys = inserted.into_iter().collect();
+    let xid = inserted.first().map(|(_, _, xid)| commit::Xid(xid.clone()));
+    let mut done: RowKeys = inserted.into_iter().map(|(id, sequence, _)| (id, sequence)).collect();
     let conflicted: BTreeSet<String> = rows
         .iter()
         .filter(|r| !done.contains(&(r.aggregate_id.clone(), r.sequence as i64)))
@@ -269,7 +281,7 @@ where
         take_out::<A>(tx, &mut done, &conflicted).await?;
         tracing::debug!(aggregate = A::TYPE, conflicted = conflicted.len(), "group commit conflicts, redone");
     }
-    Ok((conflicted, done))
+    Ok(Inserted { conflicted, rows: done, xid })
 }
 
 /// Deletes, inside the caller's transaction, the rows this batch inserted for

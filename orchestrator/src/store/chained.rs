@@ -185,13 +185,15 @@ impl Store {
         B::Command: Clone + Send,
     {
         let aborted = CommitError::Aborted;
-        let (mut tx, xid) = commit::begin(self.pool()).await.map_err(aborted)?;
-        let (mut broken_a, mut inserted_a) = insert_rows::<A>(&mut tx, &decided_a.rows).await.map_err(aborted)?;
+        let mut tx = self.pool().begin().await.map_err(aborted)?;
+        let inserted = insert_rows::<A>(&mut tx, &decided_a.rows).await.map_err(aborted)?;
+        let (mut broken_a, mut inserted_a, xid_a) = (inserted.conflicted, inserted.rows, inserted.xid);
         let mut broken_b: BTreeSet<String> =
             pairs.iter().filter(|(a, _)| broken_a.contains(a)).map(|(_, b)| b.clone()).collect();
         let rows_b: Vec<_> = decided_b.rows.iter().filter(|r| !broken_b.contains(&r.aggregate_id)).cloned().collect();
-        let (conflicted_b, mut inserted_b) = insert_rows::<B>(&mut tx, &rows_b).await.map_err(aborted)?;
-        broken_b.extend(conflicted_b);
+        let inserted = insert_rows::<B>(&mut tx, &rows_b).await.map_err(aborted)?;
+        let (mut inserted_b, xid) = (inserted.rows, xid_a.or(inserted.xid));
+        broken_b.extend(inserted.conflicted);
         loop {
             let more_a: Vec<String> = pairs
                 .iter()

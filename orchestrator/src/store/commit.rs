@@ -3,9 +3,9 @@
 //! A connection that breaks after COMMIT was sent leaves the writer blind: the
 //! server may have committed or not. Reporting a failure would make the caller
 //! retry a command that took effect (a second campaign, a report counted twice);
-//! reporting success could claim events that are not there. Every write
-//! transaction of the store therefore learns its transaction id first, and after
-//! an ambiguous failure asks Postgres, on another connection, what became of it
+//! reporting success could claim events that are not there. Every insert of the
+//! store therefore returns its transaction's id, and after an ambiguous failure
+//! the store asks Postgres, on another connection, what became of it
 //! (`pg_xact_status`, made for exactly this).
 
 use std::time::Duration;
@@ -21,7 +21,8 @@ const ASK_EVERY: Duration = Duration::from_millis(200);
 /// A transaction's id, as text (`xid8`).
 pub(super) struct Xid(pub(super) String);
 
-/// Returns the id of the transaction a statement runs in (which assigns one).
+/// Returns the id of the transaction a statement runs in (which assigns one);
+/// the inserts return it, so learning it costs no round trip.
 pub(super) const CURRENT_XID: &str = "pg_current_xact_id()::text";
 
 #[derive(Debug, thiserror::Error)]
@@ -38,21 +39,20 @@ pub(super) enum CommitError {
     Unknown { xid: String, waited: Duration, cause: sqlx::Error },
 }
 
-/// Opens a write transaction and learns its id (which assigns one).
-pub(super) async fn begin(pool: &PgPool) -> Result<(Transaction<'static, Postgres>, Xid), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let xid: String = sqlx::query_scalar(&format!("SELECT {CURRENT_XID}")).fetch_one(&mut *tx).await?;
-    Ok((tx, Xid(xid)))
-}
-
-/// Commits; an ambiguous failure is resolved by asking the server.
-pub(super) async fn commit(pool: &PgPool, tx: Transaction<'static, Postgres>, xid: Xid) -> Result<(), CommitError> {
+/// Commits; an ambiguous failure is resolved by asking the server. Without a
+/// transaction id nothing was inserted, so either outcome stored nothing.
+pub(super) async fn commit(
+    pool: &PgPool,
+    tx: Transaction<'static, Postgres>,
+    xid: Option<Xid>,
+) -> Result<(), CommitError> {
     let cause = match tx.commit().await {
         Ok(()) => return Ok(()),
         // The server answered with an error: it did not commit.
         Err(e) if e.as_database_error().is_some() => return Err(CommitError::Aborted(e)),
         Err(e) => e,
     };
+    let Some(xid) = xid else { return Err(CommitError::RolledBack(cause)) };
     tracing::warn!(xid = %xid.0, error = %cause, "COMMIT's answer lost; asking the database what became of it");
     let started = std::time::Instant::now();
     while started.elapsed() < RESOLVE_WITHIN {

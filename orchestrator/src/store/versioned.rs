@@ -152,7 +152,7 @@ impl PersistedEventRepository for VersionedRepository {
         .fetch_all(&mut *tx)
         .await
         .map_err(failed)?;
-        let xid = commit::Xid(xids.into_iter().next().unwrap_or_default());
+        let xid = xids.into_iter().next().map(commit::Xid);
         if let Some((aggregate_id, state, snapshot)) = snapshot_update {
             let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
             let payload = seal_envelope(state, self.snapshot_version);
