@@ -191,6 +191,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
             gateway_token: settings.ddi_gateway_token.clone(),
             poll_secs: settings.ddi_poll_secs,
             poll_jitter_percent: settings.ddi_poll_jitter_percent,
+            cache_devices: settings.ddi_cache_devices,
             signer: signer.clone(),
             download_ttl_secs: settings.download_url_ttl_secs,
             redirect: settings.download_redirect,

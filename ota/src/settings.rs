@@ -83,8 +83,13 @@ pub struct Settings {
     #[arg(long, env = "OTA_DDI_POLL_JITTER_PERCENT", default_value_t = 10)]
     pub ddi_poll_jitter_percent: u8,
 
+    /// Devices whose DDI state is kept in memory (least recently polled go first);
+    /// size it to the devices that poll within 30 s. Only authenticated devices are kept.
+    #[arg(long, env = "OTA_DDI_CACHE_DEVICES", default_value_t = 100_000)]
+    pub ddi_cache_devices: usize,
+
     /// Key for signed download links (at least 32 bytes). Without it a key is derived
-    /// from the JWT secret; without either, a random one lasts until restart.
+    /// from the JWT secret; without either, one is drawn once and kept in the database.
     #[arg(long, env = "OTA_DOWNLOAD_URL_SECRET", hide_env_values = true)]
     pub download_url_secret: Option<String>,
 

@@ -44,6 +44,8 @@ pub struct TestOptions {
     pub rate_limits: Option<(u32, u32, u32)>,
     /// Deadline of non-transfer requests, in seconds (default: the server's).
     pub request_timeout_secs: Option<u64>,
+    /// Devices the DDI cache holds at most (default: the server's).
+    pub ddi_cache_devices: Option<usize>,
 }
 
 impl TestOptions {
@@ -68,6 +70,7 @@ impl Default for TestOptions {
             require_signed_firmware: false,
             rate_limits: None,
             request_timeout_secs: None,
+            ddi_cache_devices: None,
         }
     }
 }
@@ -175,6 +178,9 @@ impl TestApp {
         }
         if let Some(secs) = options.request_timeout_secs {
             settings.request_timeout_secs = secs;
+        }
+        if let Some(devices) = options.ddi_cache_devices {
+            settings.ddi_cache_devices = devices;
         }
         settings.max_firmware_bytes = options.max_firmware_bytes;
 

@@ -308,6 +308,36 @@ async fn ranges_etags_md5sum_and_head_follow_hawkbit() {
     assert_eq!(other.status(), 404);
 }
 
+/// Issue 12, item 4: the DDI cache keeps nothing before authentication and is
+/// bounded. Bad tokens, for unknown ids or for real devices, leave nothing
+/// behind; authenticated devices are kept up to the bound, least recent first out.
+#[tokio::test]
+async fn the_ddi_cache_keeps_only_authenticated_devices_and_is_bounded() {
+    let app = TestApp::spawn_with(TestOptions { ddi_cache_devices: Some(3), ..TestOptions::default() }).await;
+    let targets = &app.server.state.ddi.targets;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let id = format!("cached-{i}");
+        tokens.push((id.clone(), app.enrol(&id, "hw").await));
+    }
+    for i in 0..200 {
+        let (status, _) = raw_poll(&app, &format!("unknown-{i}"), "TargetToken not-a-token").await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = raw_poll(&app, "cached-0", "TargetToken not-its-token").await;
+    assert_eq!(status, 401);
+    assert_eq!(targets.len(), 0, "a refused caller left a device in the cache");
+
+    for (id, token) in &tokens {
+        let (status, body) = raw_poll(&app, id, &format!("TargetToken {token}")).await;
+        assert_eq!(status, 200, "{id}: {body}");
+    }
+    assert_eq!(targets.len(), 3, "the cache holds its bound, no more");
+    // The cached device still refuses a wrong token.
+    let (status, _) = raw_poll(&app, "cached-4", "TargetToken not-its-token").await;
+    assert_eq!(status, 401);
+}
+
 #[tokio::test]
 async fn tokens_act_only_as_their_own_device_and_gateways_register_devices() {
     let app = TestApp::spawn_with(TestOptions::full()).await;

@@ -47,6 +47,8 @@ pub struct DdiSettings {
     pub gateway_token: Option<String>,
     pub poll_secs: u64,
     pub poll_jitter_percent: u8,
+    /// Devices kept in the DDI cache at most.
+    pub cache_devices: usize,
     pub signer: UrlSigner,
     pub download_ttl_secs: u64,
     pub redirect: bool,
@@ -62,7 +64,7 @@ impl Ddi {
         nats: &async_nats::Client,
         names: &ota_domain::bus::BusNames,
     ) -> Self {
-        let targets = Arc::new(Targets::new(store.clone(), pool.clone()));
+        let targets = Arc::new(Targets::new(store.clone(), pool.clone(), settings.cache_devices));
         let contacts = Arc::new(crate::last_seen::LastSeen::devices());
         let (downloads, log_task) = DownloadLog::spawn(reports.clone());
         let tasks = vec![

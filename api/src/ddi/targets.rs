@@ -1,5 +1,11 @@
 //! What DDI needs to know about a device, cached in memory and kept fresh by the
-//! events themselves: a base poll is a hash-map read, not a database query.
+//! events themselves: a base poll is a map read, not a database query.
+//!
+//! Nothing is kept before authentication: a device is cached only once a caller
+//! proved it (its token matched, or a gateway token or a signed link vouched
+//! for it), never for an id that does not exist, and the cache is a bounded LRU.
+//! A flood of random controller ids with bad tokens costs one device read each
+//! and no memory.
 //!
 //! An entry is loaded from the event store (never from a read model that may
 //! trail) and dropped whenever an event of that device goes by on NATS. A load
@@ -8,10 +14,13 @@
 //! something while disconnected.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hashlink::LruCache;
 use ota_domain::bus::{decode_subject_token, BusNames};
 use ota_domain::device::{Device, DeviceError};
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError};
@@ -21,25 +30,16 @@ use ota_domain::{CampaignId, DeviceId, FirmwareId};
 use ota_orchestrator::{Store, StoreError};
 use sqlx::PgPool;
 
+/// Invalidation counters, shared by the devices that hash alike: a fixed size
+/// however many devices exist or are asked about.
+const STRIPES: usize = 4096;
+
 /// A device as DDI sees it.
 #[derive(Debug)]
 pub struct Target {
     pub device: Device,
     pub updates: DeviceUpdate,
     loaded_at: Instant,
-}
-
-enum Slot {
-    Ready { target: Arc<Target>, generation: u64 },
-    Invalidated { generation: u64 },
-}
-
-impl Slot {
-    fn generation(&self) -> u64 {
-        match self {
-            Slot::Ready { generation, .. } | Slot::Invalidated { generation } => *generation,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,52 +57,100 @@ pub enum LoadError {
 pub struct Targets {
     store: Store,
     pool: PgPool,
-    slots: RwLock<HashMap<String, Slot>>,
+    cached: Mutex<LruCache<String, Arc<Target>>>,
+    /// Bumped (under `cached`'s lock) when an event of a device of the stripe goes
+    /// by; a load that saw its stripe move may predate the event and is not kept.
+    stripes: Box<[AtomicU64]>,
+    hasher: std::collections::hash_map::RandomState,
     firmware: RwLock<HashMap<FirmwareId, Arc<Firmware>>>,
     plans: RwLock<HashMap<CampaignId, Arc<RolloutPlan>>>,
     ttl: Duration,
 }
 
 impl Targets {
-    pub fn new(store: Store, pool: PgPool) -> Self {
+    /// A cache of at most `capacity` devices.
+    pub fn new(store: Store, pool: PgPool, capacity: usize) -> Self {
         Self {
             store,
             pool,
-            slots: RwLock::default(),
+            cached: Mutex::new(LruCache::new(capacity.max(1))),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            hasher: Default::default(),
             firmware: RwLock::default(),
             plans: RwLock::default(),
             ttl: Duration::from_secs(30),
         }
     }
 
-    /// The device's current state, from memory when fresh.
-    pub async fn get(&self, device: &DeviceId) -> Result<Arc<Target>, LoadError> {
-        let id = device.as_str();
-        let generation = {
-            let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-            match slots.get(id) {
-                Some(Slot::Ready { target, .. }) if target.loaded_at.elapsed() < self.ttl => return Ok(target.clone()),
-                Some(slot) => slot.generation(),
-                None => 0,
-            }
-        };
-        let (updates, _) = self.store.load::<DeviceUpdate>(device).await?;
-        let (device, _) = self.store.load::<Device>(device).await?;
-        let target = Arc::new(Target { device, updates, loaded_at: Instant::now() });
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        let current = slots.get(id).map_or(0, Slot::generation);
-        // An event went by while loading: what was read may predate it, so do not keep it.
-        if current == generation {
-            slots.insert(id.to_owned(), Slot::Ready { target: target.clone(), generation });
+    fn stripe(&self, id: &str) -> &AtomicU64 {
+        &self.stripes[self.hasher.hash_one(id) as usize % STRIPES]
+    }
+
+    /// Devices held now.
+    pub fn len(&self) -> usize {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn fresh(&self, id: &str) -> Option<Arc<Target>> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let target = cached.get(id)?.clone();
+        if target.loaded_at.elapsed() < self.ttl {
+            return Some(target);
         }
-        Ok(target)
+        cached.remove(id);
+        None
+    }
+
+    /// The device's state if `accept` takes its stored record (its token
+    /// matches, say); only then are its updates read and the device kept.
+    pub async fn authenticated(
+        &self,
+        device: &DeviceId,
+        accept: impl Fn(&Device) -> bool,
+    ) -> Result<Option<Arc<Target>>, LoadError> {
+        let id = device.as_str();
+        if let Some(target) = self.fresh(id) {
+            return Ok(accept(&target.device).then_some(target));
+        }
+        let seen = self.stripe(id).load(Ordering::Acquire);
+        let (record, _) = self.store.load::<Device>(device).await?;
+        if !record.exists() || !accept(&record) {
+            return Ok(None);
+        }
+        let (updates, _) = self.store.load::<DeviceUpdate>(device).await?;
+        let target = Arc::new(Target { device: record, updates, loaded_at: Instant::now() });
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        // An event went by while loading: what was read may predate it, so do not keep it.
+        if self.stripe(id).load(Ordering::Acquire) == seen {
+            cached.insert(id.to_owned(), target.clone());
+        }
+        Ok(Some(target))
+    }
+
+    /// A registered device's state, for a caller already authenticated another
+    /// way (a gateway token, a signed link); `None` if it does not exist.
+    pub async fn get(&self, device: &DeviceId) -> Result<Option<Arc<Target>>, LoadError> {
+        self.authenticated(device, |_| true).await
     }
 
     /// Forgets the device's state; the next request reloads it.
     pub fn invalidate(&self, id: &str) {
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        let generation = slots.get(id).map_or(0, Slot::generation) + 1;
-        slots.insert(id.to_owned(), Slot::Invalidated { generation });
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        self.stripe(id).fetch_add(1, Ordering::AcqRel);
+        cached.remove(id);
+    }
+
+    /// Forgets every device (and every load in flight).
+    fn invalidate_all(&self) {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        for stripe in self.stripes.iter() {
+            stripe.fetch_add(1, Ordering::AcqRel);
+        }
+        cached.clear();
     }
 
     /// Firmware never changes its bytes once uploaded, so it is kept for good.
@@ -145,7 +193,7 @@ impl Targets {
             match subscribe.await {
                 Ok(mut messages) => {
                     // Whatever happened while unsubscribed is unknown: start afresh.
-                    self.slots.write().unwrap_or_else(|e| e.into_inner()).clear();
+                    self.invalidate_all();
                     while let Some(message) = messages.next().await {
                         let token = message.subject.rsplit('.').next().unwrap_or_default();
                         if let Some(device) = decode_subject_token(token) {

@@ -69,12 +69,16 @@ pub async fn authenticate(
     let ddi = &state.ddi;
     match scheme {
         "TargetToken" if !secret.is_empty() => {
-            let target = ddi.targets.get(&device).await.map_err(|e| ApiError::unavailable("event store", e))?;
-            let known = target.device.token_sha256.as_deref().unwrap_or_default();
             let given = hash_token(secret);
-            if !target.device.exists() || !bool::from(known.as_bytes().ct_eq(given.as_bytes())) {
-                return Err(unauthorized("the target token does not belong to this device"));
-            }
+            let owns = |record: &Device| {
+                record.token_sha256.as_deref().is_some_and(|known| bool::from(known.as_bytes().ct_eq(given.as_bytes())))
+            };
+            let target = ddi
+                .targets
+                .authenticated(&device, owns)
+                .await
+                .map_err(|e| ApiError::unavailable("event store", e))?
+                .ok_or_else(|| unauthorized("the target token does not belong to this device"))?;
             Ok(Caller { device, target, via: "target_token" })
         }
         "GatewayToken" if !secret.is_empty() => {
@@ -82,10 +86,10 @@ pub async fn authenticate(
             if !matches {
                 return Err(unauthorized("wrong gateway token"));
             }
-            let mut target = ddi.targets.get(&device).await.map_err(|e| ApiError::unavailable("event store", e))?;
-            if !target.device.exists() {
-                target = register(state, &device).await?;
-            }
+            let target = match ddi.targets.get(&device).await.map_err(|e| ApiError::unavailable("event store", e))? {
+                Some(target) => target,
+                None => register(state, &device).await?,
+            };
             Ok(Caller { device, target, via: "gateway_token" })
         }
         _ => Err(unauthorized("Authorization must be 'TargetToken <token>' or 'GatewayToken <token>'")),
@@ -109,5 +113,10 @@ async fn register(state: &AppState, device: &DeviceId) -> Result<Arc<Target>, Ap
     let meta = CommandMeta::new(Actor::device(device.to_string()));
     state.store.execute::<Device>(device, command, &meta).await?;
     state.ddi.targets.invalidate(device.as_str());
-    state.ddi.targets.get(device).await.map_err(|e| ApiError::unavailable("event store", e))
+    state.ddi.targets.get(device).await.map_err(|e| ApiError::unavailable("event store", e))?.ok_or_else(|| {
+        ApiError::unavailable(
+            "event store",
+            ota_orchestrator::StoreFault("a device just registered cannot be read back"),
+        )
+    })
 }

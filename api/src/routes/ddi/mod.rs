@@ -470,6 +470,12 @@ async fn signed_caller(
         .signer
         .verify(&signed, expires, signature, Utc::now().timestamp())
         .map_err(|e| ApiError::forbidden(e.to_string()))?;
-    let target = state.ddi.targets.get(&device).await.map_err(unavailable)?;
+    let target = state
+        .ddi
+        .targets
+        .get(&device)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::forbidden(format!("no device {device}")))?;
     Ok(Caller { device, target, via: "signed_url" })
 }
