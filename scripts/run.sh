@@ -8,13 +8,22 @@ cargo build --release --locked -p ota
 OTA=./target/release/ota
 
 mkdir -p data
+# Secrets are readable by their owner only; one shorter than the server's
+# minimum (32 bytes; earlier versions made a shorter gateway token) is replaced.
+secret_file() {
+  local file=$1 bytes=$2
+  if [ ! -f "$file" ] || [ "$(wc -c < "$file")" -lt 32 ]; then
+    (umask 077; head -c "$bytes" /dev/urandom | base64 | tr -d '\n/+=' > "$file")
+  fi
+  chmod 600 "$file"
+}
 if [ -z "${OTA_JWT_SECRET:-}" ]; then
-  [ -s data/jwt-secret ] || head -c 48 /dev/urandom | base64 | tr -d '\n' > data/jwt-secret
+  secret_file data/jwt-secret 48
   OTA_JWT_SECRET=$(cat data/jwt-secret)
 fi
 export OTA_JWT_SECRET
 if [ -z "${OTA_DDI_GATEWAY_TOKEN:-}" ]; then
-  [ -s data/gateway-token ] || head -c 24 /dev/urandom | base64 | tr -d '\n/+=' > data/gateway-token
+  secret_file data/gateway-token 36
   OTA_DDI_GATEWAY_TOKEN=$(cat data/gateway-token)
 fi
 export OTA_DDI_GATEWAY_TOKEN

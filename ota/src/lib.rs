@@ -5,10 +5,12 @@
 
 pub mod gc;
 pub mod print;
+pub mod secret;
 pub mod server;
 pub mod settings;
 pub mod signing;
 pub mod simulate;
 
+pub use secret::Secret;
 pub use server::{RunningServer, ServerError};
 pub use settings::Settings;

@@ -32,6 +32,9 @@ pub enum ServerError {
     Schema(#[from] ota_migrations::SchemaError),
     #[error("OTA_DOWNLOAD_URL_SECRET must be at least {} bytes", ota_api::auth::MIN_SECRET_LEN)]
     DownloadSecret,
+    /// It lets its holder act as any device and register new ones.
+    #[error("OTA_DDI_GATEWAY_TOKEN must be at least {} bytes", ota_api::auth::MIN_SECRET_LEN)]
+    GatewayToken,
     #[error("OTA_FIRMWARE_KEYS: {0}")]
     FirmwareKeys(#[from] ota_domain::signature::KeyListError),
     #[error("OTA_AUDIT_SIGNING_KEY must be 64 hex characters (an ed25519 seed)")]
@@ -146,7 +149,9 @@ pub async fn download_signer(settings: &Settings, pool: &sqlx::PgPool) -> Result
     Ok(match (&settings.download_url_secret, &settings.jwt_secret) {
         (Some(secret), _) if secret.len() < ota_api::auth::MIN_SECRET_LEN => return Err(ServerError::DownloadSecret),
         (Some(secret), _) => ota_ddi::UrlSigner::new(secret.as_bytes()),
-        (None, Some(jwt)) => ota_ddi::UrlSigner::new(Sha256::digest(format!("download-urls\n{jwt}")).to_vec()),
+        (None, Some(jwt)) => {
+            ota_ddi::UrlSigner::new(Sha256::digest(format!("download-urls\n{}", jwt.expose())).to_vec())
+        }
         (None, None) => ota_ddi::UrlSigner::new(shared_key(pool, "download_links").await?),
     })
 }
@@ -168,6 +173,9 @@ async fn shared_key(pool: &sqlx::PgPool, name: &str) -> Result<Vec<u8>, ServerEr
 }
 
 pub async fn start(settings: &Settings, components: Components) -> Result<RunningServer, ServerError> {
+    if settings.ddi_gateway_token.as_ref().is_some_and(|t| !t.is_empty() && t.len() < ota_api::auth::MIN_SECRET_LEN) {
+        return Err(ServerError::GatewayToken);
+    }
     let names = settings.bus()?;
     let auth = Arc::new(Auth::new(&settings.token_settings())?);
     let blobs = Blobs::open(&settings.storage_url)?;
@@ -188,7 +196,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let ddi = ota_api::ddi::Ddi::start(
         ota_api::ddi::DdiSettings {
             public_url: public_url.clone(),
-            gateway_token: settings.ddi_gateway_token.clone(),
+            gateway_token: settings.ddi_gateway_token.as_ref().map(|t| t.expose().to_owned()),
             poll_secs: settings.ddi_poll_secs,
             poll_jitter_percent: settings.ddi_poll_jitter_percent,
             cache_devices: settings.ddi_cache_devices,
@@ -275,4 +283,25 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         http,
         shutdown: Some(tx),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{start, Components, ServerError};
+    use crate::Settings;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    #[tokio::test]
+    async fn a_short_gateway_token_is_refused_before_anything_starts() {
+        let cli = Cli::parse_from(["ota", "--ddi-gateway-token", "short-token"]);
+        let refused = start(&cli.settings, Components::default()).await.err();
+        assert!(matches!(refused, Some(ServerError::GatewayToken)), "{refused:?}");
+    }
 }

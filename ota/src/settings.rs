@@ -4,11 +4,18 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
+use crate::secret::Secret;
+
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Postgres URL; the database is created if it does not exist.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ota")]
-    pub database_url: String,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ota",
+        hide_env_values = true
+    )]
+    pub database_url: Secret,
 
     /// Connections in the Postgres pool.
     #[arg(long, env = "OTA_DB_MAX_CONNECTIONS", default_value_t = 20)]
@@ -44,7 +51,7 @@ pub struct Settings {
 
     /// HS256 secret for operator tokens (at least 32 bytes).
     #[arg(long, env = "OTA_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// PEM public key (RSA or EC P-256) of an identity provider: accept its RS256 / ES256 tokens.
     #[arg(long, env = "OTA_JWT_PUBLIC_KEY_FILE")]
@@ -73,7 +80,7 @@ pub struct Settings {
 
     /// DDI gateway token: acts as any device, and registers unknown devices on first poll.
     #[arg(long, env = "OTA_DDI_GATEWAY_TOKEN", hide_env_values = true)]
-    pub ddi_gateway_token: Option<String>,
+    pub ddi_gateway_token: Option<Secret>,
 
     /// Seconds a DDI device sleeps between polls (told as `HH:MM:SS`, below one day).
     #[arg(long, env = "OTA_DDI_POLL_SECS", default_value_t = 300)]
@@ -91,7 +98,7 @@ pub struct Settings {
     /// Key for signed download links (at least 32 bytes). Without it a key is derived
     /// from the JWT secret; without either, one is drawn once and kept in the database.
     #[arg(long, env = "OTA_DOWNLOAD_URL_SECRET", hide_env_values = true)]
-    pub download_url_secret: Option<String>,
+    pub download_url_secret: Option<Secret>,
 
     /// With S3 storage (`--features cloud`): answer artifact downloads with a redirect to a
     /// pre-signed store URL, so the bytes come from the store rather than through the server.
@@ -100,7 +107,7 @@ pub struct Settings {
 
     /// ed25519 key (64 hex characters: the 32-byte seed) that signs exported event-chain heads.
     #[arg(long, env = "OTA_AUDIT_SIGNING_KEY", hide_env_values = true)]
-    pub audit_signing_key: Option<String>,
+    pub audit_signing_key: Option<Secret>,
 
     /// Trusted firmware signing keys: `key_id:hex-public-key,...` (ed25519; `ota keygen` makes pairs).
     #[arg(long, env = "OTA_FIRMWARE_KEYS", default_value = "")]
@@ -161,7 +168,7 @@ impl Settings {
 
     pub fn token_settings(&self) -> ota_api::auth::TokenSettings {
         ota_api::auth::TokenSettings {
-            secret: self.jwt_secret.clone(),
+            secret: self.jwt_secret.as_ref().map(|s| s.expose().to_owned()),
             public_key_file: self.jwt_public_key_file.clone(),
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
@@ -176,5 +183,48 @@ impl Settings {
         let matches = cmd.get_matches_from(["ota"]);
         // Defaults always parse; a failure here is a bug in the attributes above.
         Self::from_arg_matches(&matches).unwrap_or_else(|e| panic!("settings defaults: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Settings;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let secrets = [
+            "postgres://ota:db-password-1@db/ota",
+            "jwt-secret-jwt-secret-jwt-secret-jwt",
+            "gateway-token-gateway-token-gateway",
+            "download-secret-download-secret-down",
+            "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100",
+        ];
+        let cli = Cli::parse_from([
+            "ota",
+            "--database-url",
+            secrets[0],
+            "--jwt-secret",
+            secrets[1],
+            "--ddi-gateway-token",
+            secrets[2],
+            "--download-url-secret",
+            secrets[3],
+            "--audit-signing-key",
+            secrets[4],
+        ]);
+        let shown = format!("{:?}", cli.settings);
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert_eq!(cli.settings.jwt_secret.as_deref(), Some(secrets[1]), "still usable");
     }
 }

@@ -98,7 +98,7 @@ pub(crate) fn database_url(host: &str, db: &str) -> String {
 /// The settings every test server runs with, in-process or as a child process.
 pub(crate) fn test_settings(database_url: &str, nats_host: &str, prefix: &str) -> Settings {
     let mut settings = Settings::defaults();
-    settings.database_url = database_url.to_owned();
+    settings.database_url = database_url.into();
     settings.db_max_connections = 20;
     settings.nats_url = format!("nats://{nats_host}");
     settings.nats_prefix = prefix.to_owned();
@@ -108,12 +108,12 @@ pub(crate) fn test_settings(database_url: &str, nats_host: &str, prefix: &str) -
     settings.rate_limit_address = 1_000_000;
     settings.rate_limit_exempt_loopback = true;
     settings.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.jwt_secret = Some(SECRET.to_owned());
+    settings.jwt_secret = Some(SECRET.into());
     // Every test server checks issuer and audience, so a token meant for someone else is refused.
     settings.jwt_issuer = Some(ISSUER.to_owned());
     settings.jwt_audience = Some(AUDIENCE.to_owned());
-    settings.ddi_gateway_token = Some(GATEWAY_TOKEN.to_owned());
-    settings.audit_signing_key = Some(AUDIT_KEY_HEX.to_owned());
+    settings.ddi_gateway_token = Some(GATEWAY_TOKEN.into());
+    settings.audit_signing_key = Some(AUDIT_KEY_HEX.into());
     settings
 }
 

@@ -75,7 +75,7 @@ impl Deployment {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .env("DATABASE_URL", &s.database_url)
+            .env("DATABASE_URL", s.database_url.expose())
             .env("OTA_DB_MAX_CONNECTIONS", s.db_max_connections.to_string())
             .env("NATS_URL", &s.nats_url)
             .env("OTA_NATS_REPLICAS", s.nats_replicas.to_string())

@@ -75,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| ApiError::internal_text("handler panicked").into_response()))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(middleware::from_fn(report_errors))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
@@ -86,4 +86,53 @@ async fn api_not_found() -> ApiError {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The span of a request: method and path, never the query, which holds the
+/// signature of a download link (a bearer secret until it expires).
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), version = ?request.version())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// Everything the subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_request_span_names_the_path_but_never_the_query() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let request = axum::http::Request::get(
+            "/default/controller/v1/dev-1/softwaremodules/m/artifacts/os.swu?expires=1&signature=c2VjcmV0",
+        )
+        .body(())
+        .expect("request");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = super::request_span(&request);
+            let _entered = span.enter();
+            tracing::debug!("served");
+        });
+        let logged = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        assert!(logged.contains("path=/default/controller/v1/dev-1/softwaremodules/m/artifacts/os.swu"), "{logged}");
+        assert!(!logged.contains("signature") && !logged.contains("c2VjcmV0"), "{logged}");
+    }
 }
