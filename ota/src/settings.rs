@@ -69,6 +69,10 @@ pub struct Settings {
     #[arg(long, env = "OTA_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
 
+    /// The longest a bearer token may live, in seconds (`exp` minus `iat`); `ota token --ttl` is held to it too.
+    #[arg(long, env = "OTA_JWT_MAX_LIFETIME_SECS", default_value_t = ota_api::auth::DEFAULT_MAX_LIFETIME_SECS)]
+    pub jwt_max_lifetime_secs: u64,
+
     /// Largest firmware image accepted, in bytes.
     #[arg(long, env = "OTA_MAX_FIRMWARE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_firmware_bytes: u64,
@@ -173,6 +177,7 @@ impl Settings {
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             leeway_secs: self.jwt_leeway_secs,
+            max_lifetime_secs: self.jwt_max_lifetime_secs,
         }
     }
 

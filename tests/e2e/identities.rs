@@ -117,7 +117,7 @@ fn now() -> u64 {
 }
 
 #[tokio::test]
-async fn tokens_from_an_identity_providers_key_pair_are_checked_for_issuer_audience_and_expiry() {
+async fn tokens_from_an_identity_providers_key_pair_are_checked_for_issuer_audience_lifetime_and_nbf() {
     let app = TestApp::spawn().await;
     let dir = tempfile::tempdir().expect("dir");
     let path = |name: &str| dir.path().join(name).display().to_string();
@@ -178,9 +178,32 @@ async fn tokens_from_an_identity_providers_key_pair_are_checked_for_issuer_audie
         let mut issuer = good.clone();
         issuer["iss"] = json!("https://evil.example");
         assert_eq!(status_with(token(issuer)).await, 401, "{name}: wrong issuer");
+        let mut early = good.clone();
+        early["nbf"] = json!(now() + 600);
+        assert_eq!(status_with(token(early)).await, 401, "{name}: not valid yet");
+        let mut long = good.clone();
+        (long["iat"], long["exp"]) = (json!(now()), json!(now() + 2 * 86_400));
+        assert_eq!(status_with(token(long)).await, 401, "{name}: lives longer than a day");
         // The shared secret still works alongside, with its own issuer and audience.
         let hs = ota_api::auth::Auth::new(&settings.token_settings()).expect("auth");
         assert_eq!(status_with(hs.issue("bob", Role::Viewer, Duration::from_secs(60)).expect("issue")).await, 200);
+        assert!(
+            matches!(
+                hs.issue("bob", Role::Viewer, Duration::from_secs(2 * 86_400)),
+                Err(ota_api::auth::AuthConfigError::TooLong { .. })
+            ),
+            "a two-day token was issued"
+        );
+    }
+    // An identity provider's key without an issuer and an audience to bind it would
+    // accept the tokens it signs for any other service.
+    for (issuer, audience) in [(None, Some("ota")), (Some("https://idp.example"), None)] {
+        let mut unbound = app.settings.clone();
+        unbound.jwt_public_key_file = Some(path("rsa.pub"));
+        unbound.jwt_issuer = issuer.map(str::to_owned);
+        unbound.jwt_audience = audience.map(str::to_owned);
+        let refused = ota_api::auth::Auth::new(&unbound.token_settings()).err();
+        assert!(matches!(refused, Some(ota_api::auth::AuthConfigError::UnboundIdentityProvider)), "{refused:?}");
     }
 }
 

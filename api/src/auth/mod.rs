@@ -27,6 +27,8 @@ use crate::extract::RequestId;
 use crate::limits::Limits;
 
 pub const MIN_SECRET_LEN: usize = 32;
+/// The longest a token may live unless configured otherwise: a day.
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +92,12 @@ pub enum AuthConfigError {
     CannotIssue,
     #[error("cannot sign token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
+    /// An identity provider signs tokens for other services too: only one naming
+    /// this service (audience) and that provider (issuer) may act here.
+    #[error("OTA_JWT_PUBLIC_KEY_FILE needs OTA_JWT_ISSUER and OTA_JWT_AUDIENCE")]
+    UnboundIdentityProvider,
+    #[error("a token may live {max} s at most (OTA_JWT_MAX_LIFETIME_SECS), not {asked} s")]
+    TooLong { max: u64, asked: u64 },
 }
 
 /// How bearer tokens are checked.
@@ -102,6 +110,8 @@ pub struct TokenSettings {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// The longest a token may live (`exp` minus `iat`, or minus now without `iat`); 0: no limit.
+    pub max_lifetime_secs: u64,
 }
 
 pub struct Auth {
@@ -110,11 +120,17 @@ pub struct Auth {
     validation: Validation,
     issuer: Option<String>,
     audience: Option<String>,
+    max_lifetime_secs: u64,
 }
 
 impl Auth {
     pub fn from_secret(secret: Option<&str>) -> Result<Self, AuthConfigError> {
-        Self::new(&TokenSettings { secret: secret.map(str::to_owned), leeway_secs: 30, ..Default::default() })
+        Self::new(&TokenSettings {
+            secret: secret.map(str::to_owned),
+            leeway_secs: 30,
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
+            ..Default::default()
+        })
     }
 
     pub fn new(settings: &TokenSettings) -> Result<Self, AuthConfigError> {
@@ -128,6 +144,9 @@ impl Auth {
             decoders.push((Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes())));
         }
         if let Some(path) = &settings.public_key_file {
+            if settings.issuer.is_none() || settings.audience.is_none() {
+                return Err(AuthConfigError::UnboundIdentityProvider);
+            }
             let bad = |detail: String| AuthConfigError::PublicKey { path: path.clone(), detail };
             let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
             let key = match DecodingKey::from_rsa_pem(&pem) {
@@ -142,6 +161,7 @@ impl Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = decoders.iter().map(|(a, _)| *a).collect();
         validation.leeway = settings.leeway_secs;
+        validation.validate_nbf = true;
         // A configured issuer or audience must be present, not merely right when present.
         let mut required = vec!["exp", "sub"];
         required.extend(settings.issuer.as_ref().map(|_| "iss"));
@@ -161,11 +181,15 @@ impl Auth {
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            max_lifetime_secs: settings.max_lifetime_secs,
         })
     }
 
     pub fn issue(&self, subject: &str, role: Role, ttl: Duration) -> Result<String, AuthConfigError> {
         let encoding = self.encoding.as_ref().ok_or(AuthConfigError::CannotIssue)?;
+        if self.max_lifetime_secs > 0 && ttl.as_secs() > self.max_lifetime_secs {
+            return Err(AuthConfigError::TooLong { max: self.max_lifetime_secs, asked: ttl.as_secs() });
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let claims = Claims {
             sub: subject.to_owned(),
@@ -188,7 +212,17 @@ impl Auth {
         // Each key verifies only its own algorithm (no confusing an RSA key for an HMAC secret).
         let mut validation = self.validation.clone();
         validation.algorithms = vec![*algorithm];
-        jsonwebtoken::decode::<Claims>(token, key, &validation).map(|data| data.claims).map_err(invalid)
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, key, &validation).map(|data| data.claims).map_err(invalid)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let lifetime = claims.exp.saturating_sub(if claims.iat > 0 { claims.iat } else { now });
+        if self.max_lifetime_secs > 0 && lifetime > self.max_lifetime_secs {
+            return Err(ApiError::unauthorized(format!(
+                "invalid token: it lives {lifetime} s, longer than the {} s this server accepts",
+                self.max_lifetime_secs
+            )));
+        }
+        Ok(claims)
     }
 }
 
