@@ -223,3 +223,29 @@ impl Reports {
         update
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BusReportError {
+    #[error("the subject names no device")]
+    NoDevice,
+    #[error("invalid status report: {0}")]
+    Invalid(#[source] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError<DeviceUpdateError>),
+}
+
+impl Reports {
+    /// Stores a status report that arrived on a device's `.status` or `.report` subject.
+    pub(crate) async fn report_from_bus(
+        &self,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<Committed<DeviceUpdate>, BusReportError> {
+        let device = ota_domain::bus::device_of_subject(subject)
+            .and_then(|raw| DeviceId::parse(&raw).ok())
+            .ok_or(BusReportError::NoDevice)?;
+        let report = serde_json::from_slice::<StatusReport>(payload).map_err(BusReportError::Invalid)?;
+        let meta = CommandMeta::new(ota_domain::Actor::device(device.to_string()));
+        Ok(self.report(&device, report, &meta, Utc::now()).await?)
+    }
+}

@@ -15,10 +15,10 @@ use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
 use chrono::Utc;
 use futures::StreamExt;
-use ota_domain::bus::{device_of_subject, BusNames};
-use ota_domain::device_update::{DeviceUpdate, DeviceUpdateError, DeviceUpdateEvent, LaneKind, UpdateState};
+use ota_domain::bus::BusNames;
+use ota_domain::device_update::{DeviceUpdate, DeviceUpdateEvent, LaneKind, UpdateState};
 use ota_domain::firmware::Firmware;
-use ota_domain::{Actor, CommandMeta, DeviceId, EventRecord, FirmwareId};
+use ota_domain::{EventRecord, FirmwareId};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
@@ -28,8 +28,8 @@ const BATCH: usize = 500;
 /// long timed out, if the campaign has a device timeout).
 const COMMANDS_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
-use crate::devices::{Reports, StatusReport};
-use crate::store::{Committed, Store, StoreError};
+use crate::devices::{BusReportError, Reports};
+use crate::store::{Store, StoreError};
 
 /// What a device receives on its commands subject.
 #[derive(Debug, Serialize)]
@@ -320,29 +320,6 @@ async fn load_offer(store: &Store, id: FirmwareId) -> Result<FirmwareOffer, Offe
     })
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BusReportError {
-    #[error("the subject names no device")]
-    NoDevice,
-    #[error("invalid status report: {0}")]
-    Invalid(#[source] serde_json::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError<DeviceUpdateError>),
-}
-
-/// Stores a status report that arrived on a device's `.status` or `.report` subject.
-pub(crate) async fn report_from_bus(
-    reports: &Reports,
-    subject: &str,
-    payload: &[u8],
-) -> Result<Committed<DeviceUpdate>, BusReportError> {
-    let device =
-        device_of_subject(subject).and_then(|raw| DeviceId::parse(&raw).ok()).ok_or(BusReportError::NoDevice)?;
-    let report = serde_json::from_slice::<StatusReport>(payload).map_err(BusReportError::Invalid)?;
-    let meta = CommandMeta::new(Actor::device(device.to_string()));
-    Ok(reports.report(&device, report, &meta, Utc::now()).await?)
-}
-
 async fn receive_status(
     reports: &Reports,
     client: &async_nats::Client,
@@ -352,7 +329,7 @@ async fn receive_status(
         .queue_subscribe(format!("{}.devices.*.status", names.prefix()), format!("{}_status", names.prefix()))
         .await?;
     while let Some(message) = subscription.next().await {
-        let reply = match report_from_bus(reports, &message.subject, &message.payload).await {
+        let reply = match reports.report_from_bus(&message.subject, &message.payload).await {
             Ok(c) => serde_json::json!({"ok": true, "state": c.state.current.map(|l| l.state)}),
             Err(BusReportError::NoDevice) => continue,
             Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),

@@ -14,8 +14,7 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use ota_domain::bus::BusNames;
 
-use crate::devices::Reports;
-use crate::dispatch::{report_from_bus, BusReportError};
+use crate::devices::{BusReportError, Reports};
 use crate::store::StoreError;
 
 /// Reports kept for devices while nothing stores them, at most.
@@ -93,7 +92,7 @@ enum Stored {
 }
 
 async fn store(reports: &Reports, subject: &str, payload: &[u8]) -> Stored {
-    match report_from_bus(reports, subject, payload).await {
+    match reports.report_from_bus(subject, payload).await {
         Ok(_) => Stored::Done,
         Err(BusReportError::Store(StoreError::Unavailable(_))) => Stored::Later,
         Err(e @ (BusReportError::NoDevice | BusReportError::Invalid(_))) => {
