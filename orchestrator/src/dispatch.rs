@@ -184,8 +184,7 @@ async fn send_commands(
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let lanes = match if ids.is_empty() { Ok(HashMap::new()) } else { store.load_many::<DeviceUpdate>(&ids).await }
-        {
+        let lanes = match store.load_many::<DeviceUpdate>(&ids).await {
             Ok(lanes) => lanes,
             Err(e) => {
                 tracing::warn!(error = %e, "device commands deferred: the store cannot be read");

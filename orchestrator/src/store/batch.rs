@@ -33,6 +33,9 @@ impl Store {
     where
         A::Command: Clone + Send,
     {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows = sqlx::query(
             "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata FROM events
              WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence",
@@ -107,7 +110,7 @@ impl Store {
         };
         let stored = async {
             let mut tx = self.pool().begin().await.map_err(CommitError::Aborted)?;
-            let inserted = insert_rows::<A>(&mut tx, &decided.rows).await.map_err(CommitError::Aborted)?;
+            let inserted = insert_rows(&mut tx, A::TYPE, &decided.rows).await.map_err(CommitError::Aborted)?;
             let (conflicted, xid) = (inserted.conflicted, inserted.xid);
             commit::commit(self.pool(), tx, xid).await?;
             Ok::<_, CommitError>(conflicted)
@@ -141,9 +144,7 @@ impl Store {
             Some(cache) => cache.lookup(&ids, &items),
             None => (HashMap::new(), ids.clone()),
         };
-        if !to_read.is_empty() {
-            states.extend(self.load_many::<A>(&to_read).await.map_err(StoreError::into_cause)?);
-        }
+        states.extend(self.load_many::<A>(&to_read).await.map_err(StoreError::into_cause)?);
         let mut outcomes: Vec<Option<Outcome<A>>> = Vec::with_capacity(items.len());
         let mut rows: Vec<SerializedEvent> = Vec::new();
         for (id, command, meta) in &items {
@@ -244,14 +245,13 @@ pub(super) struct Inserted {
     pub xid: Option<commit::Xid>,
 }
 
-/// Inserts rows in one statement inside the caller's transaction.
-pub(super) async fn insert_rows<A: Stored>(
+/// Inserts rows of one aggregate type in one statement inside the caller's
+/// transaction (the single-command path's too).
+pub(super) async fn insert_rows(
     tx: &mut PgConnection,
+    aggregate_type: &str,
     rows: &[SerializedEvent],
-) -> Result<Inserted, sqlx::Error>
-where
-    A::Command: Clone + Send,
-{
+) -> Result<Inserted, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Inserted { conflicted: BTreeSet::new(), rows: RowKeys::new(), xid: None });
     }
@@ -261,7 +261,7 @@ where
              ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence, {}",
         commit::CURRENT_XID
     ))
-    .bind(A::TYPE)
+    .bind(aggregate_type)
     .bind(rows.iter().map(|r| r.aggregate_id.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
@@ -278,22 +278,20 @@ where
         .map(|r| r.aggregate_id.clone())
         .collect();
     if !conflicted.is_empty() {
-        take_out::<A>(tx, &mut done, &conflicted).await?;
-        tracing::debug!(aggregate = A::TYPE, conflicted = conflicted.len(), "group commit conflicts, redone");
+        take_out(tx, aggregate_type, &mut done, &conflicted).await?;
+        tracing::debug!(aggregate = aggregate_type, conflicted = conflicted.len(), "group commit conflicts, redone");
     }
     Ok(Inserted { conflicted, rows: done, xid })
 }
 
 /// Deletes, inside the caller's transaction, the rows this batch inserted for
 /// `aggregates` (only those: a key alone could be another writer's row).
-pub(super) async fn take_out<A: Stored>(
+pub(super) async fn take_out(
     tx: &mut PgConnection,
+    aggregate_type: &str,
     inserted: &mut RowKeys,
     aggregates: &BTreeSet<String>,
-) -> Result<(), sqlx::Error>
-where
-    A::Command: Clone + Send,
-{
+) -> Result<(), sqlx::Error> {
     let (ids, sequences): (Vec<String>, Vec<i64>) =
         inserted.iter().filter(|(id, _)| aggregates.contains(id)).cloned().unzip();
     if ids.is_empty() {
@@ -303,7 +301,7 @@ where
         "DELETE FROM events WHERE aggregate_type = $1
              AND (aggregate_id, sequence) IN (SELECT * FROM UNNEST($2::text[], $3::bigint[]))",
     )
-    .bind(A::TYPE)
+    .bind(aggregate_type)
     .bind(ids)
     .bind(sequences)
     .execute(&mut *tx)

@@ -186,12 +186,12 @@ impl Store {
     {
         let aborted = CommitError::Aborted;
         let mut tx = self.pool().begin().await.map_err(aborted)?;
-        let inserted = insert_rows::<A>(&mut tx, &decided_a.rows).await.map_err(aborted)?;
+        let inserted = insert_rows(&mut tx, A::TYPE, &decided_a.rows).await.map_err(aborted)?;
         let (mut broken_a, mut inserted_a, xid_a) = (inserted.conflicted, inserted.rows, inserted.xid);
         let mut broken_b: BTreeSet<String> =
             pairs.iter().filter(|(a, _)| broken_a.contains(a)).map(|(_, b)| b.clone()).collect();
         let rows_b: Vec<_> = decided_b.rows.iter().filter(|r| !broken_b.contains(&r.aggregate_id)).cloned().collect();
-        let inserted = insert_rows::<B>(&mut tx, &rows_b).await.map_err(aborted)?;
+        let inserted = insert_rows(&mut tx, B::TYPE, &rows_b).await.map_err(aborted)?;
         let (mut inserted_b, xid) = (inserted.rows, xid_a.or(inserted.xid));
         broken_b.extend(inserted.conflicted);
         loop {
@@ -211,8 +211,8 @@ impl Store {
             broken_a.extend(more_a);
             broken_b.extend(more_b);
         }
-        take_out::<A>(&mut tx, &mut inserted_a, &broken_a).await.map_err(aborted)?;
-        take_out::<B>(&mut tx, &mut inserted_b, &broken_b).await.map_err(aborted)?;
+        take_out(&mut tx, A::TYPE, &mut inserted_a, &broken_a).await.map_err(aborted)?;
+        take_out(&mut tx, B::TYPE, &mut inserted_b, &broken_b).await.map_err(aborted)?;
         commit::commit(self.pool(), tx, xid).await?;
         Ok((broken_a, broken_b))
     }

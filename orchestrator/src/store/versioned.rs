@@ -20,7 +20,7 @@ use postgres_es::PostgresEventRepository;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::commit;
+use super::{batch, commit};
 
 /// The key of the snapshot envelope's version.
 const VERSION_KEY: &str = "snapshot_version";
@@ -120,10 +120,11 @@ impl PersistedEventRepository for VersionedRepository {
         }
     }
 
-    /// postgres-es's statements in a transaction of our own, for two reasons: a
-    /// lost answer to COMMIT is resolved (`commit`), and a snapshot that lost its
-    /// race rolls the events back with it (postgres-es committed them and then
-    /// reported a conflict, so the command was decided and stored again).
+    /// The group commit's insert and postgres-es's snapshot statements, in a
+    /// transaction of our own, for two reasons: a lost answer to COMMIT is
+    /// resolved (`commit`), and a snapshot that lost its race rolls the events
+    /// back with it (postgres-es committed them and then reported a conflict, so
+    /// the command was decided and stored again).
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
@@ -135,57 +136,37 @@ impl PersistedEventRepository for VersionedRepository {
             None => PersistenceError::ConnectionError(Box::new(e)),
         };
         let mut tx = self.pool.begin().await.map_err(failed)?;
-        // The transaction's id comes back with the insert: no round trip of its own.
-        let xids: Vec<String> = sqlx::query_scalar(&format!(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-                 RETURNING {}",
-            commit::CURRENT_XID
-        ))
-        .bind(A::TYPE)
-        .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(failed)?;
-        let xid = xids.into_iter().next().map(commit::Xid);
+        let inserted = batch::insert_rows(&mut tx, A::TYPE, events).await.map_err(failed)?;
+        if !inserted.conflicted.is_empty() {
+            // Another writer got to this sequence first; the transaction rolls back.
+            return Err(PersistenceError::OptimisticLockError);
+        }
         if let Some((aggregate_id, state, snapshot)) = snapshot_update {
             let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
-            let payload = seal_envelope(state, self.snapshot_version);
-            let written = if snapshot == 1 {
-                sqlx::query(
+            let statement = match snapshot {
+                1 => {
                     "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-                         VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(A::TYPE)
-                .bind(&aggregate_id)
-                .bind(last_sequence)
-                .bind(snapshot as i64)
-                .bind(&payload)
-                .execute(&mut *tx)
-                .await
-            } else {
-                sqlx::query(
+                         VALUES ($1, $2, $3, $4, $5)"
+                }
+                _ => {
                     "UPDATE snapshots SET last_sequence = $3, payload = $5, current_snapshot = $4
-                         WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $4 - 1",
-                )
+                         WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $4 - 1"
+                }
+            };
+            let written = sqlx::query(statement)
                 .bind(A::TYPE)
                 .bind(&aggregate_id)
                 .bind(last_sequence)
                 .bind(snapshot as i64)
-                .bind(&payload)
+                .bind(seal_envelope(state, self.snapshot_version))
                 .execute(&mut *tx)
                 .await
-            };
-            if written.map_err(failed)?.rows_affected() != 1 {
+                .map_err(failed)?;
+            if written.rows_affected() != 1 {
                 return Err(PersistenceError::OptimisticLockError);
             }
         }
-        commit::commit(&self.pool, tx, xid).await.map_err(|e| match e {
+        commit::commit(&self.pool, tx, inserted.xid).await.map_err(|e| match e {
             commit::CommitError::Aborted(e) => failed(e),
             lost => PersistenceError::ConnectionError(Box::new(lost)),
         })
