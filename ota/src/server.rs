@@ -287,21 +287,13 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::{start, Components, ServerError};
     use crate::Settings;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        settings: Settings,
-    }
-
     #[tokio::test]
     async fn a_short_gateway_token_is_refused_before_anything_starts() {
-        let cli = Cli::parse_from(["ota", "--ddi-gateway-token", "short-token"]);
-        let refused = start(&cli.settings, Components::default()).await.err();
+        let settings = Settings::try_from_args(["ota", "--ddi-gateway-token", "short-token"]).expect("settings");
+        let refused = start(&settings, Components::default()).await.err();
         assert!(matches!(refused, Some(ServerError::GatewayToken)), "{refused:?}");
     }
 }

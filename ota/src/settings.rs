@@ -183,25 +183,25 @@ impl Settings {
 
     /// Defaults for everything, as if no flag and no variable were given.
     pub fn defaults() -> Self {
+        // Defaults always parse; a failure here is a bug in the attributes above.
+        Self::try_from_args(["ota"]).unwrap_or_else(|e| panic!("settings defaults: {e}"))
+    }
+
+    /// The settings a command line (program name first) and the environment give.
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
         use clap::FromArgMatches;
         let cmd = <Self as Args>::augment_args(clap::Command::new("ota"));
-        let matches = cmd.get_matches_from(["ota"]);
-        // Defaults always parse; a failure here is a bug in the attributes above.
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| panic!("settings defaults: {e}"))
+        Self::from_arg_matches(&cmd.try_get_matches_from(args)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::Settings;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        settings: Settings,
-    }
 
     #[test]
     fn debug_output_holds_no_secret() {
@@ -212,7 +212,7 @@ mod tests {
             "download-secret-download-secret-down",
             "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100",
         ];
-        let cli = Cli::parse_from([
+        let settings = Settings::try_from_args([
             "ota",
             "--database-url",
             secrets[0],
@@ -224,12 +224,13 @@ mod tests {
             secrets[3],
             "--audit-signing-key",
             secrets[4],
-        ]);
-        let shown = format!("{:?}", cli.settings);
+        ])
+        .expect("settings");
+        let shown = format!("{settings:?}");
         for secret in secrets {
             assert!(!shown.contains(secret), "{secret} shown: {shown}");
         }
         assert!(shown.contains("[redacted]"), "{shown}");
-        assert_eq!(cli.settings.jwt_secret.as_deref(), Some(secrets[1]), "still usable");
+        assert_eq!(settings.jwt_secret.as_deref(), Some(secrets[1]), "still usable");
     }
 }

@@ -118,47 +118,28 @@ pub struct HealthReport {
 async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
     // Every probe has a deadline and they run together: behind a black-holed
     // database (no answer, no reset) the report still comes within seconds.
-    let postgres = async {
-        let started = Instant::now();
-        match tokio::time::timeout(PROBE_DEADLINE, sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool))
-            .await
-        {
-            Ok(Ok(_)) => Probe { latency_ms: Some(started.elapsed().as_millis() as u64), ..Probe::ok() },
-            Ok(Err(e)) => Probe::failed(e),
-            Err(_) => Probe::failed("no answer within 2 s"),
-        }
-    };
+    let started = Instant::now();
+    let postgres = probe(sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool), |_| Probe {
+        latency_ms: Some(started.elapsed().as_millis() as u64),
+        ..Probe::ok()
+    });
     // A black hole (no answer, no reset) leaves the client "connected" until its
     // pings go unanswered, a minute or two: only a round trip tells.
     let nats_state = state.nats.connection_state();
     let connected = nats_state == async_nats::connection::State::Connected;
     let nats = async {
-        let state_name = Some(nats_state.to_string());
-        match connected {
-            false => Probe { ok: false, state: state_name, ..Probe::ok() },
+        let probed = match connected {
+            false => Probe { ok: false, ..Probe::ok() },
             // Any answer will do (the account's JetStream usage, or an error saying why not).
-            true => match tokio::time::timeout(PROBE_DEADLINE, state.nats.request("$JS.API.INFO", "".into())).await {
-                Ok(Ok(_)) => Probe { state: state_name, ..Probe::ok() },
-                Ok(Err(e)) => Probe { state: state_name, ..Probe::failed(e) },
-                Err(_) => Probe { state: state_name, ..Probe::failed("no answer within 2 s") },
-            },
-        }
+            true => probe(state.nats.request("$JS.API.INFO", "".into()), |_| Probe::ok()).await,
+        };
+        Probe { state: Some(nats_state.to_string()), ..probed }
     };
-    let object_store = async {
-        match tokio::time::timeout(PROBE_DEADLINE, state.blobs.probe()).await {
-            Ok(Ok(())) => Probe::ok(),
-            Ok(Err(e)) => Probe::failed(e),
-            Err(_) => Probe::failed("no answer within 2 s"),
-        }
-    };
-    let relay = async {
-        let pending = ota_orchestrator::relay::pending_count(&state.pool, state.names.prefix());
-        match tokio::time::timeout(PROBE_DEADLINE, pending).await {
-            Ok(Ok(pending)) => Probe { unpublished_events: Some(pending), ..Probe::ok() },
-            Ok(Err(e)) => Probe::failed(e),
-            Err(_) => Probe::failed("no answer within 2 s"),
-        }
-    };
+    let object_store = probe(state.blobs.probe(), |()| Probe::ok());
+    let relay = probe(ota_orchestrator::relay::pending_count(&state.pool, state.names.prefix()), |pending| Probe {
+        unpublished_events: Some(pending),
+        ..Probe::ok()
+    });
     let (postgres, nats, object_store, relay, projections, leaders) =
         tokio::join!(postgres, nats, object_store, relay, projections(&state, connected), leaders(&state));
     let all_ok =
@@ -174,6 +155,19 @@ async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<HealthRepo
         leaders,
     };
     (status, Json(report))
+}
+
+/// A dependency's answer as a probe: `ok` makes it of an answer, an error or no
+/// answer within the deadline fails it.
+async fn probe<T, E: ToString>(
+    answer: impl std::future::Future<Output = Result<T, E>>,
+    ok: impl FnOnce(T) -> Probe,
+) -> Probe {
+    match tokio::time::timeout(PROBE_DEADLINE, answer).await {
+        Ok(Ok(value)) => ok(value),
+        Ok(Err(e)) => Probe::failed(e),
+        Err(_) => Probe::failed("no answer within 2 s"),
+    }
 }
 
 /// A probe's answer, or nothing past the deadline or on an error.
