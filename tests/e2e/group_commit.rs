@@ -8,6 +8,7 @@ use ota_domain::device::{AttributeMode, Device, DeviceCommand, DeviceProfile};
 use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, Origin, UpdateFirmware, UpdateState};
 use ota_domain::{Actor, CommandMeta, DeviceId, FirmwareId};
 use ota_orchestrator::devices::StatusReport;
+use ota_orchestrator::Store;
 use ota_testkit::TestApp;
 
 fn set(key: &str, value: String) -> DeviceCommand {
@@ -16,6 +17,33 @@ fn set(key: &str, value: String) -> DeviceCommand {
         attributes: BTreeMap::from([(key.to_owned(), value)]),
         at: Utc::now(),
     }
+}
+
+/// Registers a device at firmware 1.0 (model `gw`) and assigns it an update to 2.0.
+pub(crate) async fn assigned_2_0(store: &Store, id: &DeviceId, meta: &CommandMeta) {
+    let profile =
+        DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
+    let register = DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() };
+    store.execute::<Device>(id, register, meta).await.expect("register");
+    let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
+    let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
+    store.execute::<DeviceUpdate>(id, assign, meta).await.expect("assign");
+}
+
+/// The device's last two events are its success and then its inventory change,
+/// stored by one transaction.
+async fn assert_success_and_inventory_in_one_transaction(app: &TestApp, device: &str) {
+    let last: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_type, tx_id::text FROM events WHERE aggregate_id = $1
+         ORDER BY global_seq DESC LIMIT 2",
+    )
+    .bind(device)
+    .fetch_all(&app.db)
+    .await
+    .expect("events");
+    let types: Vec<&str> = last.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["Device", "DeviceUpdate"], "the success, then its inventory change");
+    assert_eq!(last[0].1, last[1].1, "one transaction: {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,15 +186,7 @@ async fn a_successful_report_and_its_inventory_change_commit_together() {
     let store = app.server.state.store.clone();
     let meta = CommandMeta::new(Actor::system("test"));
     let id = DeviceId::parse("chained-1").expect("id");
-    let profile =
-        DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
-    store
-        .execute::<Device>(&id, DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
-        .await
-        .expect("register");
-    let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
-    let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
-    store.execute::<DeviceUpdate>(&id, assign, &meta).await.expect("assign");
+    assigned_2_0(&store, &id, &meta).await;
 
     let reports = app.server.state.reports.clone();
     let report = |state| StatusReport { state, progress: None, message: None, firmware_version: None, action: None };
@@ -176,16 +196,7 @@ async fn a_successful_report_and_its_inventory_change_commit_together() {
 
     let (device, _) = store.load::<Device>(&id).await.expect("device");
     assert_eq!(device.profile.firmware_version.as_deref(), Some("2.0"));
-    let transactions: Vec<(String, String)> = sqlx::query_as(
-        "SELECT aggregate_type, tx_id::text FROM events WHERE aggregate_id = 'chained-1'
-         ORDER BY global_seq DESC LIMIT 2",
-    )
-    .fetch_all(&app.db)
-    .await
-    .expect("events");
-    let types: Vec<&str> = transactions.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(types, ["Device", "DeviceUpdate"], "the success, then its inventory change");
-    assert_eq!(transactions[0].1, transactions[1].1, "one transaction: {transactions:?}");
+    assert_success_and_inventory_in_one_transaction(&app, "chained-1").await;
 }
 
 /// When another writer got to the device's inventory first, the success and its
@@ -198,15 +209,7 @@ async fn a_success_whose_inventory_change_lost_a_race_is_redone_with_it() {
     let store = app.server.state.store.clone();
     let meta = CommandMeta::new(Actor::system("test"));
     let id = DeviceId::parse("pair-1").expect("id");
-    let profile =
-        DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
-    store
-        .execute::<Device>(&id, DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() }, &meta)
-        .await
-        .expect("register");
-    let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
-    let assign = DeviceUpdateCommand::Assign { origin: Origin::default(), firmware, from: None, at: Utc::now() };
-    store.execute::<DeviceUpdate>(&id, assign, &meta).await.expect("assign");
+    assigned_2_0(&store, &id, &meta).await;
     let reports = app.server.state.reports.clone();
     // A report naming a version makes the committer decide (and remember) the inventory.
     let installing = StatusReport {
@@ -232,16 +235,7 @@ async fn a_success_whose_inventory_change_lost_a_race_is_redone_with_it() {
     let (device, _) = store.load::<Device>(&id).await.expect("device");
     assert_eq!(device.profile.firmware_version.as_deref(), Some("2.0"));
     assert_eq!(device.profile.attributes.get("site").map(String::as_str), Some("b"), "the other write is kept");
-    let last: Vec<(String, String)> = sqlx::query_as(
-        "SELECT aggregate_type, tx_id::text FROM events WHERE aggregate_id = 'pair-1'
-         ORDER BY global_seq DESC LIMIT 2",
-    )
-    .fetch_all(&app.db)
-    .await
-    .expect("events");
-    let types: Vec<&str> = last.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(types, ["Device", "DeviceUpdate"], "the success, then its inventory change");
-    assert_eq!(last[0].1, last[1].1, "one transaction: {last:?}");
+    assert_success_and_inventory_in_one_transaction(&app, "pair-1").await;
 }
 
 /// Reports and their inventory changes, while other writers append to the same

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ota_domain::device::{Device, DeviceCommand, DeviceProfile};
-use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, Origin, UpdateFirmware, UpdateState};
-use ota_domain::{Actor, CommandMeta, DeviceId, FirmwareId};
+use ota_domain::device::Device;
+use ota_domain::device_update::{DeviceUpdate, UpdateState};
+use ota_domain::{Actor, CommandMeta, DeviceId};
 use ota_orchestrator::devices::StatusReport;
 use ota_testkit::{eventually, json_of, read_models, TestApp, TestOptions};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::group_commit::assigned_2_0;
 use crate::spine::{assert_spine_consistent, PROJECTIONS};
 
 /// Campaigns (distinct aggregates) whose creation carried `name`.
@@ -74,19 +75,8 @@ async fn reports_whose_group_commit_answer_is_lost_are_answered_and_stored_once(
     let store = app.server.state.store.clone();
     let meta = CommandMeta::new(Actor::system("test"));
     let devices: Vec<DeviceId> = (0..16).map(|i| DeviceId::parse(&format!("amb-{i:02}")).expect("id")).collect();
-    let firmware = UpdateFirmware { id: FirmwareId::derive("fw", "2.0", "gw"), version: "2.0".into() };
     for id in &devices {
-        let profile =
-            DeviceProfile { device_model: "gw".into(), firmware_version: Some("1.0".into()), ..Default::default() };
-        let register = DeviceCommand::Register { id: id.clone(), profile, at: Utc::now() };
-        store.execute::<Device>(id, register, &meta).await.expect("register");
-        let assign = DeviceUpdateCommand::Assign {
-            origin: Origin::default(),
-            firmware: firmware.clone(),
-            from: None,
-            at: Utc::now(),
-        };
-        store.execute::<DeviceUpdate>(id, assign, &meta).await.expect("assign");
+        assigned_2_0(&store, id, &meta).await;
     }
     let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db).await.expect("count");
 

@@ -59,6 +59,19 @@ async fn rollback_of(app: &TestApp, id: &str) -> uuid::Uuid {
     .await
 }
 
+/// Waits until a reacting consumer (`rollout`, `dispatch`, ...) has taken and
+/// acknowledged every message on the events stream.
+async fn handled_all(app: &TestApp, consumer: &str) {
+    let durable = app.names.consumer(consumer);
+    eventually(&format!("{consumer} to handle every message"), Duration::from_secs(30), || async {
+        let stream = app.js.get_stream(app.names.events_stream()).await.ok()?;
+        let mut consumer = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable).await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence > 0).then_some(())
+    })
+    .await;
+}
+
 async fn members(app: &TestApp, id: &str) -> Vec<Vec<String>> {
     let (campaign, _) =
         app.server.state.store.load::<Campaign>(&id.parse().expect("campaign id")).await.expect("load campaign");
@@ -322,15 +335,7 @@ async fn a_continuous_campaign_takes_devices_that_come_to_match_its_filter() {
         let message = serde_json::to_vec(&record).expect("encode");
         app.js.publish(subject, message.into()).await.expect("publish").await.expect("stored");
     }
-    let consumer_name = app.names.consumer("rollout_devices");
-    eventually("the forged messages handled", Duration::from_secs(30), || async {
-        let stream = app.js.get_stream(app.names.events_stream()).await.ok()?;
-        let mut consumer =
-            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer_name).await.ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-    })
-    .await;
+    handled_all(&app, "rollout_devices").await;
     app.caught_up(ProjectionName::Campaigns).await;
     let d = detail(&app, &id).await;
     assert_eq!(d["device_count"], 7, "a forged device event made a member: {d}");
@@ -494,15 +499,7 @@ async fn campaign_messages_that_the_store_does_not_back_cancel_nothing() {
         ack.await.expect("stored by JetStream");
     }
     // Once the process manager's consumer has acknowledged all three, it has reacted.
-    let consumer_name = app.names.consumer("rollout");
-    eventually("the forged messages handled", Duration::from_secs(30), || async {
-        let stream = app.js.get_stream(app.names.events_stream()).await.ok()?;
-        let mut consumer =
-            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer_name).await.ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence > 0).then_some(())
-    })
-    .await;
+    handled_all(&app, "rollout").await;
     app.caught_up(ProjectionName::Updates).await;
 
     let cancelled =
@@ -609,14 +606,6 @@ async fn replayed_or_forged_assignments_on_the_bus_push_no_command() {
         let message = serde_json::to_vec(&record(device, sequence, global_seq)).expect("encode");
         app.js.publish(subject, message.into()).await.expect("publish").await.expect("stored");
     }
-    let stream = app.js.get_stream(app.names.events_stream()).await.expect("events stream");
-    let dispatch = app.names.consumer("dispatch");
-    eventually("the dispatcher to take both", Duration::from_secs(30), || async {
-        let mut consumer =
-            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&dispatch).await.ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-    })
-    .await;
+    handled_all(&app, "dispatch").await;
     assert_eq!(commands().await, Some(1), "a replayed or forged assignment was pushed to a device");
 }
