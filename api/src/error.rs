@@ -97,6 +97,7 @@ impl ApiError {
             Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
             Refusal::Conflict => StatusCode::CONFLICT,
             Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::Forbidden => StatusCode::FORBIDDEN,
         };
         Self::new(status, code, message)
     }

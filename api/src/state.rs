@@ -39,6 +39,13 @@ pub struct AppState {
     pub limits: Arc<Limits>,
 }
 
+impl AppState {
+    /// What may be delivered to devices, the same rule on every path.
+    pub fn delivery(&self) -> ota_domain::firmware::DeliveryPolicy {
+        ota_domain::firmware::DeliveryPolicy { require_signature: self.require_signed_firmware }
+    }
+}
+
 impl FromRef<AppState> for Authenticator {
     fn from_ref(state: &AppState) -> Self {
         Authenticator {

@@ -146,6 +146,52 @@ impl Firmware {
     }
 }
 
+/// What may reach a device. Every delivery path asks the same question (campaign
+/// create and start, each wave, retries, continuous joins, single updates, the
+/// rollback route and rollback campaigns), so no path is a way around it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// `OTA_REQUIRE_SIGNED_FIRMWARE`: only images whose signature verified at upload.
+    pub require_signature: bool,
+}
+
+/// Why an image may not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undeliverable {
+    #[error("firmware {0} does not exist")]
+    Unknown(FirmwareId),
+    #[error("firmware {0} is deprecated")]
+    Deprecated(FirmwareId),
+    #[error("firmware {0} has no verified signature and this server requires one")]
+    Unverified(FirmwareId),
+}
+
+impl Undeliverable {
+    /// The last part of the stable error code (`campaign.<kind>`, `update.<kind>`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Undeliverable::Unknown(_) => "unknown_firmware",
+            Undeliverable::Deprecated(_) => "deprecated_firmware",
+            Undeliverable::Unverified(_) => "unverified_firmware",
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    pub fn admit(&self, id: FirmwareId, firmware: &Firmware) -> Result<(), Undeliverable> {
+        if !firmware.exists() {
+            return Err(Undeliverable::Unknown(id));
+        }
+        if firmware.status == FirmwareStatus::Deprecated {
+            return Err(Undeliverable::Deprecated(id));
+        }
+        if self.require_signature && !firmware.signature.is_verified() {
+            return Err(Undeliverable::Unverified(id));
+        }
+        Ok(())
+    }
+}
+
 impl Decide for Firmware {
     fn decide(&self, command: FirmwareCommand) -> Result<Vec<FirmwareEvent>, FirmwareError> {
         match command {

@@ -9,6 +9,8 @@ pub enum Refusal {
     Conflict,
     /// The aggregate the command addresses does not exist (HTTP 404).
     NotFound,
+    /// The caller may not give this command, whatever its role (HTTP 403): four eyes.
+    Forbidden,
 }
 
 /// An aggregate's refusal, as the edge reads it: the kind of refusal and a stable

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 pub const CURRENT: &[(&str, &str, &str)] = &[
     ("ApiKey", "ApiKeyIssued", "1.0"),
     ("ApiKey", "ApiKeyRevoked", "1.0"),
-    ("Campaign", "CampaignCreated", "1.0"),
+    ("Campaign", "CampaignCreated", "1.1"),
     ("Campaign", "CampaignScheduled", "1.0"),
     ("Campaign", "CampaignStarted", "1.0"),
     ("Campaign", "MembershipResolved", "1.0"),
@@ -35,7 +35,7 @@ pub const CURRENT: &[(&str, &str, &str)] = &[
     ("Campaign", "WaveStarted", "1.0"),
     ("Campaign", "AssignmentsRecorded", "1.0"),
     ("Campaign", "ApprovalRequested", "1.0"),
-    ("Campaign", "WaveApproved", "1.0"),
+    ("Campaign", "WaveApproved", "1.1"),
     ("Campaign", "CampaignPaused", "1.0"),
     ("Campaign", "CampaignResumed", "1.0"),
     ("Campaign", "CampaignCancelled", "1.0"),
@@ -68,13 +68,38 @@ pub struct Step {
 }
 
 /// Every upcaster there is, in no particular order: the chain follows `from` → `to`.
-pub const STEPS: &[Step] = &[Step {
-    aggregate_type: "DeviceUpdate",
-    event_type: "UpdateAssigned",
-    from: "1.0",
-    to: "1.1",
-    apply: update_assigned_1_0_to_1_1,
-}];
+pub const STEPS: &[Step] = &[
+    Step {
+        aggregate_type: "DeviceUpdate",
+        event_type: "UpdateAssigned",
+        from: "1.0",
+        to: "1.1",
+        apply: update_assigned_1_0_to_1_1,
+    },
+    // 1.1 records who created the campaign (four eyes): before, nobody knows.
+    Step {
+        aggregate_type: "Campaign",
+        event_type: "CampaignCreated",
+        from: "1.0",
+        to: "1.1",
+        apply: creator_or_approver_unrecorded,
+    },
+    // 1.1 records the approver and an admin's override reason.
+    Step {
+        aggregate_type: "Campaign",
+        event_type: "WaveApproved",
+        from: "1.0",
+        to: "1.1",
+        apply: creator_or_approver_unrecorded,
+    },
+];
+
+/// The new fields are optional and absent means "not recorded", which is the
+/// truth about a 1.0 event; the version still moves so an older release refuses
+/// 1.1 events instead of dropping who approved.
+fn creator_or_approver_unrecorded(_: &mut Map<String, Value>) -> Result<(), Malformed> {
+    Ok(())
+}
 
 /// A stored event that cannot be brought to the current shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

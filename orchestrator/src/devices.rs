@@ -9,7 +9,7 @@ use ota_domain::device::{Device, DeviceCommand, DeviceError};
 use ota_domain::device_update::{
     DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, Origin, UpdateFirmware, UpdateState,
 };
-use ota_domain::firmware::{Firmware, FirmwareError, FirmwareStatus};
+use ota_domain::firmware::{DeliveryPolicy, Firmware, FirmwareError, Undeliverable};
 use ota_domain::{CommandMeta, DeviceId, FirmwareId, Refusal, Refused};
 use serde::Deserialize;
 
@@ -19,18 +19,14 @@ use crate::store::{ChainedBatcher, Committed, Store, StoreError};
 pub enum AssignError {
     #[error("device {0} is not registered")]
     UnknownDevice(String),
-    #[error("firmware {0} does not exist")]
-    UnknownFirmware(FirmwareId),
-    #[error("firmware {0} is deprecated")]
-    DeprecatedFirmware(FirmwareId),
+    #[error(transparent)]
+    Undeliverable(#[from] Undeliverable),
     #[error("firmware is for device model {firmware}, device is {device}")]
     ModelMismatch { device: String, firmware: String },
     #[error("firmware supports hardware versions {supported:?}, device has {device:?}")]
     HardwareMismatch { device: Option<String>, supported: Vec<String> },
     #[error("device already runs version {0}")]
     AlreadyInstalled(String),
-    #[error("firmware {0} has no verified signature and this server requires one")]
-    UnverifiedFirmware(FirmwareId),
     #[error(transparent)]
     Update(StoreError<DeviceUpdateError>),
     #[error("event store unavailable")]
@@ -41,12 +37,10 @@ impl AssignError {
     pub fn refusal(&self) -> (Refusal, &'static str) {
         match self {
             AssignError::UnknownDevice(_) => (Refusal::NotFound, "device.not_found"),
-            AssignError::UnknownFirmware(_) => (Refusal::Invalid, "update.unknown_firmware"),
-            AssignError::DeprecatedFirmware(_) => (Refusal::Invalid, "update.deprecated_firmware"),
+            AssignError::Undeliverable(u) => (Refusal::Invalid, update_code(u)),
             AssignError::ModelMismatch { .. } => (Refusal::Invalid, "update.model_mismatch"),
             AssignError::HardwareMismatch { .. } => (Refusal::Invalid, "update.hardware_mismatch"),
             AssignError::AlreadyInstalled(_) => (Refusal::Invalid, "update.already_installed"),
-            AssignError::UnverifiedFirmware(_) => (Refusal::Invalid, "update.unverified_firmware"),
             AssignError::Update(StoreError::Rejected(e)) => (e.refusal(), e.code()),
             AssignError::Update(_) | AssignError::Store(_) => (Refusal::Conflict, "unavailable"),
         }
@@ -58,27 +52,35 @@ impl AssignError {
     }
 }
 
+/// The stable code of an image refused for a device (`campaign.*` for campaigns).
+pub fn update_code(undeliverable: &Undeliverable) -> &'static str {
+    match undeliverable {
+        Undeliverable::Unknown(_) => "update.unknown_firmware",
+        Undeliverable::Deprecated(_) => "update.deprecated_firmware",
+        Undeliverable::Unverified(_) => "update.unverified_firmware",
+    }
+}
+
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: StoreError<E>) -> AssignError {
     AssignError::Store(std::sync::Arc::new(e))
 }
 
-/// Checks that `firmware` fits the device: registered, same model, a supported
-/// hardware version, not already installed.
+/// Checks that `firmware` may be delivered and fits the device: registered,
+/// same model, a supported hardware version, not already installed.
 pub fn check_fit(
     device_id: &DeviceId,
     device: &Device,
     firmware_id: FirmwareId,
     firmware: &Firmware,
+    policy: DeliveryPolicy,
 ) -> Result<(), AssignError> {
     if !device.exists() {
         return Err(AssignError::UnknownDevice(device_id.to_string()));
     }
+    policy.admit(firmware_id, firmware)?;
     let Some(spec) = firmware.spec.as_ref() else {
-        return Err(AssignError::UnknownFirmware(firmware_id));
+        return Err(Undeliverable::Unknown(firmware_id).into());
     };
-    if firmware.status == FirmwareStatus::Deprecated {
-        return Err(AssignError::DeprecatedFirmware(firmware_id));
-    }
     let profile = &device.profile;
     if profile.device_model != spec.device_model {
         return Err(AssignError::ModelMismatch {
@@ -100,24 +102,20 @@ pub fn check_fit(
     Ok(())
 }
 
-/// Checks that `firmware` fits the device (and, with `require_signature`, that its
-/// signature verified at upload) and assigns it.
+/// Checks that `firmware` may be delivered under `policy` and fits the device, and assigns it.
 pub async fn assign_update(
     store: &Store,
     device_id: &DeviceId,
     firmware_id: FirmwareId,
     origin: Origin,
-    require_signature: bool,
+    policy: DeliveryPolicy,
     meta: &CommandMeta,
     at: DateTime<Utc>,
 ) -> Result<Committed<DeviceUpdate>, AssignError> {
     let (device, _) = store.load::<Device>(device_id).await.map_err(unavailable::<DeviceError>)?;
     let (firmware, _) = store.load::<Firmware>(&firmware_id).await.map_err(unavailable::<FirmwareError>)?;
-    if require_signature && firmware.exists() && !firmware.signature.is_verified() {
-        return Err(AssignError::UnverifiedFirmware(firmware_id));
-    }
-    check_fit(device_id, &device, firmware_id, &firmware)?;
-    let spec = firmware.spec.as_ref().ok_or(AssignError::UnknownFirmware(firmware_id))?;
+    check_fit(device_id, &device, firmware_id, &firmware, policy)?;
+    let spec = firmware.spec.as_ref().ok_or(Undeliverable::Unknown(firmware_id))?;
     let from = match &device.profile.firmware_version {
         Some(version) => running_firmware(store, &spec.name, version, &spec.device_model).await?,
         None => None,
@@ -129,6 +127,21 @@ pub async fn assign_update(
         at,
     };
     store.execute::<DeviceUpdate>(device_id, command, meta).await.map_err(AssignError::Update)
+}
+
+/// The image a rollback of `device` would install, checked under `policy`: a
+/// rollback ships only what the catalogue holds and delivery allows, whatever
+/// version the device reported about itself. `Ok(None)`: nothing to roll back to.
+pub async fn check_rollback(
+    store: &Store,
+    device: &DeviceId,
+    policy: DeliveryPolicy,
+) -> Result<Option<FirmwareId>, AssignError> {
+    let (lanes, _) = store.load::<DeviceUpdate>(device).await.map_err(unavailable::<DeviceUpdateError>)?;
+    let Some(target) = lanes.rollback_target() else { return Ok(None) };
+    let (firmware, _) = store.load::<Firmware>(&target.id).await.map_err(unavailable::<FirmwareError>)?;
+    policy.admit(target.id, &firmware)?;
+    Ok(Some(target.id))
 }
 
 /// The catalog entry of what the device runs now, if we have it (a rollback can only ship what we store).

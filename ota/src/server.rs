@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use ota_domain::bus::BadPrefix;
+use ota_domain::firmware::DeliveryPolicy;
 use ota_orchestrator::dispatch::DispatchHandle;
 use ota_orchestrator::rollout::{ProcessManager, RolloutHandle};
 use ota_orchestrator::{Relay, RelayHandle, Store};
@@ -90,7 +91,12 @@ impl RunningServer {
 
     /// Starts a process manager with this server's connections (e.g. after the first was stopped).
     pub fn new_process_manager(&self) -> ProcessManager {
-        ProcessManager::new(self.state.store.clone(), self.state.js.clone(), self.state.names.clone())
+        ProcessManager::new(
+            self.state.store.clone(),
+            self.state.js.clone(),
+            self.state.names.clone(),
+            self.state.delivery(),
+        )
     }
 
     /// Stops accepting requests, lets in-flight ones finish, then stores what waits in
@@ -242,7 +248,9 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         components.relay.then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
     let workers =
         if components.projections { ota_projections::spawn_all_workers(&pool, &js, &names) } else { Vec::new() };
-    let rollouts = components.rollouts.then(|| ProcessManager::new(store.clone(), js.clone(), names.clone()).spawn());
+    let delivery = DeliveryPolicy { require_signature: settings.require_signed_firmware };
+    let rollouts =
+        components.rollouts.then(|| ProcessManager::new(store.clone(), js.clone(), names.clone(), delivery).spawn());
     let dispatch = components.rollouts.then(|| {
         ota_orchestrator::dispatch::spawn(
             store.clone(),

@@ -284,6 +284,15 @@ impl TestApp {
         json_of(self.post(&format!("/api/v1/campaigns/{id}/{action}")).send().await.expect("campaign action")).await
     }
 
+    /// Approves a campaign's waiting wave as an approver who did not create it (four eyes).
+    pub async fn approve(&self, id: &str) -> (u16, serde_json::Value) {
+        let request = self
+            .http
+            .post(self.url(&format!("/api/v1/campaigns/{id}/approve")))
+            .bearer_auth(self.token_for("approver", Role::Approver));
+        json_of(request.send().await.expect("approve")).await
+    }
+
     /// Registers devices of model `gw` with the given hardware version and firmware `1.0`.
     pub async fn register_devices(&self, ids: &[String], hardware: &str) {
         for id in ids {

@@ -155,7 +155,7 @@ async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_t
     tokio::time::sleep(Duration::from_millis(300)).await;
     let then = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.campaign_action(&id, "approve").await.0, 200);
+    assert_eq!(app.approve(&id).await.0, 200);
     eventually("campaign completed", Duration::from_secs(60), || async {
         let view = json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.ok()?).await.1;
         (view["status"] == "completed").then_some(())

@@ -343,6 +343,7 @@ async fn a_forged_token_with_the_right_secret_is_accepted() {
 enum Need {
     Read,
     Write,
+    Approve,
     Audit,
     Admin,
 }
@@ -352,6 +353,8 @@ fn need(method: &Method, path: &str) -> Need {
         Need::Admin
     } else if path.starts_with("/api/v1/audit/") {
         Need::Audit
+    } else if path.ends_with("/approve") {
+        Need::Approve
     } else if *method == Method::GET {
         Need::Read
     } else {
@@ -363,6 +366,7 @@ fn may(role: Role, need: Need) -> bool {
     match need {
         Need::Read => true,
         Need::Write => matches!(role, Role::Admin | Role::Operator),
+        Need::Approve => matches!(role, Role::Admin | Role::Approver),
         Need::Audit => matches!(role, Role::Admin | Role::Auditor),
         Need::Admin => role == Role::Admin,
     }
@@ -373,7 +377,7 @@ async fn every_route_answers_every_role_as_the_permission_table_says() {
     let app = TestApp::spawn().await;
     let (firmware, campaign) = fixtures(&app).await;
     let events = event_count(&app).await;
-    for role in [Role::Viewer, Role::Auditor, Role::Operator, Role::Admin] {
+    for role in Role::ALL {
         let token = app.token(role);
         for (method, path) in routes(&app, &firmware, &campaign).await {
             let need = need(&method, &path);

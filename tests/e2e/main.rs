@@ -6,6 +6,7 @@ mod auth;
 mod campaigns;
 mod contract;
 mod ddi;
+mod delivery;
 mod devices;
 mod faults;
 mod firmware;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ota_api::auth::Role;
 use ota_domain::campaign::Campaign;
 use ota_projections::ProjectionName;
 use ota_testkit::{eventually, json_of, Behavior, TestApp, TestOptions};
@@ -139,7 +140,7 @@ async fn a_failing_second_wave_pauses_after_approval_and_the_operator_aborts() {
     for device in wave1.iter().take(30) {
         fleet.set(device, Behavior::Fail);
     }
-    let (status, _) = app.campaign_action(&id, "approve").await;
+    let (status, _) = app.approve(&id).await;
     assert_eq!(status, 200);
     let paused = wait_status(&app, &id, "paused").await;
     let last = paused["decisions"].as_array().expect("decisions").last().cloned().unwrap_or_default();
@@ -400,7 +401,7 @@ async fn an_abort_with_rollback_rolls_the_updated_devices_back_in_a_linked_campa
     for device in &wave1 {
         fleet.set(device, Behavior::Fail);
     }
-    app.campaign_action(&id, "approve").await;
+    app.approve(&id).await;
     wait_status(&app, &id, "aborted").await;
 
     let rollback = rollback_of(&app, &id).await;
@@ -608,4 +609,65 @@ async fn replayed_or_forged_assignments_on_the_bus_push_no_command() {
     }
     handled_all(&app, "dispatch").await;
     assert_eq!(commands().await, Some(1), "a replayed or forged assignment was pushed to a device");
+}
+
+async fn approve_as(app: &TestApp, id: &str, subject: &str, role: Role, body: Option<Value>) -> (u16, Value) {
+    let mut request =
+        app.http.post(app.url(&format!("/api/v1/campaigns/{id}/approve"))).bearer_auth(app.token_for(subject, role));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    json_of(request.send().await.expect("approve")).await
+}
+
+/// Issue 12, four eyes: an operator creates, someone else approves; the creator
+/// approves its own wave only as an admin who records why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_someone_else_approves_a_wave_unless_an_admin_records_an_override() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let _fleet = app.fleet().await;
+    let devices = ids("eyes", 30);
+    app.register_devices(&devices, "rev-a").await;
+    let rollout = json!({"waves": [{"count": 10}, {"count": 10}, {"percent": 100}], "after_success": "pause"});
+    // Created by the operator `tester` (`app.post`).
+    let id = campaign(&app, &devices, rollout).await;
+    app.campaign_action(&id, "start").await;
+    await_decision(&app, &id, "approval_requested").await;
+
+    let override_body = || Some(json!({"override_reason": "alone on call"}));
+    let refusals = [
+        ("tester", Role::Operator, None, "forbidden"),
+        ("vera", Role::Viewer, None, "forbidden"),
+        ("tester", Role::Approver, None, "campaign.own_approval"),
+        ("tester", Role::Admin, None, "campaign.own_approval"),
+        ("tester", Role::Approver, override_body(), "forbidden"),
+        ("bob", Role::Approver, override_body(), "forbidden"),
+    ];
+    for (subject, role, body, code) in refusals {
+        let (status, answer) = approve_as(&app, &id, subject, role, body.clone()).await;
+        assert_eq!((status, answer["error"].as_str()), (403, Some(code)), "{subject} as {role:?} {body:?}: {answer}");
+    }
+    assert_eq!(approve_as(&app, &id, "bob", Role::Approver, None).await.0, 200);
+
+    eventually("second approval requested", Duration::from_secs(30), || async {
+        let d = detail(&app, &id).await;
+        let asked = d["decisions"].as_array()?.iter().filter(|x| x["decision"] == "approval_requested").count();
+        (asked == 2).then_some(())
+    })
+    .await;
+    let (status, answer) = approve_as(&app, &id, "tester", Role::Admin, override_body()).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let done = wait_status(&app, &id, "completed").await;
+    let approvals: Vec<(Value, Value)> = done["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .filter(|d| d["decision"] == "wave_approved")
+        .map(|d| (d["actor"].clone(), d["reason"].clone()))
+        .collect();
+    assert_eq!(approvals.len(), 2, "{done}");
+    assert_eq!(approvals[0], (json!("user:bob"), Value::Null));
+    assert_eq!(approvals[1].0, "user:tester");
+    assert!(approvals[1].1.as_str().is_some_and(|r| r.contains("admin override") && r.contains("alone on call")));
 }

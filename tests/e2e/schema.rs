@@ -98,6 +98,7 @@ fn campaign_events(count: usize) -> Vec<CampaignEvent> {
             firmware,
             target: Target { device_ids: vec![device(1), device(2)], filter: None, continuous: false },
             rollout: RolloutPlan::default(),
+            created_by: "user:alice".into(),
             at: t(0),
         },
         CampaignCommand::Start {

@@ -37,6 +37,8 @@ pub enum Role {
     Operator,
     Viewer,
     Auditor,
+    /// Reads, and approves the gated waves of campaigns others created (four eyes).
+    Approver,
 }
 
 impl Role {
@@ -46,15 +48,20 @@ impl Role {
     pub fn can_audit(&self) -> bool {
         matches!(self, Role::Admin | Role::Auditor)
     }
+    /// Operators create campaigns; someone else approves their gated waves.
+    pub fn can_approve(&self) -> bool {
+        matches!(self, Role::Admin | Role::Approver)
+    }
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Operator => "operator",
             Role::Viewer => "viewer",
             Role::Auditor => "auditor",
+            Role::Approver => "approver",
         }
     }
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Viewer, Role::Auditor];
+    pub const ALL: [Role; 5] = [Role::Admin, Role::Operator, Role::Viewer, Role::Auditor, Role::Approver];
     pub fn parse(raw: &str) -> Option<Role> {
         Self::ALL.into_iter().find(|r| r.as_str() == raw)
     }
@@ -63,7 +70,8 @@ impl Role {
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(raw: &str) -> Result<Self, String> {
-        Role::parse(raw).ok_or_else(|| format!("unknown role {raw:?}: one of admin, operator, viewer, auditor"))
+        Role::parse(raw)
+            .ok_or_else(|| format!("unknown role {raw:?}: one of admin, operator, viewer, auditor, approver"))
     }
 }
 
@@ -323,6 +331,19 @@ pub struct Writer {
     pub meta: CommandMeta,
 }
 
+impl Writer {
+    /// The principal with the metadata its commands carry, whatever its role.
+    async fn of<S: Send + Sync>(parts: &mut Parts, state: &S, principal: Principal) -> Writer {
+        let RequestId(request_id) = match RequestId::from_request_parts(parts, state).await {
+            Ok(id) => id,
+            Err(never) => match never {},
+        };
+        let mut meta = CommandMeta::new(principal.actor());
+        meta.request_id = request_id;
+        Writer { principal, meta }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Writer {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
@@ -330,12 +351,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Writer {
         if !principal.role.can_write() {
             return Err(ApiError::forbidden(format!("role {} may only read", principal.role.as_str())));
         }
-        let RequestId(request_id) = match RequestId::from_request_parts(parts, state).await {
-            Ok(id) => id,
-            Err(never) => match never {},
-        };
-        let mut meta = CommandMeta::new(principal.actor());
-        meta.request_id = request_id;
-        Ok(Writer { principal, meta })
+        Ok(Writer::of(parts, state, principal).await)
+    }
+}
+
+/// A principal allowed to approve gated waves (approver, admin), with the
+/// metadata its command carries. Whether it created the campaign is the
+/// campaign's to decide.
+#[derive(Debug, Clone)]
+pub struct Approver(pub Writer);
+
+impl<S: Send + Sync> FromRequestParts<S> for Approver {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        if !principal.role.can_approve() {
+            return Err(ApiError::forbidden(format!(
+                "role {} may not approve waves: the approver or admin role may",
+                principal.role.as_str()
+            )));
+        }
+        Ok(Approver(Writer::of(parts, state, principal).await))
     }
 }

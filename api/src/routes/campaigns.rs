@@ -11,7 +11,7 @@ use ota_domain::campaign::{
     Campaign as CampaignState, CampaignCommand, CampaignFirmware, CampaignStatus, Target, TargetFilter,
 };
 use ota_domain::device_update::UpdateState;
-use ota_domain::firmware::{Firmware, FirmwareStatus};
+use ota_domain::firmware::{Firmware, Undeliverable};
 use ota_domain::rollout::RolloutPlan;
 use ota_domain::{CampaignId, DeviceId, FirmwareId};
 use ota_projections::campaigns::CampaignFilter;
@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Writer;
+use crate::auth::{Approver, Role, Writer};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{optional_json, Json, Paging, Path, Query};
 use crate::resources::{Campaign, Page};
@@ -117,36 +117,34 @@ async fn create(
         firmware,
         target: Target { device_ids, filter: body.target.filter, continuous: body.target.continuous },
         rollout: body.rollout,
+        created_by: writer.meta.actor.to_string(),
         at: Utc::now(),
     };
     let committed = state.store.execute::<CampaignState>(&id, command, &writer.meta).await?;
     Ok((StatusCode::CREATED, Json(Campaign::created(committed.state, writer.meta.actor.to_string())?)))
 }
 
-/// The firmware must exist (in the event store, not merely in a lagging read model) and be active.
+/// The firmware must exist (in the event store, not merely in a lagging read
+/// model) and be deliverable: active, and verified when the server requires it.
 async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
     let (firmware, _) = state.store.load::<Firmware>(&id).await?;
-    let Some(spec) = firmware.spec.as_ref() else {
-        return Err(ApiError::invalid("campaign.unknown_firmware", format!("firmware_id: no firmware {id}")));
-    };
-    if state.require_signed_firmware && !firmware.signature.is_verified() {
-        return Err(ApiError::invalid(
-            "campaign.unverified_firmware",
-            format!("firmware_id: firmware {id} has no verified signature and this server requires one"),
-        ));
-    }
-    if firmware.status == FirmwareStatus::Deprecated {
-        return Err(ApiError::invalid(
-            "campaign.deprecated_firmware",
-            format!("firmware_id: firmware {id} is deprecated"),
-        ));
-    }
+    state.delivery().admit(id, &firmware).map_err(refused_firmware)?;
+    let spec = firmware.spec.as_ref().ok_or_else(|| refused_firmware(Undeliverable::Unknown(id)))?;
     Ok(CampaignFirmware {
         id,
         name: spec.name.clone(),
         version: spec.version.clone(),
         device_model: spec.device_model.clone(),
     })
+}
+
+fn refused_firmware(refused: Undeliverable) -> ApiError {
+    let code = match refused {
+        Undeliverable::Unknown(_) => "campaign.unknown_firmware",
+        Undeliverable::Deprecated(_) => "campaign.deprecated_firmware",
+        Undeliverable::Unverified(_) => "campaign.unverified_firmware",
+    };
+    ApiError::invalid(code, format!("firmware_id: {refused}"))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -261,7 +259,7 @@ async fn transition(
     (status = 200, body = Campaign, description = "Running (or scheduled)."),
     (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
     (status = 409, body = ErrorBody, description = "Not a draft (`campaign.invalid_transition`)."),
-    (status = 422, body = ErrorBody, description = "No device matches the target (`campaign.no_members`)."),
+    (status = 422, body = ErrorBody, description = "No device matches the target (`campaign.no_members`), or the firmware was deprecated since or lacks a signature the server requires (`campaign.deprecated_firmware`, `campaign.unverified_firmware`)."),
 ))]
 async fn start(
     State(state): State<AppState>,
@@ -272,6 +270,14 @@ async fn start(
     let (campaign, _) = state.store.load::<CampaignState>(&id).await?;
     let now = Utc::now();
     let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);
+    // Deprecated, or unverified under a server that now requires signatures, since the draft was made.
+    let firmware = campaign
+        .firmware
+        .as_ref()
+        .filter(|_| campaign.rollback_of.is_none() && campaign.status == CampaignStatus::Draft);
+    if let Some(firmware) = firmware {
+        load_firmware(&state, firmware.id).await?;
+    }
     let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
         let seed = rand_seed();
         Some(
@@ -294,18 +300,42 @@ fn rand_seed() -> u64 {
     u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
 }
 
+/// An admin approving a campaign it created says why; the reason is recorded with the approval.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// 1 to 1,000 characters. Only an admin may give one, and only it lets the
+    /// campaign's creator approve its own wave.
+    override_reason: Option<String>,
+}
+
 /// Approve the next wave of a campaign that waits for it (`after_success: "pause"`).
-#[utoipa::path(post, path = "/campaigns/{id}/approve", tag = "campaigns", params(("id" = Uuid, Path)), responses(
-    (status = 200, body = Campaign),
-    (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
-    (status = 409, body = ErrorBody, description = "Nothing waits for approval (`campaign.nothing_to_approve`, `campaign.invalid_transition`)."),
+/// Four eyes: the `approver` or `admin` role, and not the campaign's creator
+/// unless an admin records an `override_reason`.
+#[utoipa::path(post, path = "/campaigns/{id}/approve", tag = "campaigns", params(("id" = Uuid, Path)),
+    request_body(content = Option<ApproveBody>, description = "Optional; an empty body is fine."),
+    responses(
+        (status = 200, body = Campaign),
+        (status = 403, body = ErrorBody, description = "Not an approver or admin (`forbidden`), an override from a non-admin (`forbidden`), or the campaign's creator without an override (`campaign.own_approval`)."),
+        (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
+        (status = 409, body = ErrorBody, description = "Nothing waits for approval (`campaign.nothing_to_approve`, `campaign.invalid_transition`)."),
+        (status = 422, body = ErrorBody, description = "The body is not `{\"override_reason\"}` (`invalid_field`)."),
 ))]
 async fn approve(
     State(state): State<AppState>,
-    writer: Writer,
+    Approver(approver): Approver,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<Campaign>, ApiError> {
-    transition(&state, &writer, &id, CampaignCommand::Approve { at: Utc::now() }).await
+    let override_reason = optional_json::<ApproveBody>(&body)?
+        .and_then(|b| b.override_reason)
+        .map(|r| validate::text("override_reason", &r, 1000))
+        .transpose()?;
+    if override_reason.is_some() && approver.principal.role != Role::Admin {
+        return Err(ApiError::forbidden("only an admin may override four eyes (override_reason)"));
+    }
+    let command = CampaignCommand::Approve { by: approver.meta.actor.to_string(), override_reason, at: Utc::now() };
+    transition(&state, &approver, &id, command).await
 }
 
 /// Pause a running campaign: no new assignments; devices in flight go on.

@@ -204,8 +204,7 @@ async fn update(
         body.firmware_id.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
     let origin = Origin::default();
     let committed =
-        assign_update(&state.store, &device, firmware, origin, state.require_signed_firmware, &writer.meta, Utc::now())
-            .await?;
+        assign_update(&state.store, &device, firmware, origin, state.delivery(), &writer.meta, Utc::now()).await?;
     let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
@@ -239,6 +238,7 @@ async fn history(
     (status = 201, body = DeviceUpdate, description = "A rollback was assigned (`kind`: `rollback`)."),
     (status = 404, body = ErrorBody, description = "No such device (`not_found`)."),
     (status = 409, body = ErrorBody, description = "An update is in flight, or nothing to roll back to (`device_update.already_active`, `device_update.no_rollback_target`)."),
+    (status = 422, body = ErrorBody, description = "The image it would go back to is deprecated or lacks a signature the server requires (`update.deprecated_firmware`, `update.unverified_firmware`)."),
 ))]
 async fn rollback(
     State(state): State<AppState>,
@@ -250,6 +250,7 @@ async fn rollback(
     if !registered.exists() {
         return Err(ApiError::not_found("device"));
     }
+    ota_orchestrator::devices::check_rollback(&state.store, &device, state.delivery()).await?;
     let command = DeviceUpdateCommand::RollBack { origin: Origin::default(), at: Utc::now() };
     let committed = state.store.execute::<UpdateStream>(&device, command, &writer.meta).await?;
     let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;

@@ -13,6 +13,8 @@ pub enum CampaignCommand {
         firmware: CampaignFirmware,
         target: Target,
         rollout: RolloutPlan,
+        /// Who creates it (an actor, `user:alice`): the one who may not approve its waves.
+        created_by: String,
         at: DateTime<Utc>,
     },
     /// A campaign that rolls the succeeded devices of an aborted campaign back.
@@ -47,7 +49,11 @@ pub enum CampaignCommand {
         passed: Option<GateReport>,
         at: DateTime<Utc>,
     },
+    /// Four eyes: `by` may not be the campaign's creator, unless an admin records
+    /// why with `override_reason` (the edge checks the caller is an admin).
     Approve {
+        by: String,
+        override_reason: Option<String>,
         at: DateTime<Utc>,
     },
     /// Devices that came to match a continuous campaign's filter join its last wave.

@@ -26,6 +26,8 @@ pub enum CampaignError {
     WaveOutOfOrder { wave: usize, current: Option<usize>, waves: usize },
     #[error("no wave is waiting for approval")]
     NothingToApprove,
+    #[error("{0} created this campaign and may not approve its waves: another approver must, or an admin with a recorded override")]
+    OwnApproval(String),
 }
 
 impl Refused for CampaignError {
@@ -42,6 +44,7 @@ impl Refused for CampaignError {
             | CampaignError::BadPlan(_)
             | CampaignError::MembershipMissing
             | CampaignError::NoMembers => Refusal::Invalid,
+            CampaignError::OwnApproval(_) => Refusal::Forbidden,
         }
     }
     fn code(&self) -> &'static str {
@@ -57,6 +60,7 @@ impl Refused for CampaignError {
             CampaignError::NoMembers => "campaign.no_members",
             CampaignError::WaveOutOfOrder { .. } => "campaign.wave_out_of_order",
             CampaignError::NothingToApprove => "campaign.nothing_to_approve",
+            CampaignError::OwnApproval(_) => "campaign.own_approval",
         }
     }
 }

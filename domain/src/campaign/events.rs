@@ -20,6 +20,9 @@ pub enum CampaignEvent {
         /// Set on a rollback campaign: the aborted campaign whose devices it rolls back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rollback_of: Option<CampaignId>,
+        /// The creator, whom four eyes keep from approving its waves (absent before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_by: Option<String>,
         at: DateTime<Utc>,
     },
     CampaignScheduled {
@@ -63,6 +66,12 @@ pub enum CampaignEvent {
     },
     WaveApproved {
         wave: usize,
+        /// The approver (absent in events from before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Set when an admin approved a campaign it created, with the reason given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        override_reason: Option<String>,
         at: DateTime<Utc>,
     },
     CampaignPaused {
@@ -114,15 +123,14 @@ impl DomainEvent for CampaignEvent {
     /// Bumped with an upcaster in `crate::upcast` whenever a shape changes.
     fn event_version(&self) -> String {
         match self {
-            CampaignEvent::CampaignCreated { .. }
-            | CampaignEvent::CampaignScheduled { .. }
+            CampaignEvent::CampaignCreated { .. } | CampaignEvent::WaveApproved { .. } => "1.1",
+            CampaignEvent::CampaignScheduled { .. }
             | CampaignEvent::CampaignStarted { .. }
             | CampaignEvent::MembershipResolved { .. }
             | CampaignEvent::MembersJoined { .. }
             | CampaignEvent::WaveStarted { .. }
             | CampaignEvent::AssignmentsRecorded { .. }
             | CampaignEvent::ApprovalRequested { .. }
-            | CampaignEvent::WaveApproved { .. }
             | CampaignEvent::CampaignPaused { .. }
             | CampaignEvent::CampaignResumed { .. }
             | CampaignEvent::CampaignCancelled { .. }

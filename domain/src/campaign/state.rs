@@ -186,6 +186,9 @@ pub struct Campaign {
     /// The wave whose successor an operator approved.
     #[serde(default)]
     pub approved_wave: Option<usize>,
+    /// Who created the campaign (an actor), when recorded.
+    #[serde(default)]
+    pub created_by: Option<String>,
     /// Assignments in the minute bucket `rate_minute`, for the rate limit.
     pub rate_minute: Option<DateTime<Utc>>,
     pub rate_count: u32,
@@ -196,7 +199,7 @@ impl Campaign {
     /// its fields or their meaning: snapshots of another version are then dropped
     /// and each campaign is rebuilt from its events (`docs/events.md`). The golden
     /// test `the_campaign_snapshot_shape_is_unchanged` fails until you do.
-    pub const SNAPSHOT_VERSION: u32 = 1;
+    pub const SNAPSHOT_VERSION: u32 = 2;
 
     pub fn exists(&self) -> bool {
         self.id.is_some()
@@ -309,7 +312,7 @@ impl Campaign {
 impl Decide for Campaign {
     fn decide(&self, command: CampaignCommand) -> Result<Vec<CampaignEvent>, CampaignError> {
         use CampaignStatus as S;
-        if let CampaignCommand::Create { id, name, firmware, target, rollout, at } = command {
+        if let CampaignCommand::Create { id, name, firmware, target, rollout, created_by, at } = command {
             if self.exists() {
                 return Err(CampaignError::AlreadyExists);
             }
@@ -322,6 +325,7 @@ impl Decide for Campaign {
                 target,
                 rollout,
                 rollback_of: None,
+                created_by: Some(created_by),
                 at,
             }]);
         }
@@ -339,6 +343,7 @@ impl Decide for Campaign {
                 target,
                 rollout,
                 rollback_of: Some(of),
+                created_by: None,
                 at,
             }]);
         }
@@ -363,10 +368,15 @@ impl Decide for Campaign {
                 }
                 CampaignEvent::MembersJoined { wave, devices: fresh, at }
             }
-            (CampaignCommand::Approve { at }, S::Running | S::Paused) => match self.current_wave {
-                Some(wave) if self.awaiting_approval => CampaignEvent::WaveApproved { wave, at },
-                _ => return Err(CampaignError::NothingToApprove),
-            },
+            (CampaignCommand::Approve { by, override_reason, at }, S::Running | S::Paused) => {
+                let Some(wave) = self.current_wave.filter(|_| self.awaiting_approval) else {
+                    return Err(CampaignError::NothingToApprove);
+                };
+                if self.created_by.as_deref() == Some(by.as_str()) && override_reason.is_none() {
+                    return Err(CampaignError::OwnApproval(by));
+                }
+                CampaignEvent::WaveApproved { wave, by: Some(by), override_reason, at }
+            }
             (CampaignCommand::Pause { reason, gate, at }, S::Running) => {
                 CampaignEvent::CampaignPaused { reason, gate, at }
             }
@@ -401,8 +411,9 @@ impl Aggregate for Campaign {
     fn apply(&mut self, event: CampaignEvent) {
         self.note_change(&event);
         match event {
-            CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, rollback_of, at } => {
+            CampaignEvent::CampaignCreated { id, name, firmware, target, rollout, rollback_of, created_by, at } => {
                 self.rollback_of = rollback_of;
+                self.created_by = created_by;
                 self.id = Some(id);
                 self.name = name;
                 self.firmware = Some(firmware);

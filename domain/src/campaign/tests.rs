@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::decide::Decide;
 use crate::ids::{CampaignId, DeviceId, FirmwareId};
+use crate::refusal::{Refusal, Refused};
 use crate::rollout::RolloutPlan;
 
 type Given = TestFramework<Campaign>;
@@ -47,6 +48,7 @@ fn created_with(rollout: RolloutPlan) -> CampaignEvent {
         target: target(&["a", "b"]),
         rollout,
         rollback_of: None,
+        created_by: Some("user:alice".into()),
         at: at(),
     }
 }
@@ -71,6 +73,7 @@ fn create(name: &str, ids: &[&str]) -> CampaignCommand {
         firmware: firmware(),
         target: target(ids),
         rollout: RolloutPlan::default(),
+        created_by: "user:alice".into(),
         at: at(),
     }
 }
@@ -107,6 +110,7 @@ fn create_refuses_empty_targets_duplicates_blank_names_and_bad_plans() {
         firmware: firmware(),
         target: target(&["a"]),
         rollout: bad_plan,
+        created_by: "user:alice".into(),
         at: at(),
     });
     assert!(matches!(result, Err(CampaignError::BadPlan(_))), "{result:?}");
@@ -162,19 +166,42 @@ fn waves_start_in_order_and_assignments_only_move_forward() {
     assert_eq!(step(&campaign, record), Ok(vec![]), "a repeated record is a no-op");
 }
 
+fn approve(by: &str, override_reason: Option<&str>) -> CampaignCommand {
+    CampaignCommand::Approve { by: by.into(), override_reason: override_reason.map(str::to_owned), at: at() }
+}
+
 #[test]
 fn approve_needs_a_wave_waiting_for_it() {
     let mut history = started();
     history.push(CampaignEvent::WaveStarted { wave: 0, passed: None, at: at() });
     Given::with(())
         .given(history.clone())
-        .when(CampaignCommand::Approve { at: at() })
+        .when(approve("user:bob", None))
         .then_expect_error(CampaignError::NothingToApprove);
     history.push(CampaignEvent::ApprovalRequested { wave: 0, passed: None, at: at() });
+    Given::with(()).given(history).when(approve("user:bob", None)).then_expect_events(vec![
+        CampaignEvent::WaveApproved { wave: 0, by: Some("user:bob".into()), override_reason: None, at: at() },
+    ]);
+}
+
+#[test]
+fn the_creator_approves_its_own_wave_only_with_a_recorded_override() {
+    let mut history = started();
+    history.push(CampaignEvent::WaveStarted { wave: 0, passed: None, at: at() });
+    history.push(CampaignEvent::ApprovalRequested { wave: 0, passed: None, at: at() });
     Given::with(())
-        .given(history)
-        .when(CampaignCommand::Approve { at: at() })
-        .then_expect_events(vec![CampaignEvent::WaveApproved { wave: 0, at: at() }]);
+        .given(history.clone())
+        .when(approve("user:alice", None))
+        .then_expect_error(CampaignError::OwnApproval("user:alice".into()));
+    Given::with(()).given(history).when(approve("user:alice", Some("night shift, alone"))).then_expect_events(vec![
+        CampaignEvent::WaveApproved {
+            wave: 0,
+            by: Some("user:alice".into()),
+            override_reason: Some("night shift, alone".into()),
+            at: at(),
+        },
+    ]);
+    assert_eq!(CampaignError::OwnApproval("user:alice".into()).refusal(), Refusal::Forbidden);
 }
 
 #[test]

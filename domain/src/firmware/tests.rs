@@ -79,3 +79,20 @@ fn deprecate_needs_an_existing_active_firmware() {
         .when(FirmwareCommand::Deprecate { reason: None, at: at() })
         .then_expect_error(FirmwareError::AlreadyDeprecated);
 }
+
+#[test]
+fn delivery_admits_only_existing_active_and_when_required_verified_images() {
+    let id = spec().id();
+    let mut firmware = Firmware::default();
+    let lax = DeliveryPolicy { require_signature: false };
+    let strict = DeliveryPolicy { require_signature: true };
+    assert_eq!(lax.admit(id, &firmware), Err(Undeliverable::Unknown(id)));
+    firmware.apply(uploaded("abc"));
+    assert_eq!(lax.admit(id, &firmware), Ok(()));
+    assert_eq!(strict.admit(id, &firmware), Err(Undeliverable::Unverified(id)));
+    firmware.signature = SignatureCheck::Verified { key_id: "release".into() };
+    assert_eq!(strict.admit(id, &firmware), Ok(()));
+    firmware.apply(FirmwareEvent::FirmwareDeprecated { reason: None, at: at() });
+    assert_eq!(strict.admit(id, &firmware), Err(Undeliverable::Deprecated(id)));
+    assert_eq!(Undeliverable::Deprecated(id).kind(), "deprecated_firmware");
+}

@@ -21,6 +21,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use ota_domain::bus::BusNames;
 use ota_domain::campaign::{Campaign, CampaignError};
+use ota_domain::firmware::DeliveryPolicy;
 use ota_domain::{CampaignId, EventRecord};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify};
@@ -48,6 +49,8 @@ pub struct ProcessManager {
     wake: Arc<Notify>,
     /// Campaigns as last seen, with their version; see `campaign`.
     campaigns: Arc<Mutex<HashMap<CampaignId, Remembered>>>,
+    /// Checked before every assignment it makes: waves, retries, rollbacks.
+    delivery: DeliveryPolicy,
 }
 
 pub struct RolloutHandle {
@@ -70,7 +73,7 @@ impl Drop for RolloutHandle {
 }
 
 impl ProcessManager {
-    pub fn new(store: Store, js: jetstream::Context, names: BusNames) -> Self {
+    pub fn new(store: Store, js: jetstream::Context, names: BusNames, delivery: DeliveryPolicy) -> Self {
         let pool = store.pool().clone();
         Self {
             store,
@@ -81,6 +84,7 @@ impl ProcessManager {
             dirty: Arc::default(),
             wake: Arc::default(),
             campaigns: Arc::default(),
+            delivery,
         }
     }
 

@@ -6,14 +6,14 @@ use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, DeviceUpdateE
 use ota_domain::rollout::{
     next_steps, should_retry, timed_out, AfterSuccess, Decision, GateKind, GateReport, RolloutView, WaveTally,
 };
-use ota_domain::{Actor, CampaignId, CommandMeta, DeviceId, EventRecord};
+use ota_domain::{Actor, CampaignId, CommandMeta, DeviceId, EventRecord, FirmwareId};
 
 use super::{tally, ProcessManager};
 use std::collections::HashMap;
 
 use ota_domain::device::{Device, DeviceEvent};
 use ota_domain::device_update::UpdateFirmware;
-use ota_domain::firmware::Firmware;
+use ota_domain::firmware::{Firmware, Undeliverable};
 
 use crate::devices::{assign_update, check_fit, running_firmware};
 use crate::store::StoreError;
@@ -52,6 +52,12 @@ pub async fn step(pm: &ProcessManager, id: CampaignId, now: DateTime<Utc>) -> Re
     let meta = meta(id, &version.to_string());
     match campaign.status {
         CampaignStatus::Scheduled if campaign.scheduled_for.is_some_and(|t| t <= now) => {
+            // The image was fine when the campaign was scheduled; it may not be now.
+            if let Some(refused) = undeliverable(pm, campaign.firmware.as_ref().map(|f| f.id)).await? {
+                let reason = Some(format!("not started: {refused}"));
+                pm.store.execute::<Campaign>(&id, CampaignCommand::Cancel { reason, at: now }, &meta).await?;
+                return Ok(());
+            }
             let seed = u64::from_le_bytes(id.as_uuid().as_bytes()[..8].try_into().unwrap_or_default());
             let membership = crate::membership::resolve(&pm.pool, &campaign, seed).await?;
             let command = CampaignCommand::Start { membership: Some(membership), at: now };
@@ -70,7 +76,9 @@ async fn run(
     meta: &CommandMeta,
     now: DateTime<Utc>,
 ) -> Result<(), StepError> {
-    time_out_and_retry(pm, id, campaign, meta, now).await?;
+    if time_out_and_retry(pm, id, campaign, meta, now).await? == Retries::Paused {
+        return Ok(());
+    }
     let waves = tally::wave_tallies(&pm.pool, campaign).await?;
     let mut plan = campaign.rollout.clone();
     if campaign.approved_wave.is_some() && campaign.approved_wave == campaign.current_wave {
@@ -134,6 +142,14 @@ async fn carry_out(
     Ok(())
 }
 
+/// Why the campaign's image may not be delivered now (deprecated since, or a
+/// signature the server requires is missing), if it may not.
+async fn undeliverable(pm: &ProcessManager, firmware: Option<FirmwareId>) -> Result<Option<Undeliverable>, StepError> {
+    let Some(id) = firmware else { return Ok(None) };
+    let (firmware, _) = pm.store.load::<Firmware>(&id).await.map_err(read)?;
+    Ok(pm.delivery.admit(id, &firmware).err())
+}
+
 fn describe(gate: &GateReport) -> String {
     match gate.gate {
         GateKind::FailureThreshold => format!(
@@ -165,7 +181,17 @@ async fn assign(
     now: DateTime<Utc>,
 ) -> Result<(), StepError> {
     let Some(target) = campaign.firmware.as_ref() else { return Ok(()) };
+    if campaign.rollback_of.is_some() {
+        return assign_rollbacks(pm, id, campaign, wave, count, meta, now).await;
+    }
     let (firmware, _) = pm.store.load::<Firmware>(&target.id).await.map_err(read)?;
+    // Deprecated (or unverified) since the campaign started: no device gets it
+    // any more; the campaign pauses and says why.
+    if let Err(refused) = pm.delivery.admit(target.id, &firmware) {
+        let reason = Some(format!("{refused}: no further device is assigned"));
+        pm.store.execute::<Campaign>(&id, CampaignCommand::Pause { reason, gate: None, at: now }, meta).await?;
+        return Ok(());
+    }
     let Some(spec) = firmware.spec.clone() else { return Ok(()) };
     let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
     let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
@@ -178,13 +204,8 @@ async fn assign(
         let mut skipped = 0u32;
         let mut items = Vec::with_capacity(chunk.len());
         for device_id in chunk {
-            if campaign.rollback_of.is_some() {
-                // Each device goes back to what it ran before; its stream knows what that is.
-                items.push((device_id.to_string(), DeviceUpdateCommand::RollBack { origin, at: now }, meta.clone()));
-                continue;
-            }
             let (device, _) = devices.get(device_id.as_str()).cloned().unwrap_or_default();
-            if let Err(reason) = check_fit(device_id, &device, target.id, &firmware) {
+            if let Err(reason) = check_fit(device_id, &device, target.id, &firmware, pm.delivery) {
                 tracing::info!(campaign = %id, device = %device_id, %reason, "device skipped");
                 skipped += 1;
                 continue;
@@ -219,6 +240,68 @@ async fn assign(
     Ok(())
 }
 
+/// A rollback campaign's assignments: each device goes back to what it ran
+/// before, as its stream knows; an image delivery does not allow (deprecated,
+/// unverified) is skipped for that device, never shipped.
+async fn assign_rollbacks(
+    pm: &ProcessManager,
+    id: CampaignId,
+    campaign: &Campaign,
+    wave: usize,
+    count: u32,
+    meta: &CommandMeta,
+    now: DateTime<Utc>,
+) -> Result<(), StepError> {
+    let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
+    let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
+    let end = (cursor + count as usize).min(campaign.wave_members(wave).len());
+    let mut verdicts: HashMap<FirmwareId, Option<Undeliverable>> = HashMap::new();
+    while cursor < end {
+        let chunk = &campaign.wave_members(wave)[cursor..end.min(cursor + ASSIGN_CHUNK)];
+        let ids: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
+        let lanes = pm.store.load_many::<DeviceUpdate>(&ids).await?;
+        let mut skipped = 0u32;
+        let mut items = Vec::with_capacity(chunk.len());
+        for device_id in chunk {
+            let target = lanes.get(device_id.as_str()).and_then(|(l, _)| l.rollback_target().map(|t| t.id));
+            if let Some(target) = target {
+                let refused = match verdicts.get(&target) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let found = undeliverable(pm, Some(target)).await?;
+                        verdicts.insert(target, found.clone());
+                        found
+                    }
+                };
+                if let Some(reason) = refused {
+                    tracing::warn!(campaign = %id, device = %device_id, %reason, "rollback skipped");
+                    skipped += 1;
+                    continue;
+                }
+            }
+            items.push((device_id.to_string(), DeviceUpdateCommand::RollBack { origin, at: now }, meta.clone()));
+        }
+        for result in pm.store.execute_many::<DeviceUpdate>(items).await {
+            match result {
+                Ok(_) => {}
+                Err(StoreError::Rejected(_)) => skipped += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        cursor += chunk.len();
+        let command = CampaignCommand::RecordAssignments { wave, through: cursor as u32, skipped, at: now };
+        pm.store.execute::<Campaign>(&id, command, meta).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Retries {
+    Done,
+    /// The campaign paused: its image may not be delivered any more.
+    Paused,
+}
+
 /// Times out devices in flight too long and re-assigns failed ones that have retries left.
 async fn time_out_and_retry(
     pm: &ProcessManager,
@@ -226,7 +309,7 @@ async fn time_out_and_retry(
     campaign: &Campaign,
     meta: &CommandMeta,
     now: DateTime<Utc>,
-) -> Result<(), StepError> {
+) -> Result<Retries, StepError> {
     let plan = &campaign.rollout;
     if plan.device_timeout_secs.is_some() {
         for (device, action, _, _, _, since) in tally::devices_in(&pm.pool, id, &UpdateState::IN_FLIGHT).await? {
@@ -242,26 +325,37 @@ async fn time_out_and_retry(
         }
     }
     if plan.max_retries == 0 || campaign.rollback_of.is_some() {
-        return Ok(());
+        return Ok(Retries::Done);
     }
-    let Some(firmware) = campaign.firmware.as_ref() else { return Ok(()) };
-    for (device, _, wave, retry, state, _) in
-        tally::devices_in(&pm.pool, id, &[UpdateState::Failed, UpdateState::TimedOut]).await?
-    {
+    let Some(firmware) = campaign.firmware.as_ref() else { return Ok(Retries::Done) };
+    let due: Vec<_> = tally::devices_in(&pm.pool, id, &[UpdateState::Failed, UpdateState::TimedOut])
+        .await?
+        .into_iter()
+        .filter(|(_, _, wave, retry, state, _)| {
+            wave.is_some() && should_retry(*state, *retry as u32 + 1, plan.max_retries)
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(Retries::Done);
+    }
+    // Failed devices waiting for a retry that may not come would hold the wave
+    // open for ever: the campaign pauses and says why.
+    if let Some(refused) = undeliverable(pm, Some(firmware.id)).await? {
+        let reason = Some(format!("{refused}: no failed device is retried"));
+        pm.store.execute::<Campaign>(&id, CampaignCommand::Pause { reason, gate: None, at: now }, meta).await?;
+        return Ok(Retries::Paused);
+    }
+    for (device, _, wave, retry, _, _) in due {
         let Some(wave) = wave else { continue };
-        if !should_retry(state, retry as u32 + 1, plan.max_retries) {
-            continue;
-        }
         let Ok(device_id) = ota_domain::DeviceId::parse(&device) else { continue };
         let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: retry as u32 + 1 };
-        // The campaign's firmware was checked when the campaign was created.
-        match assign_update(&pm.store, &device_id, firmware.id, origin, false, meta, now).await {
+        match assign_update(&pm.store, &device_id, firmware.id, origin, pm.delivery, meta, now).await {
             Ok(_) => {}
             Err(e) if e.is_unavailable() => return Err(e.into()),
             Err(e) => tracing::info!(campaign = %id, device, reason = %e, "retry not possible"),
         }
     }
-    Ok(())
+    Ok(Retries::Done)
 }
 
 /// A cancelled or aborted campaign's devices in flight get a cancel. The

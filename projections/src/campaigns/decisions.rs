@@ -21,7 +21,12 @@ pub async fn record(
         CampaignEvent::ApprovalRequested { wave, passed, .. } => {
             ("approval_requested", Some(*wave), passed.as_ref(), None)
         }
-        CampaignEvent::WaveApproved { wave, .. } => ("wave_approved", Some(*wave), None, None),
+        CampaignEvent::WaveApproved { wave, override_reason, .. } => (
+            "wave_approved",
+            Some(*wave),
+            None,
+            override_reason.as_ref().map(|why| format!("the creator approved its own wave (admin override): {why}")),
+        ),
         CampaignEvent::MembersJoined { wave, devices, .. } => {
             ("members_joined", Some(*wave), None, Some(format!("{} device(s) came to match the filter", devices.len())))
         }
