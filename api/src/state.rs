@@ -34,6 +34,8 @@ pub struct AppState {
     /// Public keys firmware may be signed with, and whether only verified firmware is accepted.
     pub firmware_keys: Arc<TrustedKeys>,
     pub require_signed_firmware: bool,
+    /// Distinct trusted keys a release manifest needs.
+    pub release_signature_threshold: usize,
     /// When API keys were last used, written in batches.
     pub key_usage: Arc<LastSeen>,
     pub limits: Arc<Limits>,

@@ -86,6 +86,20 @@ pub struct Chunk {
     pub version: String,
     pub name: String,
     pub artifacts: Vec<Artifact>,
+    /// hawkBit's target-visible module metadata. Here: the signed release
+    /// ([`RELEASE_METADATA_KEY`]), so a device can check it before it installs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<Metadata>,
+}
+
+/// The metadata key whose value is the release's DSSE envelope (JSON).
+pub const RELEASE_METADATA_KEY: &str = "ota.release";
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Metadata {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::decide::Decide;
 use crate::ids::FirmwareId;
 use crate::refusal::{Refusal, Refused};
+use crate::release::SignedRelease;
 use crate::signature::SignatureCheck;
 
 /// What an operator says about an image.
@@ -44,8 +45,17 @@ pub struct FirmwareBinary {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum FirmwareCommand {
-    Upload { spec: FirmwareSpec, binary: FirmwareBinary, signature: SignatureCheck, at: DateTime<Utc> },
-    Deprecate { reason: Option<String>, at: DateTime<Utc> },
+    Upload {
+        spec: FirmwareSpec,
+        binary: FirmwareBinary,
+        signature: SignatureCheck,
+        release: Option<SignedRelease>,
+        at: DateTime<Utc>,
+    },
+    Deprecate {
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +67,9 @@ pub enum FirmwareEvent {
         /// The signature check made at upload (absent in events from before signatures: unsigned).
         #[serde(default)]
         signature: SignatureCheck,
+        /// The signed release metadata, delivered to devices with the image (absent before 1.1 and for unsigned uploads).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<SignedRelease>,
         at: DateTime<Utc>,
     },
     FirmwareDeprecated {
@@ -76,7 +89,8 @@ impl DomainEvent for FirmwareEvent {
     /// Bumped with an upcaster in `crate::upcast` whenever a shape changes.
     fn event_version(&self) -> String {
         match self {
-            FirmwareEvent::FirmwareUploaded { .. } | FirmwareEvent::FirmwareDeprecated { .. } => "1.0",
+            FirmwareEvent::FirmwareUploaded { .. } => "1.1",
+            FirmwareEvent::FirmwareDeprecated { .. } => "1.0",
         }
         .to_owned()
     }
@@ -138,6 +152,8 @@ pub struct Firmware {
     /// The upload, or the deprecation since.
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub release: Option<SignedRelease>,
 }
 
 impl Firmware {
@@ -195,14 +211,14 @@ impl DeliveryPolicy {
 impl Decide for Firmware {
     fn decide(&self, command: FirmwareCommand) -> Result<Vec<FirmwareEvent>, FirmwareError> {
         match command {
-            FirmwareCommand::Upload { spec, binary, signature, at } => match (&self.id, &self.binary) {
+            FirmwareCommand::Upload { spec, binary, signature, release, at } => match (&self.id, &self.binary) {
                 (Some(_), Some(stored)) if stored.sha256 == binary.sha256 => Ok(vec![]),
                 (Some(id), Some(stored)) => Err(FirmwareError::DifferentContent {
                     id: *id,
                     stored_sha256: stored.sha256.clone(),
                     uploaded_sha256: binary.sha256,
                 }),
-                _ => Ok(vec![FirmwareEvent::FirmwareUploaded { id: spec.id(), spec, binary, signature, at }]),
+                _ => Ok(vec![FirmwareEvent::FirmwareUploaded { id: spec.id(), spec, binary, signature, release, at }]),
             },
             FirmwareCommand::Deprecate { reason, at } => match self.status {
                 _ if !self.exists() => Err(FirmwareError::NotFound),
@@ -229,8 +245,9 @@ impl Aggregate for Firmware {
 
     fn apply(&mut self, event: FirmwareEvent) {
         match event {
-            FirmwareEvent::FirmwareUploaded { id, spec, binary, signature, at } => {
+            FirmwareEvent::FirmwareUploaded { id, spec, binary, signature, release, at } => {
                 self.signature = signature;
+                self.release = release;
                 self.id = Some(id);
                 self.spec = Some(spec);
                 self.binary = Some(binary);

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod meta;
 pub mod record;
 pub mod refusal;
+pub mod release;
 pub mod rollout;
 pub mod signature;
 pub mod upcast;

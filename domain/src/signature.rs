@@ -14,7 +14,11 @@ pub enum SignatureCheck {
     #[default]
     Unsigned,
     Verified {
+        /// The signer, or the signers comma-separated (threshold releases).
         key_id: String,
+        /// The signed release's counter (absent in checks from before signed releases).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release_counter: Option<u64>,
     },
     Invalid {
         key_id: Option<String>,
@@ -58,6 +62,10 @@ impl TrustedKeys {
         self.0.is_empty()
     }
 
+    pub fn get(&self, key_id: &str) -> Option<&VerifyingKey> {
+        self.0.get(key_id)
+    }
+
     /// Checks `signature` (hex, 128 characters) over the digest `sha256_hex` with the key `key_id`.
     pub fn check(&self, sha256_hex: &str, key_id: Option<&str>, signature: Option<&str>) -> SignatureCheck {
         let invalid =
@@ -74,7 +82,13 @@ impl TrustedKeys {
         };
         let Some(digest) = hex::decode(sha256_hex).ok() else { return invalid("digest is not hex") };
         match key.verify(&digest, &Signature::from_bytes(&signature)) {
-            Ok(()) => SignatureCheck::Verified { key_id: key_id.to_owned() },
+            // Issue 12: a signature over the digest alone lets anyone holding an
+            // operator token relabel a signed image (another version, another
+            // model), so it no longer verifies anything.
+            Ok(()) => invalid(
+                "a signature over the image digest alone binds no name, version or model: \
+                 sign the release (`ota firmware sign`) and upload it as `release`",
+            ),
             Err(_) => invalid("signature does not match the image's SHA-256 with this key"),
         }
     }
@@ -93,13 +107,14 @@ mod tests {
     }
 
     #[test]
-    fn a_signature_over_the_digest_verifies_and_anything_else_does_not() {
+    fn a_signature_over_the_digest_alone_no_longer_verifies() {
         let (signing, trusted) = keys();
         let digest = "ab".repeat(32);
         let signature = hex::encode(signing.sign(&hex::decode(&digest).unwrap_or_default()).to_bytes());
-        assert_eq!(
-            trusted.check(&digest, Some("ci-2026"), Some(&signature)),
-            SignatureCheck::Verified { key_id: "ci-2026".into() }
+        let check = trusted.check(&digest, Some("ci-2026"), Some(&signature));
+        assert!(
+            matches!(&check, SignatureCheck::Invalid { reason, .. } if reason.contains("ota firmware sign")),
+            "{check:?}"
         );
         let other = "cd".repeat(32);
         assert!(matches!(trusted.check(&other, Some("ci-2026"), Some(&signature)), SignatureCheck::Invalid { .. }));

@@ -53,7 +53,7 @@ pub const CURRENT: &[(&str, &str, &str)] = &[
     ("DeviceUpdate", "CancelRequested", "1.0"),
     ("DeviceUpdate", "CancelRefused", "1.0"),
     ("DeviceUpdate", "DownloadServed", "1.0"),
-    ("Firmware", "FirmwareUploaded", "1.0"),
+    ("Firmware", "FirmwareUploaded", "1.1"),
     ("Firmware", "FirmwareDeprecated", "1.0"),
 ];
 
@@ -82,7 +82,15 @@ pub const STEPS: &[Step] = &[
         event_type: "CampaignCreated",
         from: "1.0",
         to: "1.1",
-        apply: creator_or_approver_unrecorded,
+        apply: new_optional_fields_absent,
+    },
+    // 1.1 may carry the signed release metadata; 1.0 uploads had none.
+    Step {
+        aggregate_type: "Firmware",
+        event_type: "FirmwareUploaded",
+        from: "1.0",
+        to: "1.1",
+        apply: new_optional_fields_absent,
     },
     // 1.1 records the approver and an admin's override reason.
     Step {
@@ -90,14 +98,14 @@ pub const STEPS: &[Step] = &[
         event_type: "WaveApproved",
         from: "1.0",
         to: "1.1",
-        apply: creator_or_approver_unrecorded,
+        apply: new_optional_fields_absent,
     },
 ];
 
 /// The new fields are optional and absent means "not recorded", which is the
 /// truth about a 1.0 event; the version still moves so an older release refuses
-/// 1.1 events instead of dropping who approved.
-fn creator_or_approver_unrecorded(_: &mut Map<String, Value>) -> Result<(), Malformed> {
+/// 1.1 events instead of silently dropping what they add.
+fn new_optional_fields_absent(_: &mut Map<String, Value>) -> Result<(), Malformed> {
     Ok(())
 }
 

@@ -67,6 +67,9 @@ pub struct FirmwareOffer {
     pub sha256: String,
     pub sha1: String,
     pub md5: String,
+    /// The signed release (a DSSE envelope), for devices that check it before installing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<ota_domain::release::Envelope>,
 }
 
 pub struct DispatchHandle {
@@ -306,6 +309,7 @@ impl OfferError {
 
 async fn load_offer(store: &Store, id: FirmwareId) -> Result<FirmwareOffer, OfferError> {
     let (stored, _) = store.load::<Firmware>(&id).await?;
+    let release = stored.release.map(|signed| signed.envelope);
     let (Some(spec), Some(binary)) = (stored.spec, stored.binary) else { return Err(OfferError::Incomplete(id)) };
     Ok(FirmwareOffer {
         id,
@@ -316,6 +320,7 @@ async fn load_offer(store: &Store, id: FirmwareId) -> Result<FirmwareOffer, Offe
         sha256: binary.sha256,
         sha1: binary.sha1,
         md5: binary.md5,
+        release,
     })
 }
 

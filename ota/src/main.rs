@@ -59,7 +59,7 @@ enum Command {
     },
     /// Print a bearer token signed with OTA_JWT_SECRET.
     Token {
-        /// admin, operator, viewer or auditor.
+        /// admin, operator, approver, viewer or auditor.
         #[arg(long, default_value = "operator")]
         role: Role,
         #[arg(long, default_value = "cli")]
@@ -72,13 +72,33 @@ enum Command {
 
 #[derive(Subcommand)]
 enum FirmwareCommand {
-    /// Sign an image: prints its SHA-256 and the hex ed25519 signature over that digest,
-    /// ready for the upload metadata's `signature` and `key_id`.
+    /// Sign a release: prints a DSSE envelope binding the image's SHA-256 and size
+    /// to its name, version, device model, hardware versions and release counter,
+    /// ready for the upload metadata's `release`. With `--cosign`, adds this key's
+    /// signature to another signer's envelope instead (threshold signing).
     Sign {
         file: std::path::PathBuf,
         /// The private key: 64 hex characters, or @path to a file holding them (OTA_SIGNING_KEY also works).
         #[arg(long, env = "OTA_SIGNING_KEY", hide_env_values = true)]
         key: String,
+        /// The id the server trusts the key under (OTA_FIRMWARE_KEYS).
+        #[arg(long, default_value = "release")]
+        key_id: String,
+        #[arg(long, required_unless_present = "cosign")]
+        name: Option<String>,
+        #[arg(long, required_unless_present = "cosign")]
+        version: Option<String>,
+        #[arg(long, required_unless_present = "cosign")]
+        device_model: Option<String>,
+        /// Comma-separated hardware versions the image supports (none: any).
+        #[arg(long, value_delimiter = ',')]
+        hardware_versions: Vec<String>,
+        /// Grows with every release of this name and model (anti-rollback).
+        #[arg(long, required_unless_present = "cosign")]
+        release_counter: Option<u64>,
+        /// An envelope file another signer made for this image.
+        #[arg(long, conflicts_with_all = ["name", "version", "device_model", "release_counter"])]
+        cosign: Option<std::path::PathBuf>,
     },
 }
 
@@ -93,6 +113,14 @@ enum AuditCommand {
         #[arg(long)]
         at: Option<chrono::DateTime<chrono::Utc>>,
     },
+}
+
+/// A private key given inline or as `@path`.
+fn read_key(key: String) -> anyhow::Result<String> {
+    match key.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
+        None => Ok(key),
+    }
 }
 
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
@@ -167,14 +195,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("public key:  {public}");
             println!("trust it with: OTA_FIRMWARE_KEYS={key_id}:{public}");
         }
-        Command::Firmware { what: FirmwareCommand::Sign { file, key } } => {
-            let raw = match key.strip_prefix('@') {
-                Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
-                None => key,
+        Command::Firmware { what: FirmwareCommand::Sign { file, key, key_id, cosign, .. } } if cosign.is_some() => {
+            let raw = read_key(key)?;
+            let path = cosign.unwrap_or_default();
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let envelope = serde_json::from_str(&text).with_context(|| format!("{} is no envelope", path.display()))?;
+            let envelope = ota::signing::cosign_release(&file, envelope, &raw, &key_id)?;
+            println!("{}", serde_json::to_string_pretty(&envelope)?);
+        }
+        Command::Firmware {
+            what:
+                FirmwareCommand::Sign {
+                    file,
+                    key,
+                    key_id,
+                    name,
+                    version,
+                    device_model,
+                    hardware_versions,
+                    release_counter,
+                    ..
+                },
+        } => {
+            let raw = read_key(key)?;
+            let label = ota::signing::ReleaseLabel {
+                name: name.unwrap_or_default(),
+                version: version.unwrap_or_default(),
+                device_model: device_model.unwrap_or_default(),
+                hardware_versions,
+                release_counter: release_counter.unwrap_or_default(),
             };
-            let (sha256, signature) = ota::signing::sign_file(&file, &raw)?;
-            println!("sha256:    {sha256}");
-            println!("signature: {signature}");
+            let envelope = ota::signing::sign_release(&file, label, &raw, &key_id)?;
+            println!("{}", serde_json::to_string_pretty(&envelope)?);
         }
         Command::Audit { what: AuditCommand::Verify } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;

@@ -230,6 +230,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         audit_key: audit_key(settings)?.map(Arc::new),
         firmware_keys: Arc::new(ota_domain::signature::TrustedKeys::parse(&settings.firmware_keys)?),
         require_signed_firmware: settings.require_signed_firmware,
+        release_signature_threshold: settings.release_signature_threshold,
         key_usage: key_usage.clone(),
         limits: limits.clone(),
     };

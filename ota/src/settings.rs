@@ -121,6 +121,10 @@ pub struct Settings {
     #[arg(long, env = "OTA_REQUIRE_SIGNED_FIRMWARE", default_value_t = false)]
     pub require_signed_firmware: bool,
 
+    /// Distinct trusted keys that must sign a release manifest for it to verify.
+    #[arg(long, env = "OTA_RELEASE_SIGNATURE_THRESHOLD", default_value_t = 1)]
+    pub release_signature_threshold: usize,
+
     /// Requests per second per identity (operator, API key) on the management API; 0 = no limit.
     #[arg(long, env = "OTA_RATE_LIMIT_IDENTITY", default_value_t = 50)]
     pub rate_limit_identity: u32,

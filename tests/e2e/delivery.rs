@@ -53,12 +53,7 @@ impl Bench {
         let bytes = format!("image {version}").into_bytes();
         let mut metadata = json!({"name": "os", "version": version, "device_model": "gw"});
         if !(spoiled && self.rule == Rule::Unverified) {
-            let dir = tempfile::tempdir().expect("dir");
-            let file = dir.path().join("image.swu");
-            std::fs::write(&file, &bytes).expect("write");
-            let (_, signature) = ota::signing::sign_file(&file, &self.seed).expect("sign");
-            metadata["key_id"] = json!("ci");
-            metadata["signature"] = json!(signature);
+            metadata["release"] = crate::signatures::sign(&self.seed, version, &bytes);
         }
         let (status, body) = self.app.upload_firmware_with(metadata, "image.swu", bytes).await;
         assert_eq!(status, 201, "{body}");

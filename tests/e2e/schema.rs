@@ -340,6 +340,7 @@ async fn fill_as_previous_release(pool: &PgPool) -> OldRelease {
             storage_path: "firmware/gateway.swu".into(),
         },
         signature: Default::default(),
+        release: None,
         at: t(-100),
     };
     insert_events(pool, "Firmware", &firmware_id().to_string(), &[firmware]).await;

@@ -1,23 +1,32 @@
-//! Firmware signatures: ed25519 over the image's SHA-256, checked at upload against
-//! trusted keys; with signing required, unverified firmware is refused everywhere.
+//! Firmware signatures: a signed release (name, version, model, hardware, SHA-256,
+//! size, counter) checked at upload against trusted keys; with signing required,
+//! unverified firmware is refused everywhere.
 
 use ota::server::{self, Components};
 use ota_testkit::{json_of, TestApp, TestOptions};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
-/// Signs `bytes` the way `ota firmware sign` does, through the same function.
-fn sign(seed: &str, bytes: &[u8]) -> (String, String) {
+/// Signs the release of `os:<version>:gw` made of `bytes` the way `ota firmware sign`
+/// does, through the same function.
+pub(crate) fn sign(seed: &str, version: &str, bytes: &[u8]) -> Value {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("image.swu");
     std::fs::write(&file, bytes).expect("write");
-    ota::signing::sign_file(&file, seed).expect("sign")
+    let label = ota::signing::ReleaseLabel {
+        name: "os".into(),
+        version: version.into(),
+        device_model: "gw".into(),
+        hardware_versions: vec![],
+        release_counter: 3,
+    };
+    serde_json::to_value(ota::signing::sign_release(&file, label, seed, "ci").expect("sign")).expect("json")
 }
 
-async fn upload(app: &TestApp, version: &str, bytes: &[u8], signature: Option<(&str, &str)>) -> (u16, Value) {
+async fn upload(app: &TestApp, version: &str, bytes: &[u8], release: Option<Value>) -> (u16, Value) {
     let mut metadata = json!({"name": "os", "version": version, "device_model": "gw"});
-    if let Some((key_id, signature)) = signature {
-        metadata["key_id"] = json!(key_id);
-        metadata["signature"] = json!(signature);
+    if let Some(release) = release {
+        metadata["release"] = release;
     }
     app.upload_firmware_with(metadata, "image.swu", bytes.to_vec()).await
 }
@@ -30,22 +39,27 @@ async fn uploads_record_whether_their_signature_verified() {
         TestApp::spawn_with(TestOptions { firmware_keys: format!("ci:{public}"), ..TestOptions::default() }).await;
 
     let signed = b"signed image".to_vec();
-    let (sha256, signature) = sign(&seed, &signed);
-    let (status, body) = upload(&app, "1.0", &signed, Some(("ci", &signature))).await;
+    let (status, body) = upload(&app, "1.0", &signed, Some(sign(&seed, "1.0", &signed))).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(
-        (body["sha256"].as_str(), &body["signature"]),
-        (Some(sha256.as_str()), &json!({"status": "verified", "key_id": "ci"}))
-    );
+    assert_eq!(&body["signature"], &json!({"status": "verified", "key_id": "ci", "release_counter": 3}));
 
     let (status, body) = upload(&app, "2.0", b"plain image", None).await;
     assert_eq!((status, &body["signature"]), (201, &json!({"status": "unsigned"})), "{body}");
 
     // Signed by a key nobody trusts: stored (signing is not required here), and marked invalid.
     let forged = b"forged image".to_vec();
-    let (_, bad) = sign(&other_seed, &forged);
-    let (status, body) = upload(&app, "3.0", &forged, Some(("ci", &bad))).await;
+    let (status, body) = upload(&app, "3.0", &forged, Some(sign(&other_seed, "3.0", &forged))).await;
     assert_eq!((status, body["signature"]["status"].as_str()), (201, Some("invalid")), "{body}");
+
+    // A signature over the image digest alone binds no version or model: it no longer verifies.
+    let digest_only = b"digest-signed image".to_vec();
+    let key = ed25519_dalek::SigningKey::from_bytes(&hex::decode(&seed).expect("hex").try_into().expect("32 bytes"));
+    let signature = hex::encode(ed25519_dalek::Signer::sign(&key, &Sha256::digest(&digest_only)).to_bytes());
+    let metadata =
+        json!({"name": "os", "version": "4.0", "device_model": "gw", "key_id": "ci", "signature": signature});
+    let (status, body) = app.upload_firmware_with(metadata, "image.swu", digest_only).await;
+    assert_eq!((status, body["signature"]["status"].as_str()), (201, Some("invalid")), "{body}");
+    assert!(body["signature"]["reason"].as_str().is_some_and(|r| r.contains("ota firmware sign")), "{body}");
 
     // The catalog shows the check too.
     let id = body["id"].as_str().expect("id").to_owned();
@@ -78,11 +92,10 @@ async fn with_signing_required_unverified_firmware_is_refused_for_upload_campaig
     let token = app.token(ota_api::auth::Role::Operator);
     let post = |path: &str| app.http.post(url(path)).bearer_auth(&token);
 
-    let form = |version: &str, bytes: &[u8], signature: Option<&str>| {
+    let form = |version: &str, bytes: &[u8], release: Option<Value>| {
         let mut metadata = json!({"name": "os", "version": version, "device_model": "gw"});
-        if let Some(signature) = signature {
-            metadata["key_id"] = json!("ci");
-            metadata["signature"] = json!(signature);
+        if let Some(release) = release {
+            metadata["release"] = release;
         }
         reqwest::multipart::Form::new()
             .part(
@@ -95,17 +108,18 @@ async fn with_signing_required_unverified_firmware_is_refused_for_upload_campaig
     let (status, body) =
         json_of(post("/api/v1/firmware").multipart(form("1.0", b"unsigned", None)).send().await.expect("up")).await;
     assert_eq!((status, body["error"].as_str()), (422, Some("firmware.signature_required")), "{body}");
-    let (_, wrong) = sign(&seed, b"something else");
+    let (other_seed, _) = ota::signing::keygen();
+    let wrong = sign(&other_seed, "1.1", b"tampered");
     let (status, body) =
-        json_of(post("/api/v1/firmware").multipart(form("1.1", b"tampered", Some(&wrong))).send().await.expect("up"))
+        json_of(post("/api/v1/firmware").multipart(form("1.1", b"tampered", Some(wrong))).send().await.expect("up"))
             .await;
     assert_eq!((status, body["error"].as_str()), (422, Some("firmware.signature_invalid")), "{body}");
     let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db).await.expect("count");
     assert_eq!(events_before, events_after, "a refused upload records nothing");
 
-    let (_, good) = sign(&seed, b"release");
+    let good = sign(&seed, "2.0", b"release");
     let (status, body) =
-        json_of(post("/api/v1/firmware").multipart(form("2.0", b"release", Some(&good))).send().await.expect("up"))
+        json_of(post("/api/v1/firmware").multipart(form("2.0", b"release", Some(good))).send().await.expect("up"))
             .await;
     assert_eq!((status, body["signature"]["status"].as_str()), (201, Some("verified")), "{body}");
 

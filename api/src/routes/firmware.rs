@@ -6,6 +6,8 @@ use axum::response::Response;
 use chrono::Utc;
 use futures::TryStreamExt;
 use ota_domain::firmware::{Firmware as FirmwareState, FirmwareBinary, FirmwareCommand, FirmwareError, FirmwareSpec};
+use ota_domain::release::{Envelope, SignedRelease};
+use ota_domain::signature::SignatureCheck;
 use ota_domain::{FirmwareId, Refused};
 use ota_projections::downloads::{DownloadStats, DownloadView};
 use ota_projections::firmware::{FirmwareFilter, FirmwareView};
@@ -54,7 +56,13 @@ struct UploadMetadata {
     checksum_md5: Option<String>,
     /// At most 20,000 characters.
     release_notes: Option<String>,
-    /// Hex ed25519 signature over the image's SHA-256 digest, and the trusted key it was made with.
+    /// The signed release (`ota firmware sign`): a DSSE envelope whose payload
+    /// binds name, version, device model, hardware versions, SHA-256, size and
+    /// release counter. Refused (422 `firmware.release_mismatch`) unless it
+    /// matches this upload exactly; delivered to devices with the image.
+    release: Option<Envelope>,
+    /// Deprecated: an ed25519 signature over the image digest alone. It binds no
+    /// metadata, so it is recorded as invalid; sign a `release` instead.
     signature: Option<String>,
     key_id: Option<String>,
 }
@@ -165,7 +173,7 @@ fn artifact_filename(given: Option<&str>, spec: &FirmwareSpec) -> String {
         (status = 409, body = ErrorBody, description = "The same name, version and model with other bytes (`firmware.content_conflict`, `firmware.id_collision`)."),
         (status = 413, body = ErrorBody, description = "Larger than OTA_MAX_FIRMWARE_BYTES (`too_large`)."),
         (status = 507, body = ErrorBody, description = "The firmware storage is full (`storage_full`): nothing was stored."),
-        (status = 422, body = ErrorBody, description = "A field is invalid, a checksum does not match, or a required signature is missing or wrong (`invalid_field`, `checksum_mismatch`, `firmware.signature_*`)."),
+        (status = 422, body = ErrorBody, description = "A field is invalid, a checksum does not match, a signed release does not match the upload, or a required signature is missing or wrong (`invalid_field`, `checksum_mismatch`, `firmware.release_mismatch`, `firmware.signature_*`)."),
 ))]
 async fn upload(
     State(state): State<AppState>,
@@ -229,6 +237,10 @@ async fn store_upload(
     filename: Option<&str>,
 ) -> Result<(StatusCode, Json<Firmware>), ApiError> {
     let (signature_hex, key_id) = (metadata.signature.clone(), metadata.key_id.clone());
+    let envelope = metadata.release.clone();
+    if envelope.is_some() && (signature_hex.is_some() || key_id.is_some()) {
+        return Err(ApiError::invalid("invalid_field", "release: give a signed release or a signature, not both"));
+    }
     let (spec, want_sha256, want_md5) = spec_from(metadata)?;
     if want_sha256.as_ref().is_some_and(|want| *want != blob.sha256) {
         return Err(ApiError::invalid(
@@ -242,12 +254,28 @@ async fn store_upload(
             format!("checksum_md5 does not match the uploaded file (computed {})", blob.md5),
         ));
     }
-    let signature = state.firmware_keys.check(&blob.sha256, key_id.as_deref(), signature_hex.as_deref());
+    let (signature, release) = match envelope {
+        Some(envelope) => match envelope.verify(&state.firmware_keys, state.release_signature_threshold) {
+            Ok((release, signed_by)) => {
+                if let Some(why) = release.mismatch(&spec, &blob.sha256, blob.size) {
+                    return Err(ApiError::invalid("firmware.release_mismatch", format!("release: {why}")));
+                }
+                let check = SignatureCheck::Verified {
+                    key_id: signed_by.join(","),
+                    release_counter: Some(release.release_counter),
+                };
+                (check, Some(SignedRelease { release, envelope, signed_by }))
+            }
+            Err(e) => {
+                let key_id = envelope.signatures.first().map(|s| s.keyid.clone());
+                (SignatureCheck::Invalid { key_id, reason: e.to_string() }, None)
+            }
+        },
+        None => (state.firmware_keys.check(&blob.sha256, key_id.as_deref(), signature_hex.as_deref()), None),
+    };
     if state.require_signed_firmware && !signature.is_verified() {
         let (code, why) = match &signature {
-            ota_domain::signature::SignatureCheck::Invalid { reason, .. } => {
-                ("firmware.signature_invalid", reason.clone())
-            }
+            SignatureCheck::Invalid { reason, .. } => ("firmware.signature_invalid", reason.clone()),
             _ => ("firmware.signature_required", "unsigned; this server requires signed firmware".to_owned()),
         };
         return Err(ApiError::invalid(code, format!("signature: {why}")));
@@ -293,7 +321,7 @@ async fn store_upload(
         md5: blob.md5.clone(),
         storage_path,
     };
-    let command = FirmwareCommand::Upload { spec, binary, signature, at: Utc::now() };
+    let command = FirmwareCommand::Upload { spec, binary, signature, release, at: Utc::now() };
     let committed = state.store.execute::<FirmwareState>(&id, command, &writer.meta).await?;
     let (status, created_by) = match committed.unchanged() {
         true => (

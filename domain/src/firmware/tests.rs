@@ -36,6 +36,7 @@ fn uploaded(sha256: &str) -> FirmwareEvent {
         spec: spec(),
         binary: binary(sha256),
         signature: Default::default(),
+        release: None,
         at: at(),
     }
 }
@@ -44,7 +45,13 @@ fn uploaded(sha256: &str) -> FirmwareEvent {
 fn first_upload_records_the_firmware_under_its_derived_id() {
     Given::with(())
         .given_no_previous_events()
-        .when(FirmwareCommand::Upload { spec: spec(), signature: Default::default(), binary: binary("aa"), at: at() })
+        .when(FirmwareCommand::Upload {
+            spec: spec(),
+            signature: Default::default(),
+            release: None,
+            binary: binary("aa"),
+            at: at(),
+        })
         .then_expect_events(vec![uploaded("aa")]);
 }
 
@@ -52,7 +59,13 @@ fn first_upload_records_the_firmware_under_its_derived_id() {
 fn identical_upload_is_a_no_op() {
     Given::with(())
         .given(vec![uploaded("aa")])
-        .when(FirmwareCommand::Upload { spec: spec(), signature: Default::default(), binary: binary("aa"), at: at() })
+        .when(FirmwareCommand::Upload {
+            spec: spec(),
+            signature: Default::default(),
+            release: None,
+            binary: binary("aa"),
+            at: at(),
+        })
         .then_expect_events(vec![]);
 }
 
@@ -60,7 +73,13 @@ fn identical_upload_is_a_no_op() {
 fn other_bytes_under_the_same_id_are_a_conflict() {
     Given::with(())
         .given(vec![uploaded("aa")])
-        .when(FirmwareCommand::Upload { spec: spec(), signature: Default::default(), binary: binary("bb"), at: at() })
+        .when(FirmwareCommand::Upload {
+            spec: spec(),
+            signature: Default::default(),
+            release: None,
+            binary: binary("bb"),
+            at: at(),
+        })
         .then_expect_error(FirmwareError::DifferentContent {
             id: spec().id(),
             stored_sha256: "aa".into(),
@@ -90,7 +109,7 @@ fn delivery_admits_only_existing_active_and_when_required_verified_images() {
     firmware.apply(uploaded("abc"));
     assert_eq!(lax.admit(id, &firmware), Ok(()));
     assert_eq!(strict.admit(id, &firmware), Err(Undeliverable::Unverified(id)));
-    firmware.signature = SignatureCheck::Verified { key_id: "release".into() };
+    firmware.signature = SignatureCheck::Verified { key_id: "release".into(), release_counter: Some(3) };
     assert_eq!(strict.admit(id, &firmware), Ok(()));
     firmware.apply(FirmwareEvent::FirmwareDeprecated { reason: None, at: at() });
     assert_eq!(strict.admit(id, &firmware), Err(Undeliverable::Deprecated(id)));

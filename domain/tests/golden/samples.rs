@@ -14,6 +14,7 @@ use ota_domain::device_update::{
     DeviceUpdateEvent, Download, IgnoredReason, LaneKind, Origin, UpdateFirmware, UpdateState,
 };
 use ota_domain::firmware::{FirmwareBinary, FirmwareEvent, FirmwareSpec};
+use ota_domain::release::{Envelope, Release, SignedRelease};
 use ota_domain::rollout::{GateKind, GateReport, RolloutPlan};
 use ota_domain::signature::SignatureCheck;
 use ota_domain::{CampaignId, DeviceId, FirmwareId};
@@ -216,6 +217,22 @@ pub fn firmware_variant(e: &FirmwareEvent) -> usize {
 }
 pub const FIRMWARE_VARIANTS: usize = 2;
 
+/// Deterministic: ed25519 signatures are, and the key is fixed.
+fn signed_release() -> SignedRelease {
+    let release = Release {
+        name: "gateway".into(),
+        version: "2.1.0".into(),
+        device_model: "gw-1".into(),
+        hardware_versions: vec!["rev-b".into()],
+        sha256: "a".repeat(64),
+        size: 4096,
+        release_counter: 12,
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let envelope = Envelope::sign(&release, "release-2026", &key);
+    SignedRelease { release, envelope, signed_by: vec!["release-2026".into()] }
+}
+
 fn firmware_events() -> Vec<FirmwareEvent> {
     vec![
         FirmwareEvent::FirmwareUploaded {
@@ -235,7 +252,8 @@ fn firmware_events() -> Vec<FirmwareEvent> {
                 md5: "c".repeat(32),
                 storage_path: "firmware/gateway-2.1.0.swu".into(),
             },
-            signature: SignatureCheck::Verified { key_id: "release-2026".into() },
+            signature: SignatureCheck::Verified { key_id: "release-2026".into(), release_counter: Some(12) },
+            release: Some(signed_release()),
             at: at(),
         },
         FirmwareEvent::FirmwareDeprecated { reason: Some("bricks rev-a".into()), at: at() },

@@ -165,6 +165,13 @@ fn artifact_of(state: &AppState, tenant: &str, device: &str, firmware: &Firmware
     })
 }
 
+/// The signed release, verbatim, for devices that check it before installing.
+fn release_metadata(firmware: &ota_domain::firmware::Firmware) -> Result<Vec<ota_ddi::wire::Metadata>, ApiError> {
+    let Some(signed) = &firmware.release else { return Ok(Vec::new()) };
+    let value = serde_json::to_string(&signed.envelope).map_err(ApiError::internal)?;
+    Ok(vec![ota_ddi::wire::Metadata { key: ota_ddi::wire::RELEASE_METADATA_KEY.to_owned(), value }])
+}
+
 async fn deployment(
     state: &AppState,
     tenant: &str,
@@ -187,6 +194,7 @@ async fn deployment(
                 version: spec.version.clone(),
                 name: spec.name.clone(),
                 artifacts: vec![artifact],
+                metadata: release_metadata(&firmware)?,
             }],
         },
     })
