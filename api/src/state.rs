@@ -44,7 +44,7 @@ pub struct AppState {
 impl AppState {
     /// What may be delivered to devices, the same rule on every path.
     pub fn delivery(&self) -> ota_domain::firmware::DeliveryPolicy {
-        ota_domain::firmware::DeliveryPolicy { require_signature: self.require_signed_firmware }
+        ota_domain::firmware::DeliveryPolicy { require_signature: self.require_signed_firmware, allow_downgrade: false }
     }
 }
 

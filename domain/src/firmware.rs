@@ -160,6 +160,11 @@ impl Firmware {
     pub fn exists(&self) -> bool {
         self.id.is_some()
     }
+
+    /// The signed release counter, for images uploaded with a verified release.
+    pub fn release_counter(&self) -> Option<u64> {
+        self.release.as_ref().map(|r| r.release.release_counter)
+    }
 }
 
 /// What may reach a device. Every delivery path asks the same question (campaign
@@ -169,6 +174,9 @@ impl Firmware {
 pub struct DeliveryPolicy {
     /// `OTA_REQUIRE_SIGNED_FIRMWARE`: only images whose signature verified at upload.
     pub require_signature: bool,
+    /// An admin allowed taking devices back to an earlier release (a campaign's
+    /// `allow_downgrade`, or a single update's).
+    pub allow_downgrade: bool,
 }
 
 /// Why an image may not be delivered.
@@ -180,6 +188,8 @@ pub enum Undeliverable {
     Deprecated(FirmwareId),
     #[error("firmware {0} has no verified signature and this server requires one")]
     Unverified(FirmwareId),
+    #[error("the device runs release {running} and firmware {id} is release {offered}: a downgrade needs allow_downgrade from an admin")]
+    Downgrade { id: FirmwareId, running: u64, offered: u64 },
 }
 
 impl Undeliverable {
@@ -189,6 +199,7 @@ impl Undeliverable {
             Undeliverable::Unknown(_) => "unknown_firmware",
             Undeliverable::Deprecated(_) => "deprecated_firmware",
             Undeliverable::Unverified(_) => "unverified_firmware",
+            Undeliverable::Downgrade { .. } => "downgrade",
         }
     }
 }
@@ -205,6 +216,24 @@ impl DeliveryPolicy {
             return Err(Undeliverable::Unverified(id));
         }
         Ok(())
+    }
+
+    /// [`admit`](Self::admit) for a device whose running image has the signed
+    /// release counter `running`: a lower counter is a downgrade. Either counter
+    /// unknown (an unsigned image) decides nothing.
+    pub fn admit_for(&self, running: Option<u64>, id: FirmwareId, firmware: &Firmware) -> Result<(), Undeliverable> {
+        self.admit(id, firmware)?;
+        let offered = firmware.release.as_ref().map(|r| r.release.release_counter);
+        match (running, offered) {
+            (Some(running), Some(offered)) if offered < running && !self.allow_downgrade => {
+                Err(Undeliverable::Downgrade { id, running, offered })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn allowing_downgrade(self, allow_downgrade: bool) -> Self {
+        Self { allow_downgrade, ..self }
     }
 }
 

@@ -58,6 +58,7 @@ pub fn update_code(undeliverable: &Undeliverable) -> &'static str {
         Undeliverable::Unknown(_) => "update.unknown_firmware",
         Undeliverable::Deprecated(_) => "update.deprecated_firmware",
         Undeliverable::Unverified(_) => "update.unverified_firmware",
+        Undeliverable::Downgrade { .. } => "update.downgrade",
     }
 }
 
@@ -66,13 +67,15 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: StoreError<E>) -
 }
 
 /// Checks that `firmware` may be delivered and fits the device: registered,
-/// same model, a supported hardware version, not already installed.
+/// same model, a supported hardware version, not already installed, and not
+/// an earlier release than the one it runs (`running_counter`) unless allowed.
 pub fn check_fit(
     device_id: &DeviceId,
     device: &Device,
     firmware_id: FirmwareId,
     firmware: &Firmware,
     policy: DeliveryPolicy,
+    running_counter: Option<u64>,
 ) -> Result<(), AssignError> {
     if !device.exists() {
         return Err(AssignError::UnknownDevice(device_id.to_string()));
@@ -99,6 +102,7 @@ pub fn check_fit(
     if profile.firmware_version.as_deref() == Some(spec.version.as_str()) {
         return Err(AssignError::AlreadyInstalled(spec.version.clone()));
     }
+    policy.admit_for(running_counter, firmware_id, firmware)?;
     Ok(())
 }
 
@@ -114,16 +118,17 @@ pub async fn assign_update(
 ) -> Result<Committed<DeviceUpdate>, AssignError> {
     let (device, _) = store.load::<Device>(device_id).await.map_err(unavailable::<DeviceError>)?;
     let (firmware, _) = store.load::<Firmware>(&firmware_id).await.map_err(unavailable::<FirmwareError>)?;
-    check_fit(device_id, &device, firmware_id, &firmware, policy)?;
-    let spec = firmware.spec.as_ref().ok_or(Undeliverable::Unknown(firmware_id))?;
-    let from = match &device.profile.firmware_version {
-        Some(version) => running_firmware(store, &spec.name, version, &spec.device_model).await?,
-        None => None,
+    let running = match (&device.profile.firmware_version, &firmware.spec) {
+        (Some(version), Some(spec)) => running_image(store, &spec.name, version, &spec.device_model).await?,
+        _ => None,
     };
+    let running_counter = running.as_ref().and_then(|r| r.release_counter);
+    check_fit(device_id, &device, firmware_id, &firmware, policy, running_counter)?;
+    let spec = firmware.spec.as_ref().ok_or(Undeliverable::Unknown(firmware_id))?;
     let command = DeviceUpdateCommand::Assign {
         origin,
         firmware: UpdateFirmware { id: firmware_id, version: spec.version.clone() },
-        from,
+        from: running.map(|r| r.firmware),
         at,
     };
     store.execute::<DeviceUpdate>(device_id, command, meta).await.map_err(AssignError::Update)
@@ -144,16 +149,28 @@ pub async fn check_rollback(
     Ok(Some(target.id))
 }
 
-/// The catalog entry of what the device runs now, if we have it (a rollback can only ship what we store).
-pub async fn running_firmware(
+/// What a device runs now, as the catalogue knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningImage {
+    /// Where a rollback would go: only what the catalogue stores.
+    pub firmware: UpdateFirmware,
+    /// Its signed release counter, against which a downgrade is judged.
+    pub release_counter: Option<u64>,
+}
+
+/// The catalogue entry of the version a device runs, if we have it.
+pub async fn running_image(
     store: &Store,
     name: &str,
     version: &str,
     model: &str,
-) -> Result<Option<UpdateFirmware>, AssignError> {
+) -> Result<Option<RunningImage>, AssignError> {
     let id = FirmwareId::derive(name, version, model);
     let (firmware, _) = store.load::<Firmware>(&id).await.map_err(unavailable::<FirmwareError>)?;
-    Ok(firmware.exists().then(|| UpdateFirmware { id, version: version.to_owned() }))
+    Ok(firmware.exists().then(|| RunningImage {
+        firmware: UpdateFirmware { id, version: version.to_owned() },
+        release_counter: firmware.release_counter(),
+    }))
 }
 
 /// A device's own report about its current update, from any channel.

@@ -249,7 +249,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         components.relay.then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
     let workers =
         if components.projections { ota_projections::spawn_all_workers(&pool, &js, &names) } else { Vec::new() };
-    let delivery = DeliveryPolicy { require_signature: settings.require_signed_firmware };
+    let delivery = DeliveryPolicy { require_signature: settings.require_signed_firmware, allow_downgrade: false };
     let rollouts =
         components.rollouts.then(|| ProcessManager::new(store.clone(), js.clone(), names.clone(), delivery).spawn());
     let dispatch = components.rollouts.then(|| {

@@ -11,6 +11,7 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures::StreamExt;
 use hawkbit::ddi::{Client, ClientAuthorization};
+use ota_api::auth::Role;
 use ota_testkit::{eventually, json_of, TestApp, TestOptions};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -147,4 +148,95 @@ async fn devices_receive_the_signed_release_and_can_check_it_before_installing()
         tokio::time::timeout(Duration::from_secs(30), commands.next()).await.expect("pushed").expect("message");
     let command: Value = serde_json::from_slice(&message.payload).expect("json");
     assert_eq!(device_checks(&command["firmware"]["release"], &public), release, "{command}");
+}
+
+async fn as_admin(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let request = app.http.post(app.url(path)).bearer_auth(app.token_for("root", Role::Admin)).json(&body);
+    json_of(request.send().await.expect("request")).await
+}
+
+async fn campaign_view(app: &TestApp, id: &str) -> Value {
+    json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.expect("campaign")).await.1
+}
+
+async fn assignments(app: &TestApp, device: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'DeviceUpdate' AND aggregate_id = $1
+         AND event_type = 'UpdateAssigned'",
+    )
+    .bind(device)
+    .fetch_one(&app.db)
+    .await
+    .expect("count")
+}
+
+/// Anti-rollback: devices running release 5 are not taken to release 3 unless
+/// an admin allows the downgrade, and the permission is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_release_reaches_a_device_only_when_an_admin_allows_the_downgrade() {
+    let (seed, public) = ota::signing::keygen();
+    let app = TestApp::spawn_with(TestOptions { firmware_keys: format!("ci:{public}"), ..TestOptions::full() }).await;
+    let mut ids = Vec::new();
+    for (version, counter) in [("3.0", 3), ("5.0", 5)] {
+        let image = format!("gateway image {version}").into_bytes();
+        let metadata = json!({"name": "os", "version": version, "device_model": "gw",
+            "release": sign(&seed, label(version, &[], counter), &image)});
+        let (status, body) = upload(&app, metadata, &image).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().expect("id").to_owned());
+    }
+    let (earlier, later) = (ids[0].clone(), ids[1].clone());
+    for (device, running) in [("down-0", "5.0"), ("down-1", "5.0"), ("down-2", "5.0"), ("up-0", "3.0")] {
+        let body = json!({"id": device, "device_model": "gw", "firmware_version": running});
+        assert_eq!(app.post("/api/v1/devices").json(&body).send().await.expect("register").status(), 201);
+    }
+
+    // A single update.
+    let path = "/api/v1/devices/down-0/update";
+    let (status, body) = json_of(app.post(path).json(&json!({"firmware_id": earlier})).send().await.expect("up")).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("update.downgrade")), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("release 5") && m.contains("release 3")), "{body}");
+    let allowing = json!({"firmware_id": earlier, "allow_downgrade": true});
+    let (status, body) = json_of(app.post(path).json(&allowing).send().await.expect("up")).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(as_admin(&app, path, allowing).await.0, 201);
+    let upgrade = app.post("/api/v1/devices/up-0/update").json(&json!({"firmware_id": later}));
+    assert_eq!(upgrade.send().await.expect("upgrade").status(), 201, "a later release needs nothing");
+
+    // A campaign without the permission skips the devices it would downgrade.
+    let targets = json!({"device_ids": ["down-1", "down-2"]});
+    let plain = json!({"name": "back", "firmware_id": earlier, "target": targets});
+    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&plain).send().await.expect("create")).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(app.campaign_action(&id, "start").await.0, 200);
+    eventually("downgrades skipped", Duration::from_secs(30), || async {
+        (campaign_view(&app, &id).await["waves"][0]["skipped"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!((assignments(&app, "down-1").await, assignments(&app, "down-2").await), (0, 0));
+
+    // Allowing it is an admin's decision, recorded in the campaign's first event.
+    let allowed = json!({"name": "back", "firmware_id": earlier, "target": targets,
+        "rollout": {"allow_downgrade": true}});
+    let (status, body) = json_of(app.post("/api/v1/campaigns").json(&allowed).send().await.expect("create")).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, created) = as_admin(&app, "/api/v1/campaigns", allowed).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (payload, actor): (Value, String) = sqlx::query_as(
+        "SELECT payload, metadata->>'actor_id' FROM events WHERE aggregate_type = 'Campaign'
+         AND aggregate_id = $1 AND event_type = 'CampaignCreated'",
+    )
+    .bind(&id)
+    .fetch_one(&app.db)
+    .await
+    .expect("created event");
+    assert_eq!((&payload["CampaignCreated"]["rollout"]["allow_downgrade"], actor.as_str()), (&json!(true), "root"));
+    assert_eq!(app.campaign_action(&id, "start").await.0, 200);
+    eventually("downgrades assigned", Duration::from_secs(30), || async {
+        (campaign_view(&app, &id).await["waves"][0]["assigned"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!((assignments(&app, "down-1").await, assignments(&app, "down-2").await), (1, 1));
 }

@@ -84,6 +84,7 @@ pub struct TargetBody {
 /// Create a campaign (a draft: nothing happens until it is started).
 #[utoipa::path(post, path = "/campaigns", operation_id = "create_campaign", tag = "campaigns", request_body = CreateCampaign, responses(
     (status = 201, body = Campaign, description = "Created, as a draft."),
+    (status = 403, body = ErrorBody, description = "`rollout.allow_downgrade` from a role other than admin (`forbidden`)."),
     (status = 422, body = ErrorBody, description = "A field is invalid, the firmware is unknown, deprecated or unverified, or the plan is inconsistent (`invalid_field`, `campaign.*`, `plan.*`)."),
 ))]
 async fn create(
@@ -92,6 +93,9 @@ async fn create(
     Json(body): Json<CreateCampaign>,
 ) -> Result<(StatusCode, Json<Campaign>), ApiError> {
     let name = validate::text("name", &body.name, 200)?;
+    if body.rollout.allow_downgrade && writer.principal.role != Role::Admin {
+        return Err(ApiError::forbidden("only an admin may allow a downgrade (rollout.allow_downgrade)"));
+    }
     if body.target.device_ids.len() > MAX_TARGET_DEVICES {
         return Err(ApiError::invalid(
             "invalid_field",
@@ -143,6 +147,7 @@ fn refused_firmware(refused: Undeliverable) -> ApiError {
         Undeliverable::Unknown(_) => "campaign.unknown_firmware",
         Undeliverable::Deprecated(_) => "campaign.deprecated_firmware",
         Undeliverable::Unverified(_) => "campaign.unverified_firmware",
+        Undeliverable::Downgrade { .. } => "campaign.downgrade",
     };
     ApiError::invalid(code, format!("firmware_id: {refused}"))
 }

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Authenticator, Writer};
+use crate::auth::{Authenticator, Role, Writer};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Paging, Path, Query};
 use crate::resources::{Device, DeviceUpdate, Page};
@@ -159,6 +159,10 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     firmware_id: String,
+    /// Take the device back to an earlier signed release than the one it runs.
+    /// Only an admin may; recorded with the assignment's actor.
+    #[serde(default)]
+    allow_downgrade: bool,
 }
 
 impl From<AssignError> for ApiError {
@@ -191,7 +195,8 @@ fn update_answer(
         (status = 201, body = DeviceUpdate),
         (status = 404, body = ErrorBody, description = "No such device (`device.not_found`)."),
         (status = 409, body = ErrorBody, description = "The device has an update in flight (`device_update.already_active`)."),
-        (status = 422, body = ErrorBody, description = "The firmware does not fit the device, is installed already, unknown, deprecated or unverified (`update.*`)."),
+        (status = 403, body = ErrorBody, description = "`allow_downgrade` from a role other than admin (`forbidden`)."),
+        (status = 422, body = ErrorBody, description = "The firmware does not fit the device, is installed already, unknown, deprecated or unverified, or an earlier release than the device runs (`update.*`, `update.downgrade`)."),
 ))]
 async fn update(
     State(state): State<AppState>,
@@ -202,9 +207,12 @@ async fn update(
     let device = parse_device_id(&id)?;
     let firmware: FirmwareId =
         body.firmware_id.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
+    if body.allow_downgrade && writer.principal.role != Role::Admin {
+        return Err(ApiError::forbidden("only an admin may allow a downgrade (allow_downgrade)"));
+    }
     let origin = Origin::default();
-    let committed =
-        assign_update(&state.store, &device, firmware, origin, state.delivery(), &writer.meta, Utc::now()).await?;
+    let policy = state.delivery().allowing_downgrade(body.allow_downgrade);
+    let committed = assign_update(&state.store, &device, firmware, origin, policy, &writer.meta, Utc::now()).await?;
     let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;
     Ok((StatusCode::CREATED, Json(answer)))
 }

@@ -103,8 +103,8 @@ fn deprecate_needs_an_existing_active_firmware() {
 fn delivery_admits_only_existing_active_and_when_required_verified_images() {
     let id = spec().id();
     let mut firmware = Firmware::default();
-    let lax = DeliveryPolicy { require_signature: false };
-    let strict = DeliveryPolicy { require_signature: true };
+    let lax = DeliveryPolicy { require_signature: false, allow_downgrade: false };
+    let strict = DeliveryPolicy { require_signature: true, allow_downgrade: false };
     assert_eq!(lax.admit(id, &firmware), Err(Undeliverable::Unknown(id)));
     firmware.apply(uploaded("abc"));
     assert_eq!(lax.admit(id, &firmware), Ok(()));
@@ -114,4 +114,30 @@ fn delivery_admits_only_existing_active_and_when_required_verified_images() {
     firmware.apply(FirmwareEvent::FirmwareDeprecated { reason: None, at: at() });
     assert_eq!(strict.admit(id, &firmware), Err(Undeliverable::Deprecated(id)));
     assert_eq!(Undeliverable::Deprecated(id).kind(), "deprecated_firmware");
+}
+
+#[test]
+fn a_lower_release_counter_is_a_downgrade_unless_allowed() {
+    use crate::release::{Envelope, Release, SignedRelease};
+    let id = spec().id();
+    let mut firmware = Firmware::default();
+    firmware.apply(uploaded("abc"));
+    let policy = DeliveryPolicy::default();
+    assert_eq!(policy.admit_for(Some(9), id, &firmware), Ok(()), "an unsigned image has no counter to compare");
+    let release = Release {
+        name: "os".into(),
+        version: "1.2.0".into(),
+        device_model: "gw".into(),
+        hardware_versions: vec!["a".into()],
+        sha256: "abc".into(),
+        size: 3,
+        release_counter: 5,
+    };
+    let envelope = Envelope::sign(&release, "ci", &ed25519_dalek::SigningKey::from_bytes(&[1; 32]));
+    firmware.release = Some(SignedRelease { release, envelope, signed_by: vec!["ci".into()] });
+    assert_eq!(policy.admit_for(Some(9), id, &firmware), Err(Undeliverable::Downgrade { id, running: 9, offered: 5 }));
+    assert_eq!(policy.admit_for(Some(5), id, &firmware), Ok(()));
+    assert_eq!(policy.admit_for(Some(4), id, &firmware), Ok(()));
+    assert_eq!(policy.admit_for(None, id, &firmware), Ok(()), "a device on an unsigned image");
+    assert_eq!(policy.allowing_downgrade(true).admit_for(Some(9), id, &firmware), Ok(()));
 }

@@ -66,6 +66,11 @@ pub struct RolloutPlan {
     /// while the maintenance window is closed. Off by default: SWUpdate answers `skip`
     /// by reporting success without installing.
     pub defer_install_outside_window: bool,
+    /// Whether devices running a later release (a higher signed release counter)
+    /// may be taken back to this one. Only an admin may set it; without it such
+    /// devices are skipped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
 }
 
 /// hawkBit's action types as DDI clients see them.
@@ -99,6 +104,7 @@ impl Default for RolloutPlan {
             end_at: None,
             action_type: ActionType::Forced,
             defer_install_outside_window: false,
+            allow_downgrade: false,
         }
     }
 }

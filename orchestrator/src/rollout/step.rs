@@ -15,7 +15,7 @@ use ota_domain::device::{Device, DeviceEvent};
 use ota_domain::device_update::UpdateFirmware;
 use ota_domain::firmware::{Firmware, Undeliverable};
 
-use crate::devices::{assign_update, check_fit, running_firmware};
+use crate::devices::{assign_update, check_fit, running_image, RunningImage};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +196,8 @@ async fn assign(
     let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
     let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
     let end = (cursor + count as usize).min(campaign.wave_members(wave).len());
-    let mut running: HashMap<String, Option<UpdateFirmware>> = HashMap::new();
+    let policy = pm.delivery.allowing_downgrade(campaign.rollout.allow_downgrade);
+    let mut running: HashMap<String, Option<RunningImage>> = HashMap::new();
     while cursor < end {
         let chunk = &campaign.wave_members(wave)[cursor..end.min(cursor + ASSIGN_CHUNK)];
         let ids: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
@@ -205,23 +206,25 @@ async fn assign(
         let mut items = Vec::with_capacity(chunk.len());
         for device_id in chunk {
             let (device, _) = devices.get(device_id.as_str()).cloned().unwrap_or_default();
-            if let Err(reason) = check_fit(device_id, &device, target.id, &firmware, pm.delivery) {
-                tracing::info!(campaign = %id, device = %device_id, %reason, "device skipped");
-                skipped += 1;
-                continue;
-            }
-            let from = match &device.profile.firmware_version {
+            let now_running = match &device.profile.firmware_version {
                 Some(version) => match running.get(version) {
                     Some(known) => known.clone(),
                     None => {
-                        let found = running_firmware(&pm.store, &spec.name, version, &spec.device_model).await?;
+                        let found = running_image(&pm.store, &spec.name, version, &spec.device_model).await?;
                         running.insert(version.clone(), found.clone());
                         found
                     }
                 },
                 None => None,
             };
+            let running_counter = now_running.as_ref().and_then(|r| r.release_counter);
+            if let Err(reason) = check_fit(device_id, &device, target.id, &firmware, policy, running_counter) {
+                tracing::info!(campaign = %id, device = %device_id, %reason, "device skipped");
+                skipped += 1;
+                continue;
+            }
             let firmware = UpdateFirmware { id: target.id, version: spec.version.clone() };
+            let from = now_running.map(|r| r.firmware);
             let command = DeviceUpdateCommand::Assign { origin, firmware, from, at: now };
             items.push((device_id.to_string(), command, meta.clone()));
         }
@@ -349,7 +352,8 @@ async fn time_out_and_retry(
         let Some(wave) = wave else { continue };
         let Ok(device_id) = ota_domain::DeviceId::parse(&device) else { continue };
         let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: retry as u32 + 1 };
-        match assign_update(&pm.store, &device_id, firmware.id, origin, pm.delivery, meta, now).await {
+        let policy = pm.delivery.allowing_downgrade(plan.allow_downgrade);
+        match assign_update(&pm.store, &device_id, firmware.id, origin, policy, meta, now).await {
             Ok(_) => {}
             Err(e) if e.is_unavailable() => return Err(e.into()),
             Err(e) => tracing::info!(campaign = %id, device, reason = %e, "retry not possible"),

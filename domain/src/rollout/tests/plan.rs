@@ -39,7 +39,8 @@ fn a_full_rollout_object_parses_with_its_json_names_and_round_trips() {
         "start_at": "2026-03-01T12:00:00Z",
         "rollback_on_abort": true,
         "action_type": "soft",
-        "defer_install_outside_window": true
+        "defer_install_outside_window": true,
+        "allow_downgrade": true
     }))
     .expect("a full plan parses");
     let expected = RolloutPlan {
@@ -59,6 +60,7 @@ fn a_full_rollout_object_parses_with_its_json_names_and_round_trips() {
         end_at: None,
         action_type: ActionType::Soft,
         defer_install_outside_window: true,
+        allow_downgrade: true,
     };
     assert_eq!(plan, expected);
     assert_eq!(plan.validate(), Ok(()));
