@@ -2,18 +2,19 @@
 //! and per client address, answered with 429 and `Retry-After`; and a deadline on
 //! every request that is not a long transfer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::client::{ClientAddr, TrustedProxies};
 use crate::error::ApiError;
 
 /// Requests per second and burst; a rate of 0 turns the limit off.
@@ -23,7 +24,7 @@ pub struct Rate {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LimitSettings {
     /// Per operator, API key or token subject.
     pub identity: Rate,
@@ -31,10 +32,13 @@ pub struct LimitSettings {
     pub device: Rate,
     /// Per client address, before authentication.
     pub address: Rate,
-    /// Loopback clients skip the address limit (local tools, sidecar proxies).
+    /// Loopback clients that connect directly skip the address limit (local tools);
+    /// a trusted proxy's clients never do, wherever the proxy runs.
     pub exempt_loopback: bool,
     /// Longest a request that is not an upload or a download may take.
     pub request_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub struct Limits {
@@ -43,6 +47,7 @@ pub struct Limits {
     address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     exempt_loopback: bool,
     pub request_timeout: Duration,
+    pub trusted_proxies: TrustedProxies,
 }
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -71,6 +76,7 @@ impl Limits {
             address: limiter(settings.address),
             exempt_loopback: settings.exempt_loopback,
             request_timeout: settings.request_timeout,
+            trusted_proxies: settings.trusted_proxies,
         }
     }
 
@@ -82,11 +88,13 @@ impl Limits {
         check(self.device.as_ref(), &device.to_owned(), "device")
     }
 
-    fn check_address(&self, address: IpAddr) -> Result<(), ApiError> {
-        if self.exempt_loopback && address.is_loopback() {
+    /// A proxy on loopback (nginx beside the server) must not exempt everyone behind
+    /// it: only a loopback client that connected directly is exempt.
+    fn check_address(&self, client: ClientAddr) -> Result<(), ApiError> {
+        if self.exempt_loopback && client.ip.is_loopback() && !client.via_proxy {
             return Ok(());
         }
-        check(self.address.as_ref(), &address, "address")
+        check(self.address.as_ref(), &client.ip, "address")
     }
 
     /// Forgets idle keys so the tables stay small; runs until aborted.
@@ -114,8 +122,8 @@ fn is_transfer(method: &Method, path: &str) -> bool {
 
 /// Middleware on every route: the address limit, then the deadline.
 pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        if let Err(e) = limits.check_address(peer.ip()) {
+    if let Some(client) = request.extensions().get::<ClientAddr>() {
+        if let Err(e) = limits.check_address(*client) {
             return e.into_response();
         }
     }
