@@ -158,6 +158,10 @@ pub struct Settings {
     #[arg(long, env = "OTA_RATE_LIMIT_EXEMPT_LOOPBACK", default_value_t = true, action = clap::ArgAction::Set)]
     pub rate_limit_exempt_loopback: bool,
 
+    /// Artifact downloads one device may have running at once; 0 = no limit.
+    #[arg(long, env = "OTA_DOWNLOADS_PER_DEVICE", default_value_t = 2)]
+    pub downloads_per_device: u32,
+
     /// Deadline, in seconds, of every request that is not an upload or a download.
     #[arg(long, env = "OTA_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -177,6 +181,7 @@ impl Settings {
             address: rate(self.rate_limit_address),
             exempt_loopback: self.rate_limit_exempt_loopback,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+            downloads_per_device: self.downloads_per_device,
             trusted_proxies: self.trusted_proxies.parse()?,
         })
     }
