@@ -64,6 +64,25 @@ fn still_open(stream: &TcpStream) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_connection_limit_a_new_connection_waits_until_one_ends() {
+    let deployment = Deployment::new(BIN).await;
+    let env = [("OTA_MAX_CONNECTIONS", "2"), ("OTA_HEADER_TIMEOUT_SECS", "2")];
+    let server = deployment.start_with(&env, None).await;
+    // The readiness probe's keep-alive connection may still hold a slot: wait it out.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = [half_open(&server).await, half_open(&server).await];
+    let asked = Instant::now();
+    let fresh = reqwest::Client::new();
+    let response = fresh.get(server.url("/health")).send().await.expect("health");
+    let waited = asked.elapsed();
+    eprintln!("a request beyond the limit waited {waited:?}");
+    assert_eq!(response.status(), 200);
+    assert!(waited >= Duration::from_secs(1), "answered at once beyond the limit: {waited:?}");
+    assert!(waited < Duration::from_secs(6), "a freed slot was not taken: {waited:?}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout_but_serves_requests_until_then() {
     let deployment = Deployment::new(BIN).await;
     let server = deployment.start_with(&[("OTA_HEADER_TIMEOUT_SECS", "2")], None).await;
