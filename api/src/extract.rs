@@ -2,9 +2,8 @@
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -150,13 +149,13 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// The client's address, when the server knows it.
+/// The client's address (behind a trusted proxy, the one it forwarded), when the server knows it.
 pub struct PeerAddr(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(PeerAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())))
+        Ok(PeerAddr(parts.extensions.get::<crate::client::ClientAddr>().map(|c| c.ip.to_string())))
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod artifact;
 pub mod auth;
+pub mod client;
 pub mod ddi;
 pub mod error;
 pub mod extract;

@@ -1,19 +1,21 @@
 //! Abuse limits: request rates per identity (an operator, an API key, a device)
-//! and per client address, answered with 429 and `Retry-After`; and a deadline on
-//! every request that is not a long transfer.
+//! and per client address, and concurrent downloads per device, answered with 429
+//! and `Retry-After`; and a deadline on every request that is not a long transfer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::client::{ClientAddr, TrustedProxies};
 use crate::error::ApiError;
 
 /// Requests per second and burst; a rate of 0 turns the limit off.
@@ -23,7 +25,7 @@ pub struct Rate {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LimitSettings {
     /// Per operator, API key or token subject.
     pub identity: Rate,
@@ -31,10 +33,15 @@ pub struct LimitSettings {
     pub device: Rate,
     /// Per client address, before authentication.
     pub address: Rate,
-    /// Loopback clients skip the address limit (local tools, sidecar proxies).
+    /// Loopback clients that connect directly skip the address limit (local tools);
+    /// a trusted proxy's clients never do, wherever the proxy runs.
     pub exempt_loopback: bool,
     /// Longest a request that is not an upload or a download may take.
     pub request_timeout: Duration,
+    /// Artifact downloads one device may have running at once; 0 = no limit.
+    pub downloads_per_device: u32,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub struct Limits {
@@ -43,6 +50,33 @@ pub struct Limits {
     address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     exempt_loopback: bool,
     pub request_timeout: Duration,
+    downloads: Arc<DownloadSlots>,
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Downloads running per device.
+struct DownloadSlots {
+    per_device: u32,
+    running: Mutex<HashMap<String, u32>>,
+}
+
+/// One running download of a device; dropping it (the body ended or the client
+/// went away) frees the slot.
+pub struct DownloadSlot {
+    slots: Arc<DownloadSlots>,
+    device: String,
+}
+
+impl Drop for DownloadSlot {
+    fn drop(&mut self) {
+        let mut running = self.slots.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.device) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.device);
+            }
+        }
+    }
 }
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -71,7 +105,29 @@ impl Limits {
             address: limiter(settings.address),
             exempt_loopback: settings.exempt_loopback,
             request_timeout: settings.request_timeout,
+            downloads: Arc::new(DownloadSlots {
+                per_device: settings.downloads_per_device,
+                running: Mutex::new(HashMap::new()),
+            }),
+            trusted_proxies: settings.trusted_proxies,
         }
+    }
+
+    /// A slot for one more download of `device`, or 429 while it has as many running
+    /// as it may. `None` when downloads are not limited.
+    pub fn download_slot(&self, device: &str) -> Result<Option<DownloadSlot>, ApiError> {
+        let slots = &self.downloads;
+        if slots.per_device == 0 {
+            return Ok(None);
+        }
+        let mut running = slots.running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(device.to_owned()).or_insert(0);
+        if *n >= slots.per_device {
+            let message = format!("this device already has {} downloads running; retry later", slots.per_device);
+            return Err(ApiError::rate_limited(message, Duration::from_secs(1)));
+        }
+        *n += 1;
+        Ok(Some(DownloadSlot { slots: slots.clone(), device: device.to_owned() }))
     }
 
     pub fn check_identity(&self, subject: &str) -> Result<(), ApiError> {
@@ -82,11 +138,13 @@ impl Limits {
         check(self.device.as_ref(), &device.to_owned(), "device")
     }
 
-    fn check_address(&self, address: IpAddr) -> Result<(), ApiError> {
-        if self.exempt_loopback && address.is_loopback() {
+    /// A proxy on loopback (nginx beside the server) must not exempt everyone behind
+    /// it: only a loopback client that connected directly is exempt.
+    fn check_address(&self, client: ClientAddr) -> Result<(), ApiError> {
+        if self.exempt_loopback && client.ip.is_loopback() && !client.via_proxy {
             return Ok(());
         }
-        check(self.address.as_ref(), &address, "address")
+        check(self.address.as_ref(), &client.ip, "address")
     }
 
     /// Forgets idle keys so the tables stay small; runs until aborted.
@@ -114,8 +172,8 @@ fn is_transfer(method: &Method, path: &str) -> bool {
 
 /// Middleware on every route: the address limit, then the deadline.
 pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        if let Err(e) = limits.check_address(peer.ip()) {
+    if let Some(client) = request.extensions().get::<ClientAddr>() {
+        if let Err(e) = limits.check_address(*client) {
             return e.into_response();
         }
     }
@@ -140,5 +198,35 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
             response
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(downloads_per_device: u32) -> Limits {
+        let off = Rate { per_second: 0, burst: 0 };
+        Limits::new(LimitSettings {
+            identity: off,
+            device: off,
+            address: off,
+            exempt_loopback: true,
+            request_timeout: Duration::from_secs(1),
+            downloads_per_device,
+            trusted_proxies: TrustedProxies::default(),
+        })
+    }
+
+    #[test]
+    fn a_device_holds_at_most_its_download_slots_and_a_dropped_one_frees() {
+        let limits = limits(2);
+        let first = limits.download_slot("a").expect("first");
+        let _second = limits.download_slot("a").expect("second");
+        assert!(limits.download_slot("a").is_err(), "a third is refused");
+        assert!(limits.download_slot("b").is_ok(), "another device has its own");
+        drop(first);
+        assert!(limits.download_slot("a").is_ok(), "the dropped slot is free again");
+        assert!(matches!(self::limits(0).download_slot("a"), Ok(None)), "0 turns the limit off");
     }
 }

@@ -10,6 +10,7 @@ pub mod server;
 pub mod settings;
 pub mod signing;
 pub mod simulate;
+pub mod transport;
 
 pub use secret::Secret;
 pub use server::{RunningServer, ServerError};

@@ -46,6 +46,10 @@ pub enum ServerError {
     Keys(#[source] sqlx::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
+    #[error(transparent)]
+    TrustedProxies(#[from] ota_api::client::BadProxy),
 }
 
 /// Which background parts to run beside the HTTP API.
@@ -184,6 +188,8 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     }
     let names = settings.bus()?;
     let auth = Arc::new(Auth::new(&settings.token_settings())?);
+    let tls = crate::transport::tls_config(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
+    let limit_settings = settings.limit_settings()?;
     let blobs = Blobs::open(&settings.storage_url)?;
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;
     ota_migrations::migrate(&pool).await?;
@@ -194,10 +200,11 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         .await
         .map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: settings.listen, source })?;
-    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let signer = download_signer(settings, &pool).await?;
     let key_usage = Arc::new(ota_api::last_seen::LastSeen::api_keys());
-    let limits = Arc::new(ota_api::limits::Limits::new(settings.limit_settings()));
+    let limits = Arc::new(ota_api::limits::Limits::new(limit_settings));
     let reports = ota_orchestrator::devices::Reports::spawn(&store);
     let ddi = ota_api::ddi::Ddi::start(
         ota_api::ddi::DdiSettings {
@@ -267,17 +274,16 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         )
     });
 
-    let app = ota_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let transport = crate::transport::Transport {
+        header_timeout: Duration::from_secs(settings.header_timeout_secs.max(1)),
+        max_connections: settings.max_connections,
+        tls,
+    };
     let (tx, rx) = oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-    tracing::info!(%addr, prefix = names.prefix(), "ota server listening");
+    let http = tokio::spawn(crate::transport::serve(listener, ota_api::router(state.clone()), transport, async {
+        let _ = rx.await;
+    }));
+    tracing::info!(%addr, %scheme, prefix = names.prefix(), "ota server listening");
     Ok(RunningServer {
         addr,
         state,

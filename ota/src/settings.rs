@@ -49,6 +49,27 @@ pub struct Settings {
     #[arg(long, env = "OTA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Seconds a client has to send a request's headers (and a TLS handshake to finish);
+    /// an idle keep-alive connection is closed after as long.
+    #[arg(long, env = "OTA_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Open client connections at most; beyond it new ones wait in the listen queue.
+    #[arg(long, env = "OTA_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// PEM certificate chain: serve HTTPS (needs `OTA_TLS_KEY`).
+    #[arg(long, env = "OTA_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of that certificate (needs `OTA_TLS_CERT`).
+    #[arg(long, env = "OTA_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Reverse proxies (addresses or CIDRs, comma-separated) whose `X-Forwarded-For` names the client.
+    #[arg(long, env = "OTA_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
     /// HS256 secret for operator tokens (at least 32 bytes).
     #[arg(long, env = "OTA_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
@@ -141,6 +162,10 @@ pub struct Settings {
     #[arg(long, env = "OTA_RATE_LIMIT_EXEMPT_LOOPBACK", default_value_t = true, action = clap::ArgAction::Set)]
     pub rate_limit_exempt_loopback: bool,
 
+    /// Artifact downloads one device may have running at once; 0 = no limit.
+    #[arg(long, env = "OTA_DOWNLOADS_PER_DEVICE", default_value_t = 2)]
+    pub downloads_per_device: u32,
+
     /// Deadline, in seconds, of every request that is not an upload or a download.
     #[arg(long, env = "OTA_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -152,15 +177,17 @@ pub struct Settings {
 
 impl Settings {
     /// Bursts allow four seconds' worth of requests at once.
-    pub fn limit_settings(&self) -> ota_api::limits::LimitSettings {
+    pub fn limit_settings(&self) -> Result<ota_api::limits::LimitSettings, ota_api::client::BadProxy> {
         let rate = |per_second: u32| ota_api::limits::Rate { per_second, burst: per_second.saturating_mul(4) };
-        ota_api::limits::LimitSettings {
+        Ok(ota_api::limits::LimitSettings {
             identity: rate(self.rate_limit_identity),
             device: rate(self.rate_limit_device),
             address: rate(self.rate_limit_address),
             exempt_loopback: self.rate_limit_exempt_loopback,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
-        }
+            downloads_per_device: self.downloads_per_device,
+            trusted_proxies: self.trusted_proxies.parse()?,
+        })
     }
 
     /// Names and layout of this deployment's streams.

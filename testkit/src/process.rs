@@ -65,8 +65,9 @@ impl Deployment {
         }
     }
 
-    /// The environment `ota` reads its settings from (the same values as `settings`).
-    fn command(&self, args: &[&str], listen: SocketAddr, log: &Path) -> Command {
+    /// The environment `ota` reads its settings from (the same values as `settings`),
+    /// plus `extra` (e.g. `OTA_HEADER_TIMEOUT_SECS`).
+    fn command(&self, args: &[&str], listen: SocketAddr, log: &Path, extra: &[(&str, &str)]) -> Command {
         let s = &self.settings;
         let log = std::fs::File::options().create(true).append(true).open(log).expect("log file");
         let mut command = Command::new(&self.bin);
@@ -90,6 +91,7 @@ impl Deployment {
             .env("OTA_RATE_LIMIT_IDENTITY", s.rate_limit_identity.to_string())
             .env("OTA_RATE_LIMIT_DEVICE", s.rate_limit_device.to_string())
             .env("OTA_RATE_LIMIT_ADDRESS", s.rate_limit_address.to_string())
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -99,13 +101,20 @@ impl Deployment {
 
     /// Starts `ota serve` on a free port and waits until it answers.
     pub async fn start(&self) -> ServerProcess {
+        self.start_with(&[], None).await
+    }
+
+    /// `start` with more settings in the environment; with `tls`, a client that trusts
+    /// the server's certificate, the server is asked over HTTPS.
+    pub async fn start_with(&self, extra: &[(&str, &str)], tls: Option<&reqwest::Client>) -> ServerProcess {
         let n = self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let listen = free_port();
         let log = self.dir.path().join(format!("serve-{n}.log"));
-        let child = self.command(&["serve"], listen, &log).spawn().expect("spawn ota serve");
-        let mut server = ServerProcess { child, addr: listen, log };
+        let child = self.command(&["serve"], listen, &log, extra).spawn().expect("spawn ota serve");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut server = ServerProcess { child, addr: listen, log, scheme };
         let url = server.url("/health");
-        let http = self.http.clone();
+        let http = tls.unwrap_or(&self.http).clone();
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
                 if let Ok(Some(status)) = server.child.try_wait() {
@@ -127,7 +136,17 @@ impl Deployment {
 
     /// Runs another subcommand (e.g. `replay all`) as a child process, not waited for.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args, free_port(), &self.log_of(args)).spawn().expect("spawn ota")
+        self.command(args, free_port(), &self.log_of(args), &[]).spawn().expect("spawn ota")
+    }
+
+    /// Runs a subcommand with more settings in the environment to its end; its exit status and log.
+    pub async fn exit_of(&self, args: &[&str], extra: &[(&str, &str)]) -> (ExitStatus, String) {
+        let mut child = self.command(args, free_port(), &self.log_of(args), extra).spawn().expect("spawn ota");
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("ota exits within 60 s")
+            .expect("wait for ota");
+        (status, std::fs::read_to_string(self.log_of(args)).unwrap_or_default())
     }
 
     fn log_of(&self, args: &[&str]) -> PathBuf {
@@ -191,11 +210,12 @@ pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
     log: PathBuf,
+    scheme: &'static str,
 }
 
 impl ServerProcess {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// The process id (as lease holders name it).

@@ -526,3 +526,49 @@ async fn a_graceful_stop_stores_the_downloads_and_last_seen_times_waiting_in_mem
     let seen = count("SELECT count(*) FROM device_contact WHERE device_id = 'ddi-stop'").await;
     assert_eq!(seen, 1, "the poll's last-seen time was stored before the stop returned");
 }
+
+/// Issue 12 (transport): a device may run `OTA_DOWNLOADS_PER_DEVICE` (2) downloads at
+/// once; the slot is held by the response body until it ends or the client goes away.
+#[tokio::test]
+async fn a_third_concurrent_download_of_a_device_is_refused_until_one_ends() {
+    let app = TestApp::spawn().await;
+    // Large enough that an unread body cannot end inside the sockets' buffers.
+    let bytes = image(24 * 1024 * 1024);
+    let firmware = upload(&app, "2.0", bytes.clone()).await;
+    let token = app.enrol("ddi-dl", "rev-a").await;
+    let assign = app.post("/api/v1/devices/ddi-dl/update").json(&json!({"firmware_id": firmware}));
+    let (status, lane) = json_of(assign.send().await.expect("assign")).await;
+    assert_eq!(status, 201, "{lane}");
+    offered(&target(&app, "ddi-dl", &token)).await;
+    let file = app.url(&format!("/default/controller/v1/ddi-dl/softwaremodules/{firmware}/artifacts/bundle.swu"));
+    let download = || app.http.get(&file).header("Authorization", format!("TargetToken {token}")).send();
+
+    let first = download().await.expect("first");
+    let second = download().await.expect("second");
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = download().await.expect("third");
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"), "{:?}", third.headers());
+    let (_, body) = json_of(third).await;
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    // A download read to its end frees its slot ...
+    assert_eq!(second.bytes().await.expect("second body").len(), bytes.len());
+    let fourth = freed(&download, "a slot freed by the finished download").await;
+    // ... and so does a client that goes away half-way.
+    drop(first);
+    let fifth = freed(&download, "a slot freed by the dropped download").await;
+    drop((fourth, fifth));
+}
+
+/// Asks until a download is answered 200 (the server frees a slot once the body is dropped).
+async fn freed<F, Fut>(download: &F, what: &str) -> reqwest::Response
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    eventually(what, Duration::from_secs(10), || async {
+        let response = download().await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await
+}

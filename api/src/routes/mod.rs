@@ -18,6 +18,7 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::any;
 use axum::{middleware, Router};
+use tower::util::MapRequestLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -66,6 +67,7 @@ pub fn documented(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = documented(&state);
     let request_id = HeaderName::from_static("x-request-id");
+    let proxies = state.limits.trusted_proxies.clone();
     routes
         .route("/api/v1/{*rest}", any(api_not_found))
         .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, doc))
@@ -77,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(report_errors))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outermost: the span and the limits see who the client is.
+        .layer(MapRequestLayer::new(move |request: axum::extract::Request| crate::client::resolve(&proxies, request)))
         .with_state(state)
 }
 
@@ -88,10 +92,12 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// The span of a request: method and path, never the query, which holds the
-/// signature of a download link (a bearer secret until it expires).
+/// The span of a request: method, path and client address, never the query, which
+/// holds the signature of a download link (a bearer secret until it expires).
 fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), version = ?request.version())
+    let client = request.extensions().get::<crate::client::ClientAddr>().map(|c| c.ip);
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(),
+        version = ?request.version(), client = client.map(tracing::field::display))
 }
 
 #[cfg(test)]

@@ -407,6 +407,7 @@ async fn artifacts(
         (status = 404, body = ErrorBody, description = "No such module or artifact (`not_found`)."),
         (status = 412, body = ErrorBody, description = "`If-Match` does not match (`precondition_failed`)."),
         (status = 416, body = ErrorBody, description = "The range is outside the artifact (`range_not_satisfiable`)."),
+        (status = 429, body = ErrorBody, description = "The device already has `OTA_DOWNLOADS_PER_DEVICE` downloads running (`rate_limited`, with `Retry-After`)."),
 ))]
 async fn artifact(
     State(state): State<AppState>,
@@ -451,11 +452,15 @@ async fn artifact(
             return Ok((StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response());
         }
     }
+    // The slot travels with the body: it is freed when the last byte left or the client went away.
+    let slot = if head { None } else { state.limits.download_slot(caller.device.as_str())? };
     let on_done: Option<artifact::OnDone> = (!head).then(|| {
         let (log, device, firmware_id, via) =
             (state.ddi.downloads.clone(), caller.device.to_string(), of.id, caller.via);
-        Box::new(move |served| log.record(Fetch { device, action, firmware: firmware_id, via, served }))
-            as artifact::OnDone
+        Box::new(move |served| {
+            drop(slot);
+            log.record(Fetch { device, action, firmware: firmware_id, via, served })
+        }) as artifact::OnDone
     });
     artifact::serve(&state.blobs, &file, head, &headers, on_done).await
 }
