@@ -4,6 +4,7 @@
 //! printing. It holds glue, not rules: those live in the other crates.
 
 pub mod gc;
+pub mod nats;
 pub mod print;
 pub mod secret;
 pub mod server;

@@ -40,8 +40,8 @@ pub enum ServerError {
     FirmwareKeys(#[from] ota_domain::signature::KeyListError),
     #[error("OTA_AUDIT_SIGNING_KEY must be 64 hex characters (an ed25519 seed)")]
     AuditKey,
-    #[error("NATS: {0}")]
-    Nats(String),
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
     #[error("reading or storing the shared server keys: {0}")]
     Keys(#[source] sqlx::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -132,16 +132,10 @@ impl Drop for RunningServer {
     }
 }
 
-/// Connects to one server, or to any of a cluster's (`nats://a:4222,nats://b:4222`).
-pub async fn connect_nats(urls: &str) -> Result<async_nats::Client, ServerError> {
-    let servers: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
-    async_nats::ConnectOptions::new()
-        .name("ota")
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(servers)
-        .await
-        .map_err(|e| ServerError::Nats(e.to_string()))
+/// Connects to one server, or to any of a cluster's (`nats://a:4222,nats://b:4222`),
+/// with the credentials and TLS the settings give.
+pub async fn connect_nats(connection: &crate::nats::NatsConnection) -> Result<async_nats::Client, ServerError> {
+    Ok(connection.connect().await?)
 }
 
 /// The ed25519 key that signs exported chain heads (OTA_AUDIT_SIGNING_KEY).
@@ -193,7 +187,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let blobs = Blobs::open(&settings.storage_url)?;
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;
     ota_migrations::migrate(&pool).await?;
-    let nats = connect_nats(&settings.nats_url).await?;
+    let nats = connect_nats(&settings.nats()).await?;
     let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10)).build(nats.clone());
     let store = Store::new(pool.clone());
     let listener = TcpListener::bind(settings.listen)

@@ -25,6 +25,32 @@ pub struct Settings {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
+    /// A NATS credentials file (a user JWT and its nkey seed: servers in operator mode).
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+
+    /// A NATS user (with NATS_PASSWORD), for servers with a users list.
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
+
+    /// A NATS nkey seed (`SU...`), for servers that list nkey users.
+    #[arg(long, env = "NATS_NKEY_SEED", hide_env_values = true)]
+    pub nats_nkey_seed: Option<Secret>,
+
+    /// The CA that signed the NATS servers' certificates: TLS is then required.
+    #[arg(long, env = "NATS_CA_FILE")]
+    pub nats_ca_file: Option<std::path::PathBuf>,
+
+    /// A client certificate and key for NATS servers that verify clients (mutual TLS).
+    #[arg(long, env = "NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<std::path::PathBuf>,
+
+    #[arg(long, env = "NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<std::path::PathBuf>,
+
     /// Copies JetStream keeps of each stream: 3 in a three-server cluster.
     #[arg(long, env = "OTA_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
@@ -213,6 +239,19 @@ impl Settings {
     }
 
     /// Defaults for everything, as if no flag and no variable were given.
+    /// How to reach NATS: the servers, credentials and TLS.
+    pub fn nats(&self) -> crate::nats::NatsConnection {
+        crate::nats::NatsConnection {
+            urls: self.nats_url.clone(),
+            creds: self.nats_creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            nkey_seed: self.nats_nkey_seed.clone(),
+            ca_file: self.nats_ca_file.clone(),
+            client_cert: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+        }
+    }
+
     pub fn defaults() -> Self {
         // Defaults always parse; a failure here is a bug in the attributes above.
         Self::try_from_args(["ota"]).unwrap_or_else(|e| panic!("settings defaults: {e}"))

@@ -20,7 +20,9 @@ async fn a_campaign_completes_when_one_of_three_nats_nodes_is_killed() {
 
     until("the second wave to report", async || operator.finished(&server, &id).await >= 40).await;
     // The node leading the events stream: with a single copy, the stream would be gone.
-    let js = async_nats::jetstream::new(ota::server::connect_nats(&cluster.urls()).await.expect("NATS"));
+    let js = async_nats::jetstream::new(
+        ota::server::connect_nats(&ota::nats::NatsConnection::open(&cluster.urls())).await.expect("NATS"),
+    );
     let mut events = js.get_stream(deployment.names.events_stream()).await.expect("events stream");
     let info = events.info().await.expect("info").clone();
     assert_eq!(info.config.num_replicas, 3, "streams are replicated");

@@ -7,6 +7,7 @@ mod nats_cluster;
 mod process;
 mod proxy;
 mod read_models;
+mod secured_nats;
 mod wait;
 
 pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
@@ -15,6 +16,7 @@ pub use ota::simulate::{Behavior, NatsFleet as Fleet};
 pub use process::{killed_by, Deployment, ServerProcess};
 pub use proxy::{AnswerLosingProxy, FaultProxy};
 pub use read_models::read_models;
+pub use secured_nats::SecuredNats;
 pub use wait::{eventually, eventually_every};
 
 /// Test logs only with `TEST_LOG=1`.

@@ -16,6 +16,7 @@ mod idempotency;
 mod identities;
 mod in_flight;
 mod limits;
+mod nats_auth;
 mod releases;
 mod rollouts;
 mod schema;

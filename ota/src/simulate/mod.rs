@@ -99,7 +99,7 @@ pub async fn run(settings: &Settings, options: &FleetOptions) -> Result<(), Simu
         }
     };
 
-    let client = connect_nats(&settings.nats_url).await?;
+    let client = connect_nats(&settings.nats()).await?;
     let policy = FleetPolicy {
         fail_percent: options.fail_percent,
         report_delay: Duration::from_millis(350),

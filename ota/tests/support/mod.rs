@@ -73,7 +73,7 @@ impl<'a> Operator<'a> {
         for id in &ids {
             self.register(server, id).await;
         }
-        let nats = ota::server::connect_nats(&self.deployment.settings.nats_url).await.expect("NATS");
+        let nats = ota::server::connect_nats(&self.deployment.settings.nats()).await.expect("NATS");
         // Each report takes a while, so reports are arriving whenever a fault lands.
         let policy = FleetPolicy { report_delay: Duration::from_millis(60), ..FleetPolicy::default() };
         let fleet = NatsFleet::start(nats, &self.deployment.names, policy).await.expect("fleet");
@@ -146,7 +146,7 @@ pub async fn assert_nothing_lost_or_doubled(deployment: &Deployment) {
     )
     .await;
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&deployment.db).await.expect("count");
-    let js = async_nats::jetstream::new(ota::server::connect_nats(&deployment.settings.nats_url).await.expect("NATS"));
+    let js = async_nats::jetstream::new(ota::server::connect_nats(&deployment.settings.nats()).await.expect("NATS"));
     let mut stream = js.get_stream(deployment.names.events_stream()).await.expect("events stream");
     let published = stream.info().await.expect("stream info").state.messages;
     assert_eq!(published as i64, stored, "the events stream and the store disagree");
