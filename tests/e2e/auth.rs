@@ -427,9 +427,12 @@ async fn health_is_public() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok");
 
-    let (status, body) = json_of(app.http.get(app.url("/health/detailed")).send().await.expect("health")).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "ok", "{body}");
+    // A client on the shared NATS can be between reconnects when the machine is loaded.
+    let body = ota_testkit::eventually("health ok", std::time::Duration::from_secs(15), || async {
+        let (status, body) = json_of(app.http.get(app.url("/health/detailed")).send().await.ok()?).await;
+        (status == 200 && body["status"] == "ok").then_some(body)
+    })
+    .await;
     for dependency in ["postgres", "nats", "object_store", "relay"] {
         assert_eq!(body[dependency]["ok"], true, "{dependency}: {body}");
     }
