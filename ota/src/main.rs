@@ -29,8 +29,13 @@ struct Cli {
 enum Command {
     /// Run the API, the relay and the projection workers.
     Serve,
-    /// Create the database if needed and apply migrations.
-    Migrate,
+    /// Create the database if needed and apply migrations (as the schema's owner).
+    Migrate {
+        /// Then grant this role what `ota serve` needs, events only to read and append
+        /// (created if missing); run the server as it.
+        #[arg(long)]
+        server_role: Option<String>,
+    },
     /// Rebuild read models from the event store ("all" or a projection name).
     Replay {
         #[arg(default_value = "all")]
@@ -135,10 +140,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             running.shutdown().await;
         }
-        Command::Migrate => {
+        Command::Migrate { server_role } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
             ota_migrations::migrate(&pool).await?;
             println!("migrations applied");
+            if let Some(role) = server_role {
+                ota_migrations::grant_server_role(&pool, &role).await?;
+                println!("role {role} may read and append events, never change them");
+            }
         }
         Command::Replay { projection } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;

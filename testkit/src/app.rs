@@ -95,6 +95,24 @@ pub(crate) fn database_url(host: &str, db: &str) -> String {
     format!("postgres://postgres@{host}/{db}")
 }
 
+/// The role every test server connects as: it may read and append events but
+/// never change them, as in production (docs/operations.md). Test code that
+/// tampers behind the server's back uses the superuser's `db` pool.
+pub const SERVER_ROLE: &str = ota_migrations::DEFAULT_SERVER_ROLE;
+
+pub(crate) fn server_database_url(host: &str, db: &str) -> String {
+    format!("postgres://{SERVER_ROLE}@{host}/{db}")
+}
+
+/// Creates and migrates a test database as the superuser (the schema's owner) and
+/// grants the server's role on it.
+pub(crate) async fn owned_database(db_name: &str) -> PgPool {
+    let db = ota_migrations::connect(&database_url(POSTGRES, db_name), 5).await.expect("create test database");
+    ota_migrations::migrate(&db).await.expect("migrate test database");
+    ota_migrations::grant_server_role(&db, SERVER_ROLE).await.expect("grant the server role");
+    db
+}
+
 /// The settings every test server runs with, in-process or as a child process.
 pub(crate) fn test_settings(database_url: &str, nats_host: &str, prefix: &str) -> Settings {
     let mut settings = Settings::defaults();
@@ -152,8 +170,7 @@ impl TestApp {
         let prefix = format!("t{}", &id[..12]);
         let storage = tempfile::tempdir().expect("temp dir");
         // Create and migrate directly, so a proxied server starts on a ready schema.
-        let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5).await.expect("create test database");
-        ota_migrations::migrate(&db).await.expect("migrate test database");
+        let db = owned_database(&db_name).await;
 
         let postgres_proxy = if options.postgres_proxy { Some(FaultProxy::start(parse(POSTGRES)).await) } else { None };
         let nats_proxy = if options.nats_proxy { Some(FaultProxy::start(parse(NATS)).await) } else { None };
@@ -162,8 +179,8 @@ impl TestApp {
 
         // In clear through the proxy, which must read the protocol to lose a COMMIT's answer.
         let server_database_url = match postgres_proxy {
-            Some(_) => format!("{}?sslmode=disable", database_url(&pg_host, &db_name)),
-            None => database_url(&pg_host, &db_name),
+            Some(_) => format!("{}?sslmode=disable", server_database_url(&pg_host, &db_name)),
+            None => server_database_url(&pg_host, &db_name),
         };
         let mut settings = test_settings(&server_database_url, &nats_host, &prefix);
         settings.storage_url = options.storage_url.clone().unwrap_or_else(|| storage.path().display().to_string());

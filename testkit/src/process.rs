@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::app::{caught_up, cleanup, database_url, test_settings, NATS, POSTGRES};
+use crate::app::{caught_up, cleanup, owned_database, server_database_url, test_settings, NATS, POSTGRES};
 use crate::wait::eventually;
 
 /// One database, NATS prefix and storage directory that any number of server
@@ -46,9 +46,9 @@ impl Deployment {
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("ota_test_{id}");
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5).await.expect("create test database");
-        ota_migrations::migrate(&db).await.expect("migrate test database");
-        let mut settings = test_settings(&database_url(POSTGRES, &db_name), NATS, &format!("t{}", &id[..12]));
+        let db = owned_database(&db_name).await;
+        let server_url = server_database_url(POSTGRES, &db_name);
+        let mut settings = test_settings(&server_url, NATS, &format!("t{}", &id[..12]));
         settings.nats_url = nats_url.to_owned();
         settings.nats_replicas = replicas;
         let storage = dir.path().join("firmware");

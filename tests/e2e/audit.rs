@@ -232,3 +232,60 @@ async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_t
         404
     );
 }
+
+/// The SQLSTATE of a refused statement (42501: insufficient privilege).
+async fn refused(db: &sqlx::PgPool, statement: &str) -> String {
+    match sqlx::query(statement).execute(db).await {
+        Ok(done) => panic!("{statement}: allowed, {} rows", done.rows_affected()),
+        Err(e) => e.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned()).unwrap_or_else(|| e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn the_servers_role_reads_and_appends_events_but_cannot_change_them() {
+    let app = TestApp::spawn().await;
+    app.firmware("2.0").await;
+    chained(&app).await;
+    // The server connected as this role and stored events through it.
+    let server = sqlx::PgPool::connect(app.settings.database_url.expose()).await.expect("connect as the server");
+    let role: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&server).await.expect("role");
+    assert_eq!(role, ota_testkit::SERVER_ROLE);
+    let stored = events(&app).await;
+    assert!(stored > 0);
+    for statement in [
+        "UPDATE events SET metadata = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE event_chain SET link = '\\x00'",
+        "DELETE FROM event_chain",
+        "TRUNCATE event_chain",
+        "ALTER TABLE events DISABLE TRIGGER events_append_only",
+        "DROP TABLE events",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'forged', true, '\\x00', 0)",
+    ] {
+        assert_eq!(refused(&server, statement).await, "42501", "{statement}");
+    }
+    // The one delete it has takes out only rows its own open transaction wrote.
+    let key: (String, String, i64) =
+        sqlx::query_as("SELECT aggregate_type, aggregate_id, sequence FROM events LIMIT 1")
+            .fetch_one(&app.db)
+            .await
+            .expect("one");
+    let taken: i64 = sqlx::query_scalar("SELECT take_out_own_events($1, ARRAY[$2], ARRAY[$3])")
+        .bind(&key.0)
+        .bind(&key.1)
+        .bind(key.2)
+        .fetch_one(&server)
+        .await
+        .expect("take out");
+    assert_eq!(taken, 0, "a committed event is never the caller's own");
+    // Granted too much by mistake, the role still meets the trigger.
+    sql(&app, &format!("GRANT UPDATE, DELETE, TRUNCATE ON events TO {}", ota_testkit::SERVER_ROLE)).await;
+    assert_eq!(refused(&server, "DELETE FROM events").await, "42501");
+    assert_eq!(refused(&server, "UPDATE events SET metadata = '{}'").await, "42501");
+    assert_eq!(refused(&server, "TRUNCATE events").await, "42501");
+    assert_eq!(events(&app).await, stored, "nothing changed");
+    assert_eq!(verify(&app).await["ok"], true);
+    server.close().await;
+}
