@@ -90,7 +90,16 @@ enum FirmwareCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute the hash chain over every event; exit 1 and name the first broken link if any.
-    Verify,
+    /// With --anchor, also recompute it up to a signed head kept outside the database:
+    /// exit 3 if that head is forged, 4 if the chain was rewritten, 5 if its tail was cut.
+    Verify {
+        /// A checkpoint file (OTA_AUDIT_CHECKPOINT_URL) or a saved `/audit/head` answer.
+        #[arg(long)]
+        anchor: Option<std::path::PathBuf>,
+        /// The audit public key (hex) the anchor must be signed with (default: that of OTA_AUDIT_SIGNING_KEY).
+        #[arg(long, env = "OTA_AUDIT_PUBLIC_KEY")]
+        public_key: Option<String>,
+    },
     /// A campaign as it stood at a moment, and who ordered what until then.
     Campaign {
         id: uuid::Uuid,
@@ -123,7 +132,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -131,7 +140,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.settings;
     match cli.command {
         Command::Serve => {
@@ -185,13 +194,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("sha256:    {sha256}");
             println!("signature: {signature}");
         }
-        Command::Audit { what: AuditCommand::Verify } => {
+        Command::Audit { what: AuditCommand::Verify { anchor, public_key } } => {
+            let anchor = match anchor {
+                Some(path) => {
+                    let raw = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let signing_key = settings.audit_signing_key.as_ref().map(|k| k.expose());
+                    Some((raw, ota::audit::trusted_key(public_key.as_deref(), signing_key)?))
+                }
+                None => None,
+            };
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
-            let report = ota_orchestrator::chain::verify(&pool).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !report.ok {
-                anyhow::bail!("the event chain is broken");
+            let anchored = anchor.as_ref().map(|(raw, key)| (raw.as_str(), key));
+            let report = ota::audit::verify(&pool, anchored).await?;
+            // Without an anchor, the same report as before anchors existed.
+            match anchored {
+                Some(_) => println!("{}", serde_json::to_string_pretty(&report)?),
+                None => println!("{}", serde_json::to_string_pretty(&report.chain)?),
             }
+            let verdict = report.verdict;
+            if verdict != ota::audit::Verdict::Holds {
+                eprintln!("error: {}", verdict.explain(&report));
+            }
+            return Ok(ExitCode::from(verdict.exit_code()));
         }
         Command::Audit { what: AuditCommand::Campaign { id, at } } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
@@ -204,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", auth.issue(&subject, role, ttl)?);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Ctrl-C or SIGTERM (what service managers send).

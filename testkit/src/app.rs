@@ -46,6 +46,8 @@ pub struct TestOptions {
     pub request_timeout_secs: Option<u64>,
     /// Devices the DDI cache holds at most (default: the server's).
     pub ddi_cache_devices: Option<usize>,
+    /// Where the server writes signed chain checkpoints, every second.
+    pub audit_checkpoint_url: Option<String>,
 }
 
 impl TestOptions {
@@ -71,6 +73,7 @@ impl Default for TestOptions {
             rate_limits: None,
             request_timeout_secs: None,
             ddi_cache_devices: None,
+            audit_checkpoint_url: None,
         }
     }
 }
@@ -200,6 +203,10 @@ impl TestApp {
             settings.ddi_cache_devices = devices;
         }
         settings.max_firmware_bytes = options.max_firmware_bytes;
+        if let Some(url) = &options.audit_checkpoint_url {
+            settings.audit_checkpoint_url = Some(url.clone());
+            settings.audit_checkpoint_secs = 1;
+        }
 
         let server = server::start(&settings, options.components).await.expect("start server");
         let nats = async_nats::connect(NATS).await.expect("connect NATS");

@@ -87,6 +87,7 @@ impl Deployment {
             .env("OTA_JWT_AUDIENCE", s.jwt_audience.as_deref().unwrap_or_default())
             .env("OTA_DDI_GATEWAY_TOKEN", s.ddi_gateway_token.as_deref().unwrap_or_default())
             .env("OTA_AUDIT_SIGNING_KEY", s.audit_signing_key.as_deref().unwrap_or_default())
+            .env("OTA_AUDIT_CHECKPOINT_SECS", s.audit_checkpoint_secs.to_string())
             .env("OTA_RATE_LIMIT_IDENTITY", s.rate_limit_identity.to_string())
             .env("OTA_RATE_LIMIT_DEVICE", s.rate_limit_device.to_string())
             .env("OTA_RATE_LIMIT_ADDRESS", s.rate_limit_address.to_string())
@@ -94,6 +95,9 @@ impl Deployment {
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .kill_on_drop(true);
+        if let Some(url) = &s.audit_checkpoint_url {
+            command.env("OTA_AUDIT_CHECKPOINT_URL", url);
+        }
         command
     }
 
@@ -131,7 +135,7 @@ impl Deployment {
     }
 
     fn log_of(&self, args: &[&str]) -> PathBuf {
-        self.dir.path().join(format!("{}.log", args.join("-")))
+        self.dir.path().join(format!("{}.log", args.join("-").replace('/', "_")))
     }
 
     /// Runs a subcommand to its end; panics with its log unless it succeeds.
@@ -139,6 +143,14 @@ impl Deployment {
         let status = self.spawn(args).wait().await.expect("wait for ota");
         let log = std::fs::read_to_string(self.log_of(args)).unwrap_or_default();
         assert!(status.success(), "ota {args:?} exited with {status}:\n{log}");
+    }
+
+    /// Runs a subcommand to its end; returns how it ended and what it printed.
+    pub async fn run_to_end(&self, args: &[&str]) -> (ExitStatus, String) {
+        let log = self.log_of(args);
+        let _ = std::fs::remove_file(&log);
+        let status = self.command(args, free_port(), &log).status().await.expect("run ota");
+        (status, std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     pub fn token(&self, role: Role) -> String {

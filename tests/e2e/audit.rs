@@ -289,3 +289,55 @@ async fn the_servers_role_reads_and_appends_events_but_cannot_change_them() {
     assert_eq!(verify(&app).await["ok"], true);
     server.close().await;
 }
+
+#[tokio::test]
+async fn checkpoints_are_signed_heads_written_once_per_position_and_never_overwritten() {
+    use ota::checkpoints::{checkpoint_name, write_checkpoint, CheckpointTarget, Checkpointed};
+    let dir = tempfile::tempdir().expect("checkpoint dir");
+    let url = dir.path().display().to_string();
+    let app = TestApp::spawn_with(ota_testkit::TestOptions {
+        audit_checkpoint_url: Some(url.clone()),
+        ..ota_testkit::TestOptions::default()
+    })
+    .await;
+    let seed: [u8; 32] = hex::decode(AUDIT_KEY_HEX).expect("hex").try_into().expect("32 bytes");
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let read = |position: i64| std::fs::read_to_string(dir.path().join(checkpoint_name(position))).ok();
+
+    app.firmware("2.0").await;
+    let first = chained(&app).await["head"]["position"].as_i64().expect("head");
+    let kept = eventually("the first checkpoint", Duration::from_secs(30), || async { read(first) }).await;
+    let anchor =
+        ota_orchestrator::chain::check_signed_head(&kept, &key.verifying_key()).expect("signed with the audit key");
+    assert_eq!(anchor.position, first);
+    let report = ota::audit::verify(&app.db, Some((&kept, &key.verifying_key()))).await.expect("verify");
+    assert_eq!(report.verdict, ota::audit::Verdict::Holds, "{report:?}");
+
+    // The head moves: a new file; the first stays as it was.
+    app.firmware("2.1").await;
+    let second = chained(&app).await["head"]["position"].as_i64().expect("head");
+    assert!(second > first);
+    eventually("the second checkpoint", Duration::from_secs(30), || async { read(second) }).await;
+    assert_eq!(read(first).as_deref(), Some(kept.as_str()));
+
+    // Another instance at the same head: the name is taken, nothing is overwritten.
+    let target = CheckpointTarget::open(&url).expect("target");
+    let again = write_checkpoint(&app.db, &key, &target, None).await.expect("write");
+    assert_eq!(again, Checkpointed::Existed(second));
+    let unmoved = write_checkpoint(&app.db, &key, &target, Some(second)).await.expect("write");
+    assert_eq!(unmoved, Checkpointed::Unchanged);
+    let elsewhere = tempfile::tempdir().expect("another dir");
+    std::fs::write(elsewhere.path().join(checkpoint_name(second)), "kept").expect("a taken name");
+    let taken = CheckpointTarget::open(&elsewhere.path().display().to_string()).expect("target");
+    let refused = write_checkpoint(&app.db, &key, &taken, None).await.expect("write");
+    assert_eq!(refused, Checkpointed::Existed(second));
+    let there = std::fs::read_to_string(elsewhere.path().join(checkpoint_name(second))).expect("read");
+    assert_eq!(there, "kept", "never overwritten");
+    // Created in place: no temporary file is left, nothing is renamed.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|f| f.map(|f| f.file_name().to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("checkpoint-") && n.ends_with(".json")), "{names:?}");
+}
