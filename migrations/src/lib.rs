@@ -21,7 +21,7 @@ pub enum SchemaError {
         "migrations are pending and this role may not apply them ({0}); \
          run `ota migrate` with the schema owner's DATABASE_URL"
     )]
-    NotOwner(#[source] sqlx::Error),
+    NotOwner(String),
     #[error("{0:?} is not a role name: 1 to 63 of a-z, 0-9 and _, not starting with a digit")]
     BadRole(String),
     #[error("granting the server role: {0}")]
@@ -81,11 +81,21 @@ pub async fn migrate(pool: &PgPool) -> Result<(), SchemaError> {
     if up_to_date(pool).await.map_err(SchemaError::Connect)? {
         return Ok(());
     }
+    // Asked before the migrator takes its lock: a failure inside it returns the
+    // connection to the pool still holding that session lock, and an owner's
+    // `ota migrate` would then wait for as long as this pool lives.
+    let may_create: bool = sqlx::query_scalar("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+        .fetch_one(pool)
+        .await
+        .map_err(SchemaError::Connect)?;
+    if !may_create {
+        return Err(SchemaError::NotOwner("it may not create in the schema".into()));
+    }
     match MIGRATOR.run(pool).await {
         Err(sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _))
             if is_permission_denied(&e) =>
         {
-            Err(SchemaError::NotOwner(e))
+            Err(SchemaError::NotOwner(e.to_string()))
         }
         other => Ok(other?),
     }

@@ -341,3 +341,28 @@ async fn checkpoints_are_signed_heads_written_once_per_position_and_never_overwr
     assert!(names.len() >= 2, "{names:?}");
     assert!(names.iter().all(|n| n.starts_with("checkpoint-") && n.ends_with(".json")), "{names:?}");
 }
+
+#[tokio::test]
+async fn the_servers_role_may_not_migrate_and_is_told_to_let_the_owner() {
+    let name = format!("ota_test_{}", uuid::Uuid::new_v4().simple());
+    let owner =
+        ota_migrations::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"), 2).await.expect("create");
+    let server_url = format!("postgres://{}@127.0.0.1:5432/{name}", ota_testkit::SERVER_ROLE);
+    let server = ota_migrations::connect(&server_url, 2).await.expect("connect as the server's role");
+    let refused = ota_migrations::migrate(&server).await;
+    assert!(matches!(refused, Err(ota_migrations::SchemaError::NotOwner(_))), "{refused:?}");
+    let told = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(told.contains("ota migrate") && told.contains("owner"), "{told}");
+    // Once the owner migrated and granted, the same call only reads the schema version.
+    ota_migrations::migrate(&owner).await.expect("the owner migrates");
+    ota_migrations::grant_server_role(&owner, ota_testkit::SERVER_ROLE).await.expect("grant");
+    ota_migrations::migrate(&server).await.expect("up to date: nothing to apply");
+    server.close().await;
+    owner.close().await;
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("admin");
+    sql_on(&admin, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
+async fn sql_on(db: &sqlx::PgPool, statement: &str) {
+    sqlx::query(statement).execute(db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
