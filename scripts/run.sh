@@ -31,7 +31,23 @@ export OTA_DDI_GATEWAY_TOKEN
 export OTA_DDI_POLL_SECS="${OTA_DDI_POLL_SECS:-5}"
 export OTA_LISTEN="${OTA_LISTEN:-127.0.0.1:8080}"
 
-"$OTA" migrate
+if [ -z "${OTA_AUDIT_SIGNING_KEY:-}" ]; then
+  [ -s data/audit-key ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > data/audit-key)
+  chmod 600 data/audit-key
+  OTA_AUDIT_SIGNING_KEY=$(cat data/audit-key)
+fi
+export OTA_AUDIT_SIGNING_KEY
+# Signed chain heads, each a new file; on a real host make the directory
+# append-only (chattr +a) and copy it away (docs/audit.md).
+export OTA_AUDIT_CHECKPOINT_URL="${OTA_AUDIT_CHECKPOINT_URL:-data/audit-checkpoints}"
+
+# The owner migrates and grants the server's role; the server runs as that
+# role, which can read and append events but never change them (docs/operations.md).
+owner_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ota}"
+server_role="${OTA_SERVER_ROLE:-ota_server}"
+server_url="${OTA_SERVER_DATABASE_URL:-$(sed -E "s#^(postgres(ql)?://)([^@/]*@)?#\1${server_role}@#" <<<"$owner_url")}"
+DATABASE_URL="$owner_url" "$OTA" migrate --server-role "$server_role"
+export DATABASE_URL="$server_url"
 "$OTA" serve &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM

@@ -230,6 +230,17 @@ impl Blobs {
         Ok(result.into_stream())
     }
 
+    /// Writes `bytes` at `key` unless something is there already (then `false`,
+    /// and what is there stays): for records that must never be overwritten.
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<bool, BlobError> {
+        let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&Path::from(key), bytes.into(), create).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// Checks the store answers (for health reports).
     pub async fn probe(&self) -> Result<(), BlobError> {
         match self.store.head(&Path::from("health-probe")).await {

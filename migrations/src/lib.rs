@@ -17,7 +17,19 @@ pub enum SchemaError {
     Connect(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "migrations are pending and this role may not apply them ({0}); \
+         run `ota migrate` with the schema owner's DATABASE_URL"
+    )]
+    NotOwner(String),
+    #[error("{0:?} is not a role name: 1 to 63 of a-z, 0-9 and _, not starting with a digit")]
+    BadRole(String),
+    #[error("granting the server role: {0}")]
+    Grant(#[source] sqlx::Error),
 }
+
+mod role;
+pub use role::{grant_server_role, DEFAULT_SERVER_ROLE};
 
 /// Creates the database if it does not exist yet (needs CREATEDB), then connects.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SchemaError> {
@@ -62,7 +74,48 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SchemaEr
 }
 
 /// Applies every pending migration; safe to call from several instances at once.
+/// A schema that is up to date is only read, so a server connected as a role
+/// that may not change the schema ([`grant_server_role`]) starts on it; with a
+/// migration pending, that role is refused and told to let the owner migrate.
 pub async fn migrate(pool: &PgPool) -> Result<(), SchemaError> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
+    if up_to_date(pool).await.map_err(SchemaError::Connect)? {
+        return Ok(());
+    }
+    // Asked before the migrator takes its lock: a failure inside it returns the
+    // connection to the pool still holding that session lock, and an owner's
+    // `ota migrate` would then wait for as long as this pool lives.
+    let may_create: bool = sqlx::query_scalar("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+        .fetch_one(pool)
+        .await
+        .map_err(SchemaError::Connect)?;
+    if !may_create {
+        return Err(SchemaError::NotOwner("it may not create in the schema".into()));
+    }
+    match MIGRATOR.run(pool).await {
+        Err(sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _))
+            if is_permission_denied(&e) =>
+        {
+            Err(SchemaError::NotOwner(e.to_string()))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Every migration applied, each with the checksum it has now.
+async fn up_to_date(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?;
+    if !exists {
+        return Ok(false);
+    }
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success").fetch_all(pool).await?;
+    let applied: std::collections::HashMap<i64, Vec<u8>> = applied.into_iter().collect();
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .all(|m| applied.get(&m.version).is_some_and(|sum| sum.as_slice() == &*m.checksum)))
+}
+
+fn is_permission_denied(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "42501")
 }

@@ -3,6 +3,8 @@
 //! device fleet of the demo and the tests, release-signing tools and the CLI's
 //! printing. It holds glue, not rules: those live in the other crates.
 
+pub mod audit;
+pub mod checkpoints;
 pub mod gc;
 pub mod nats;
 pub mod print;

@@ -29,8 +29,13 @@ struct Cli {
 enum Command {
     /// Run the API, the relay and the projection workers.
     Serve,
-    /// Create the database if needed and apply migrations.
-    Migrate,
+    /// Create the database if needed and apply migrations (as the schema's owner).
+    Migrate {
+        /// Then grant this role what `ota serve` needs, events only to read and append
+        /// (created if missing); run the server as it.
+        #[arg(long)]
+        server_role: Option<String>,
+    },
     /// Rebuild read models from the event store ("all" or a projection name).
     Replay {
         #[arg(default_value = "all")]
@@ -105,7 +110,16 @@ enum FirmwareCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute the hash chain over every event; exit 1 and name the first broken link if any.
-    Verify,
+    /// With --anchor, also recompute it up to a signed head kept outside the database:
+    /// exit 3 if that head is forged, 4 if the chain was rewritten, 5 if its tail was cut.
+    Verify {
+        /// A checkpoint file (OTA_AUDIT_CHECKPOINT_URL) or a saved `/audit/head` answer.
+        #[arg(long)]
+        anchor: Option<std::path::PathBuf>,
+        /// The audit public key (hex) the anchor must be signed with (default: that of OTA_AUDIT_SIGNING_KEY).
+        #[arg(long, env = "OTA_AUDIT_PUBLIC_KEY")]
+        public_key: Option<String>,
+    },
     /// A campaign as it stood at a moment, and who ordered what until then.
     Campaign {
         id: uuid::Uuid,
@@ -146,7 +160,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -154,7 +168,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.settings;
     match cli.command {
         Command::Serve => {
@@ -163,10 +177,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             running.shutdown().await;
         }
-        Command::Migrate => {
+        Command::Migrate { server_role } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
             ota_migrations::migrate(&pool).await?;
             println!("migrations applied");
+            if let Some(role) = server_role {
+                ota_migrations::grant_server_role(&pool, &role).await?;
+                println!("role {role} may read and append events, never change them");
+            }
         }
         Command::Replay { projection } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
@@ -228,13 +246,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let envelope = ota::signing::sign_release(&file, label, &raw, &key_id)?;
             println!("{}", serde_json::to_string_pretty(&envelope)?);
         }
-        Command::Audit { what: AuditCommand::Verify } => {
+        Command::Audit { what: AuditCommand::Verify { anchor, public_key } } => {
+            let anchor = match anchor {
+                Some(path) => {
+                    let raw = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let signing_key = settings.audit_signing_key.as_ref().map(|k| k.expose());
+                    Some((raw, ota::audit::trusted_key(public_key.as_deref(), signing_key)?))
+                }
+                None => None,
+            };
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
-            let report = ota_orchestrator::chain::verify(&pool).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !report.ok {
-                anyhow::bail!("the event chain is broken");
+            let anchored = anchor.as_ref().map(|(raw, key)| (raw.as_str(), key));
+            let report = ota::audit::verify(&pool, anchored).await?;
+            // Without an anchor, the same report as before anchors existed.
+            match anchored {
+                Some(_) => println!("{}", serde_json::to_string_pretty(&report)?),
+                None => println!("{}", serde_json::to_string_pretty(&report.chain)?),
             }
+            let verdict = report.verdict;
+            if verdict != ota::audit::Verdict::Holds {
+                eprintln!("error: {}", verdict.explain(&report));
+            }
+            return Ok(ExitCode::from(verdict.exit_code()));
         }
         Command::Audit { what: AuditCommand::Campaign { id, at } } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
@@ -247,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", auth.issue(&subject, role, ttl)?);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Ctrl-C or SIGTERM (what service managers send).

@@ -40,6 +40,10 @@ pub enum ServerError {
     FirmwareKeys(#[from] ota_domain::signature::KeyListError),
     #[error("OTA_AUDIT_SIGNING_KEY must be 64 hex characters (an ed25519 seed)")]
     AuditKey,
+    #[error("OTA_AUDIT_CHECKPOINT_URL needs OTA_AUDIT_SIGNING_KEY to sign the checkpoints")]
+    CheckpointsUnsigned,
+    #[error("OTA_AUDIT_CHECKPOINT_URL: {0}")]
+    Checkpoints(#[from] crate::checkpoints::CheckpointError),
     #[error(transparent)]
     Nats(#[from] crate::nats::NatsError),
     #[error("reading or storing the shared server keys: {0}")]
@@ -75,6 +79,7 @@ pub struct RunningServer {
     pub rollouts: Option<RolloutHandle>,
     pub dispatch: Option<DispatchHandle>,
     pub chainer: ota_orchestrator::chain::ChainerHandle,
+    checkpoints: Option<JoinHandle<()>>,
     usage_writer: JoinHandle<()>,
     pruner: JoinHandle<()>,
     storage_gc: JoinHandle<()>,
@@ -129,6 +134,9 @@ impl Drop for RunningServer {
         self.usage_writer.abort();
         self.pruner.abort();
         self.storage_gc.abort();
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.abort();
+        }
     }
 }
 
@@ -185,6 +193,12 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     let tls = crate::transport::tls_config(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
     let limit_settings = settings.limit_settings()?;
     let blobs = Blobs::open(&settings.storage_url)?;
+    let audit_key = audit_key(settings)?;
+    let checkpoints = match (&settings.audit_checkpoint_url, &audit_key) {
+        (Some(_), None) => return Err(ServerError::CheckpointsUnsigned),
+        (Some(url), Some(key)) => Some((crate::checkpoints::CheckpointTarget::open(url)?, key.clone())),
+        (None, _) => None,
+    };
     let pool = ota_migrations::connect(&settings.database_url, settings.db_max_connections).await?;
     ota_migrations::migrate(&pool).await?;
     let nats = connect_nats(&settings.nats()).await?;
@@ -228,7 +242,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         auth,
         max_firmware_bytes: settings.max_firmware_bytes,
         ddi: Arc::new(ddi),
-        audit_key: audit_key(settings)?.map(Arc::new),
+        audit_key: audit_key.map(Arc::new),
         firmware_keys: Arc::new(ota_domain::signature::TrustedKeys::parse(&settings.firmware_keys)?),
         require_signed_firmware: settings.require_signed_firmware,
         release_signature_threshold: settings.release_signature_threshold,
@@ -246,6 +260,8 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     });
     let usage_writer = tokio::spawn(key_usage.run(pool.clone(), Duration::from_secs(2)));
     let chainer = ota_orchestrator::chain::spawn(pool.clone());
+    let every = Duration::from_secs(settings.audit_checkpoint_secs);
+    let checkpoints = checkpoints.map(|(target, key)| crate::checkpoints::spawn(pool.clone(), key, target, every));
     let relay =
         components.relay.then(|| Relay::new(pool.clone(), js.clone(), names.clone(), store.commit_signal()).spawn());
     let workers =
@@ -286,6 +302,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         rollouts,
         dispatch,
         chainer,
+        checkpoints,
         usage_writer,
         pruner,
         storage_gc,

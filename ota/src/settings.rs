@@ -160,6 +160,15 @@ pub struct Settings {
     #[arg(long, env = "OTA_AUDIT_SIGNING_KEY", hide_env_values = true)]
     pub audit_signing_key: Option<Secret>,
 
+    /// Where signed checkpoints of the event chain go (a directory or an object_store URL),
+    /// each a new file never overwritten; needs OTA_AUDIT_SIGNING_KEY. Use write-once storage.
+    #[arg(long, env = "OTA_AUDIT_CHECKPOINT_URL")]
+    pub audit_checkpoint_url: Option<String>,
+
+    /// Seconds between checkpoints (one is written only when the chain grew).
+    #[arg(long, env = "OTA_AUDIT_CHECKPOINT_SECS", default_value_t = 300)]
+    pub audit_checkpoint_secs: u64,
+
     /// Trusted firmware signing keys: `key_id:hex-public-key,...` (ed25519; `ota keygen` makes pairs).
     #[arg(long, env = "OTA_FIRMWARE_KEYS", default_value = "")]
     pub firmware_keys: String,

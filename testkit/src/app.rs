@@ -46,6 +46,8 @@ pub struct TestOptions {
     pub request_timeout_secs: Option<u64>,
     /// Devices the DDI cache holds at most (default: the server's).
     pub ddi_cache_devices: Option<usize>,
+    /// Where the server writes signed chain checkpoints, every second.
+    pub audit_checkpoint_url: Option<String>,
 }
 
 impl TestOptions {
@@ -71,6 +73,7 @@ impl Default for TestOptions {
             rate_limits: None,
             request_timeout_secs: None,
             ddi_cache_devices: None,
+            audit_checkpoint_url: None,
         }
     }
 }
@@ -93,6 +96,24 @@ pub struct TestApp {
 
 pub(crate) fn database_url(host: &str, db: &str) -> String {
     format!("postgres://postgres@{host}/{db}")
+}
+
+/// The role every test server connects as: it may read and append events but
+/// never change them, as in production (docs/operations.md). Test code that
+/// tampers behind the server's back uses the superuser's `db` pool.
+pub const SERVER_ROLE: &str = ota_migrations::DEFAULT_SERVER_ROLE;
+
+pub(crate) fn server_database_url(host: &str, db: &str) -> String {
+    format!("postgres://{SERVER_ROLE}@{host}/{db}")
+}
+
+/// Creates and migrates a test database as the superuser (the schema's owner) and
+/// grants the server's role on it.
+pub(crate) async fn owned_database(db_name: &str) -> PgPool {
+    let db = ota_migrations::connect(&database_url(POSTGRES, db_name), 5).await.expect("create test database");
+    ota_migrations::migrate(&db).await.expect("migrate test database");
+    ota_migrations::grant_server_role(&db, SERVER_ROLE).await.expect("grant the server role");
+    db
 }
 
 /// The settings every test server runs with, in-process or as a child process.
@@ -152,8 +173,7 @@ impl TestApp {
         let prefix = format!("t{}", &id[..12]);
         let storage = tempfile::tempdir().expect("temp dir");
         // Create and migrate directly, so a proxied server starts on a ready schema.
-        let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5).await.expect("create test database");
-        ota_migrations::migrate(&db).await.expect("migrate test database");
+        let db = owned_database(&db_name).await;
 
         let postgres_proxy = if options.postgres_proxy { Some(FaultProxy::start(parse(POSTGRES)).await) } else { None };
         let nats_proxy = if options.nats_proxy { Some(FaultProxy::start(parse(NATS)).await) } else { None };
@@ -162,8 +182,8 @@ impl TestApp {
 
         // In clear through the proxy, which must read the protocol to lose a COMMIT's answer.
         let server_database_url = match postgres_proxy {
-            Some(_) => format!("{}?sslmode=disable", database_url(&pg_host, &db_name)),
-            None => database_url(&pg_host, &db_name),
+            Some(_) => format!("{}?sslmode=disable", server_database_url(&pg_host, &db_name)),
+            None => server_database_url(&pg_host, &db_name),
         };
         let mut settings = test_settings(&server_database_url, &nats_host, &prefix);
         settings.storage_url = options.storage_url.clone().unwrap_or_else(|| storage.path().display().to_string());
@@ -183,6 +203,10 @@ impl TestApp {
             settings.ddi_cache_devices = devices;
         }
         settings.max_firmware_bytes = options.max_firmware_bytes;
+        if let Some(url) = &options.audit_checkpoint_url {
+            settings.audit_checkpoint_url = Some(url.clone());
+            settings.audit_checkpoint_secs = 1;
+        }
 
         let server = server::start(&settings, options.components).await.expect("start server");
         let nats = async_nats::connect(NATS).await.expect("connect NATS");

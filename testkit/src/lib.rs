@@ -10,7 +10,7 @@ mod read_models;
 mod secured_nats;
 mod wait;
 
-pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER};
+pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER, SERVER_ROLE};
 pub use nats_cluster::NatsCluster;
 pub use ota::simulate::{Behavior, NatsFleet as Fleet};
 pub use process::{killed_by, Deployment, ServerProcess};

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::app::{caught_up, cleanup, database_url, test_settings, NATS, POSTGRES};
+use crate::app::{caught_up, cleanup, owned_database, server_database_url, test_settings, NATS, POSTGRES};
 use crate::wait::eventually;
 
 /// One database, NATS prefix and storage directory that any number of server
@@ -46,9 +46,9 @@ impl Deployment {
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("ota_test_{id}");
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = ota_migrations::connect(&database_url(POSTGRES, &db_name), 5).await.expect("create test database");
-        ota_migrations::migrate(&db).await.expect("migrate test database");
-        let mut settings = test_settings(&database_url(POSTGRES, &db_name), NATS, &format!("t{}", &id[..12]));
+        let db = owned_database(&db_name).await;
+        let server_url = server_database_url(POSTGRES, &db_name);
+        let mut settings = test_settings(&server_url, NATS, &format!("t{}", &id[..12]));
         settings.nats_url = nats_url.to_owned();
         settings.nats_replicas = replicas;
         let storage = dir.path().join("firmware");
@@ -88,6 +88,7 @@ impl Deployment {
             .env("OTA_JWT_AUDIENCE", s.jwt_audience.as_deref().unwrap_or_default())
             .env("OTA_DDI_GATEWAY_TOKEN", s.ddi_gateway_token.as_deref().unwrap_or_default())
             .env("OTA_AUDIT_SIGNING_KEY", s.audit_signing_key.as_deref().unwrap_or_default())
+            .env("OTA_AUDIT_CHECKPOINT_SECS", s.audit_checkpoint_secs.to_string())
             .env("OTA_RATE_LIMIT_IDENTITY", s.rate_limit_identity.to_string())
             .env("OTA_RATE_LIMIT_DEVICE", s.rate_limit_device.to_string())
             .env("OTA_RATE_LIMIT_ADDRESS", s.rate_limit_address.to_string())
@@ -96,6 +97,9 @@ impl Deployment {
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .kill_on_drop(true);
+        if let Some(url) = &s.audit_checkpoint_url {
+            command.env("OTA_AUDIT_CHECKPOINT_URL", url);
+        }
         command
     }
 
@@ -150,7 +154,7 @@ impl Deployment {
     }
 
     fn log_of(&self, args: &[&str]) -> PathBuf {
-        self.dir.path().join(format!("{}.log", args.join("-")))
+        self.dir.path().join(format!("{}.log", args.join("-").replace('/', "_")))
     }
 
     /// Runs a subcommand to its end; panics with its log unless it succeeds.
@@ -158,6 +162,14 @@ impl Deployment {
         let status = self.spawn(args).wait().await.expect("wait for ota");
         let log = std::fs::read_to_string(self.log_of(args)).unwrap_or_default();
         assert!(status.success(), "ota {args:?} exited with {status}:\n{log}");
+    }
+
+    /// Runs a subcommand to its end; returns how it ended and what it printed.
+    pub async fn run_to_end(&self, args: &[&str]) -> (ExitStatus, String) {
+        let log = self.log_of(args);
+        let _ = std::fs::remove_file(&log);
+        let status = self.command(args, free_port(), &log, &[]).status().await.expect("run ota");
+        (status, std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     pub fn token(&self, role: Role) -> String {

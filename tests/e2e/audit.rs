@@ -232,3 +232,137 @@ async fn a_campaign_device_and_fleet_read_at_a_past_moment_match_what_was_seen_t
         404
     );
 }
+
+/// The SQLSTATE of a refused statement (42501: insufficient privilege).
+async fn refused(db: &sqlx::PgPool, statement: &str) -> String {
+    match sqlx::query(statement).execute(db).await {
+        Ok(done) => panic!("{statement}: allowed, {} rows", done.rows_affected()),
+        Err(e) => e.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned()).unwrap_or_else(|| e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn the_servers_role_reads_and_appends_events_but_cannot_change_them() {
+    let app = TestApp::spawn().await;
+    app.firmware("2.0").await;
+    chained(&app).await;
+    // The server connected as this role and stored events through it.
+    let server = sqlx::PgPool::connect(app.settings.database_url.expose()).await.expect("connect as the server");
+    let role: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&server).await.expect("role");
+    assert_eq!(role, ota_testkit::SERVER_ROLE);
+    let stored = events(&app).await;
+    assert!(stored > 0);
+    for statement in [
+        "UPDATE events SET metadata = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE event_chain SET link = '\\x00'",
+        "DELETE FROM event_chain",
+        "TRUNCATE event_chain",
+        "ALTER TABLE events DISABLE TRIGGER events_append_only",
+        "DROP TABLE events",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'forged', true, '\\x00', 0)",
+    ] {
+        assert_eq!(refused(&server, statement).await, "42501", "{statement}");
+    }
+    // The one delete it has takes out only rows its own open transaction wrote.
+    let key: (String, String, i64) =
+        sqlx::query_as("SELECT aggregate_type, aggregate_id, sequence FROM events LIMIT 1")
+            .fetch_one(&app.db)
+            .await
+            .expect("one");
+    let taken: i64 = sqlx::query_scalar("SELECT take_out_own_events($1, ARRAY[$2], ARRAY[$3])")
+        .bind(&key.0)
+        .bind(&key.1)
+        .bind(key.2)
+        .fetch_one(&server)
+        .await
+        .expect("take out");
+    assert_eq!(taken, 0, "a committed event is never the caller's own");
+    // Granted too much by mistake, the role still meets the trigger.
+    sql(&app, &format!("GRANT UPDATE, DELETE, TRUNCATE ON events TO {}", ota_testkit::SERVER_ROLE)).await;
+    assert_eq!(refused(&server, "DELETE FROM events").await, "42501");
+    assert_eq!(refused(&server, "UPDATE events SET metadata = '{}'").await, "42501");
+    assert_eq!(refused(&server, "TRUNCATE events").await, "42501");
+    assert_eq!(events(&app).await, stored, "nothing changed");
+    assert_eq!(verify(&app).await["ok"], true);
+    server.close().await;
+}
+
+#[tokio::test]
+async fn checkpoints_are_signed_heads_written_once_per_position_and_never_overwritten() {
+    use ota::checkpoints::{checkpoint_name, write_checkpoint, CheckpointTarget, Checkpointed};
+    let dir = tempfile::tempdir().expect("checkpoint dir");
+    let url = dir.path().display().to_string();
+    let app = TestApp::spawn_with(ota_testkit::TestOptions {
+        audit_checkpoint_url: Some(url.clone()),
+        ..ota_testkit::TestOptions::default()
+    })
+    .await;
+    let seed: [u8; 32] = hex::decode(AUDIT_KEY_HEX).expect("hex").try_into().expect("32 bytes");
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let read = |position: i64| std::fs::read_to_string(dir.path().join(checkpoint_name(position))).ok();
+
+    app.firmware("2.0").await;
+    let first = chained(&app).await["head"]["position"].as_i64().expect("head");
+    let kept = eventually("the first checkpoint", Duration::from_secs(30), || async { read(first) }).await;
+    let anchor =
+        ota_orchestrator::chain::check_signed_head(&kept, &key.verifying_key()).expect("signed with the audit key");
+    assert_eq!(anchor.position, first);
+    let report = ota::audit::verify(&app.db, Some((&kept, &key.verifying_key()))).await.expect("verify");
+    assert_eq!(report.verdict, ota::audit::Verdict::Holds, "{report:?}");
+
+    // The head moves: a new file; the first stays as it was.
+    app.firmware("2.1").await;
+    let second = chained(&app).await["head"]["position"].as_i64().expect("head");
+    assert!(second > first);
+    eventually("the second checkpoint", Duration::from_secs(30), || async { read(second) }).await;
+    assert_eq!(read(first).as_deref(), Some(kept.as_str()));
+
+    // Another instance at the same head: the name is taken, nothing is overwritten.
+    let target = CheckpointTarget::open(&url).expect("target");
+    let again = write_checkpoint(&app.db, &key, &target, None).await.expect("write");
+    assert_eq!(again, Checkpointed::Existed(second));
+    let unmoved = write_checkpoint(&app.db, &key, &target, Some(second)).await.expect("write");
+    assert_eq!(unmoved, Checkpointed::Unchanged);
+    let elsewhere = tempfile::tempdir().expect("another dir");
+    std::fs::write(elsewhere.path().join(checkpoint_name(second)), "kept").expect("a taken name");
+    let taken = CheckpointTarget::open(&elsewhere.path().display().to_string()).expect("target");
+    let refused = write_checkpoint(&app.db, &key, &taken, None).await.expect("write");
+    assert_eq!(refused, Checkpointed::Existed(second));
+    let there = std::fs::read_to_string(elsewhere.path().join(checkpoint_name(second))).expect("read");
+    assert_eq!(there, "kept", "never overwritten");
+    // Created in place: no temporary file is left, nothing is renamed.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|f| f.map(|f| f.file_name().to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("checkpoint-") && n.ends_with(".json")), "{names:?}");
+}
+
+#[tokio::test]
+async fn the_servers_role_may_not_migrate_and_is_told_to_let_the_owner() {
+    let name = format!("ota_test_{}", uuid::Uuid::new_v4().simple());
+    let owner =
+        ota_migrations::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"), 2).await.expect("create");
+    let server_url = format!("postgres://{}@127.0.0.1:5432/{name}", ota_testkit::SERVER_ROLE);
+    let server = ota_migrations::connect(&server_url, 2).await.expect("connect as the server's role");
+    let refused = ota_migrations::migrate(&server).await;
+    assert!(matches!(refused, Err(ota_migrations::SchemaError::NotOwner(_))), "{refused:?}");
+    let told = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(told.contains("ota migrate") && told.contains("owner"), "{told}");
+    // Once the owner migrated and granted, the same call only reads the schema version.
+    ota_migrations::migrate(&owner).await.expect("the owner migrates");
+    ota_migrations::grant_server_role(&owner, ota_testkit::SERVER_ROLE).await.expect("grant");
+    ota_migrations::migrate(&server).await.expect("up to date: nothing to apply");
+    server.close().await;
+    owner.close().await;
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("admin");
+    sql_on(&admin, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
+async fn sql_on(db: &sqlx::PgPool, statement: &str) {
+    sqlx::query(statement).execute(db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}

@@ -42,14 +42,9 @@ pub struct SignedHead {
     signed_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The text signed; checkpoints sign the same, so `ota audit verify --anchor` takes either.
 pub fn head_message(head: &Head, at: chrono::DateTime<chrono::Utc>) -> String {
-    format!(
-        "ota-event-chain-head\nposition {}\nglobal_seq {}\nlink {}\nat {}",
-        head.position,
-        head.global_seq,
-        head.link,
-        at.to_rfc3339()
-    )
+    chain::head_message(head, at)
 }
 
 /// The chain head signed with OTA_AUDIT_SIGNING_KEY (ed25519), to anchor elsewhere.

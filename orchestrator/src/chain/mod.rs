@@ -4,12 +4,19 @@
 //! first event that was edited, inserted or deleted behind the server's back.
 //!
 //! What a hash chain cannot see: an event forged at the very end before the chainer
-//! reaches it looks like any new event. Anchoring the signed head elsewhere bounds
-//! what such a forger could rewrite to what came after the last anchor.
+//! reaches it looks like any new event, and a superuser can recompute every link
+//! after an edit or cut the tail off. Signed heads kept elsewhere (`anchor`:
+//! checkpoints, `/audit/head`) bound what such a forger could rewrite to what
+//! came after the last anchor.
 
+mod anchor;
 mod link;
 mod verify;
 
+pub use anchor::{
+    check_signed_head, head_message, key_id, sign, verify_anchor, Anchor, AnchorCheck, AnchorProblem, ForgedAnchor,
+    SignedHead,
+};
 pub use link::{canonical_bytes, link, StoredEvent, GENESIS};
 pub use verify::{verify, Break, Problem, Verification};
 

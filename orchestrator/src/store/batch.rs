@@ -297,15 +297,14 @@ pub(super) async fn take_out(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "DELETE FROM events WHERE aggregate_type = $1
-             AND (aggregate_id, sequence) IN (SELECT * FROM UNNEST($2::text[], $3::bigint[]))",
-    )
-    .bind(aggregate_type)
-    .bind(ids)
-    .bind(sequences)
-    .execute(&mut *tx)
-    .await?;
+    // The server's role may not DELETE events (migration 0018); this function
+    // removes only rows the calling transaction wrote itself.
+    sqlx::query("SELECT take_out_own_events($1, $2::text[], $3::bigint[])")
+        .bind(aggregate_type)
+        .bind(ids)
+        .bind(sequences)
+        .execute(&mut *tx)
+        .await?;
     inserted.retain(|(id, _)| !aggregates.contains(id));
     Ok(())
 }
