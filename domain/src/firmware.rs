@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::decide::Decide;
 use crate::ids::FirmwareId;
 use crate::refusal::{Refusal, Refused};
-use crate::release::SignedRelease;
+use std::collections::BTreeSet;
+
+use crate::release::{Release, SignedRelease};
 use crate::signature::SignatureCheck;
 
 /// What an operator says about an image.
@@ -26,6 +28,33 @@ pub struct FirmwareSpec {
 }
 
 impl FirmwareSpec {
+    /// How an upload of this spec with these bytes differs from what was signed,
+    /// if it does: a relabelled image (another name, version, model or
+    /// hardware) or other bytes.
+    pub fn differs_from(&self, release: &Release, sha256: &str, size: u64) -> Option<String> {
+        let hardware = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+        let differs = |field: &str, signed: &str, uploaded: &str| {
+            (signed != uploaded)
+                .then(|| format!("{field}: the signed release says {signed:?}, the upload {uploaded:?}"))
+        };
+        differs("name", &release.name, &self.name)
+            .or_else(|| differs("version", &release.version, &self.version))
+            .or_else(|| differs("device_model", &release.device_model, &self.device_model))
+            .or_else(|| {
+                (hardware(&release.hardware_versions) != hardware(&self.hardware_versions)).then(|| {
+                    format!(
+                        "hardware_versions: the signed release says {:?}, the upload {:?}",
+                        release.hardware_versions, self.hardware_versions
+                    )
+                })
+            })
+            .or_else(|| differs("sha256", &release.sha256, sha256))
+            .or_else(|| {
+                (release.size != size)
+                    .then(|| format!("size: the signed release says {} bytes, the upload has {size}", release.size))
+            })
+    }
+
     pub fn id(&self) -> FirmwareId {
         FirmwareId::derive(&self.name, &self.version, &self.device_model)
     }

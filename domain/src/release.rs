@@ -144,38 +144,9 @@ impl Envelope {
     }
 }
 
-impl Release {
-    /// How the upload differs from what was signed, if it does: a relabelled
-    /// image (another name, version, model or hardware) or other bytes.
-    pub fn mismatch(&self, spec: &crate::firmware::FirmwareSpec, sha256: &str, size: u64) -> Option<String> {
-        let hardware = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
-        let differs = |field: &str, signed: &str, uploaded: &str| {
-            (signed != uploaded)
-                .then(|| format!("{field}: the signed release says {signed:?}, the upload {uploaded:?}"))
-        };
-        differs("name", &self.name, &spec.name)
-            .or_else(|| differs("version", &self.version, &spec.version))
-            .or_else(|| differs("device_model", &self.device_model, &spec.device_model))
-            .or_else(|| {
-                (hardware(&self.hardware_versions) != hardware(&spec.hardware_versions)).then(|| {
-                    format!(
-                        "hardware_versions: the signed release says {:?}, the upload {:?}",
-                        self.hardware_versions, spec.hardware_versions
-                    )
-                })
-            })
-            .or_else(|| differs("sha256", &self.sha256, sha256))
-            .or_else(|| {
-                (self.size != size)
-                    .then(|| format!("size: the signed release says {} bytes, the upload has {size}", self.size))
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firmware::FirmwareSpec;
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
@@ -239,22 +210,5 @@ mod tests {
         assert_eq!(twice.verify(&keys, 2), Err(ReleaseError::TooFewSignatures { found: 1, needed: 2 }));
         let both = one.clone().cosign("qa", &key(2)).unwrap_or(one);
         assert_eq!(both.verify(&keys, 2).map(|(_, ids)| ids), Ok(vec!["ci".to_owned(), "qa".to_owned()]));
-    }
-
-    #[test]
-    fn an_upload_that_differs_from_its_signed_release_is_named() {
-        let spec = FirmwareSpec {
-            name: "os".into(),
-            version: "2.0".into(),
-            device_model: "gw".into(),
-            hardware_versions: vec!["b".into(), "a".into()],
-            release_notes: None,
-        };
-        let sha = "ab".repeat(32);
-        assert_eq!(release().mismatch(&spec, &sha, 42), None);
-        let other_model = FirmwareSpec { device_model: "gw-2".into(), ..spec.clone() };
-        assert!(release().mismatch(&other_model, &sha, 42).is_some_and(|m| m.starts_with("device_model")));
-        assert!(release().mismatch(&spec, &"cd".repeat(32), 42).is_some_and(|m| m.starts_with("sha256")));
-        assert!(release().mismatch(&spec, &sha, 43).is_some_and(|m| m.starts_with("size")));
     }
 }

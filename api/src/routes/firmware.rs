@@ -257,7 +257,7 @@ async fn store_upload(
     let (signature, release) = match envelope {
         Some(envelope) => match envelope.verify(&state.firmware_keys, state.release_signature_threshold) {
             Ok((release, signed_by)) => {
-                if let Some(why) = release.mismatch(&spec, &blob.sha256, blob.size) {
+                if let Some(why) = spec.differs_from(&release, &blob.sha256, blob.size) {
                     return Err(ApiError::invalid("firmware.release_mismatch", format!("release: {why}")));
                 }
                 let check = SignatureCheck::Verified {

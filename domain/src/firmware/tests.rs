@@ -141,3 +141,30 @@ fn a_lower_release_counter_is_a_downgrade_unless_allowed() {
     assert_eq!(policy.admit_for(None, id, &firmware), Ok(()), "a device on an unsigned image");
     assert_eq!(policy.allowing_downgrade(true).admit_for(Some(9), id, &firmware), Ok(()));
 }
+
+#[test]
+fn an_upload_that_differs_from_its_signed_release_is_named() {
+    use crate::release::Release;
+    let release = Release {
+        name: "os".into(),
+        version: "2.0".into(),
+        device_model: "gw".into(),
+        hardware_versions: vec!["a".into(), "b".into()],
+        sha256: "ab".repeat(32),
+        size: 42,
+        release_counter: 7,
+    };
+    let spec = FirmwareSpec {
+        name: "os".into(),
+        version: "2.0".into(),
+        device_model: "gw".into(),
+        hardware_versions: vec!["b".into(), "a".into()],
+        release_notes: None,
+    };
+    let sha = "ab".repeat(32);
+    assert_eq!(spec.differs_from(&release, &sha, 42), None);
+    let other_model = FirmwareSpec { device_model: "gw-2".into(), ..spec.clone() };
+    assert!(other_model.differs_from(&release, &sha, 42).is_some_and(|m| m.starts_with("device_model")));
+    assert!(spec.differs_from(&release, &"cd".repeat(32), 42).is_some_and(|m| m.starts_with("sha256")));
+    assert!(spec.differs_from(&release, &sha, 43).is_some_and(|m| m.starts_with("size")));
+}
