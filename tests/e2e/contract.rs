@@ -214,7 +214,9 @@ async fn generated_requests_as_every_role_get_documented_answers() {
             ])
             .args(["--phases", "examples,fuzzing"])
             .args(["--max-examples", "12"])
-            .args(["--workers", "2"])
+            // One worker: with two, schemathesis 4.32.5's threads raced on a lazy
+            // import (`cannot import name 'ASGI_TRANSPORT'`) once in CI.
+            .args(["--workers", "1"])
             .args(["--seed", "20261201"])
             .args(["--suppress-health-check", "all"])
             .args(["--request-timeout", "20"])
