@@ -10,6 +10,12 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request};
 use ipnet::IpNet;
 
+/// The subject common name of the client certificate the connection presented,
+/// verified against `OTA_TLS_CLIENT_CA` during the TLS handshake. The listener puts
+/// it in the request's extensions; a header can never claim it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub String);
+
 /// An `OTA_TRUSTED_PROXIES` entry that is neither an address nor a CIDR.
 #[derive(Debug, thiserror::Error)]
 #[error("OTA_TRUSTED_PROXIES: {0:?} is neither an IP address nor a CIDR (e.g. 10.0.0.0/8)")]

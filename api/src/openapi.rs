@@ -26,13 +26,15 @@ pub const DDI_TAG: &str = "DDI (devices)";
         title = "ota: OTA firmware campaign orchestrator",
         description = "Management API (firmware, campaigns, devices, audit) and the hawkBit DDI device API.\n\n\
             Every management route takes `Authorization: Bearer <token>`, where the token is a JWT \
-            (`role` claim: admin, operator, viewer or auditor) or an API key (`ota_<id>_<secret>`). \
+            (`role` claim: admin, operator, approver, viewer or auditor) or an API key (`ota_<id>_<secret>`). \
             Reads need any role, writes operator or admin, `/audit/*` auditor or admin, `/api-keys` admin. \
             Every error is JSON: `{\"error\": code, \"message\": text, \"request_id\": id}`; \
             every response carries `x-request-id`.\n\n\
             Device routes (tag `DDI (devices)`) take `Authorization: TargetToken <device token>` or \
             `GatewayToken <gateway token>`, exactly as hawkBit does, so SWUpdate, rauc-hawkbit-updater \
-            and other hawkBit clients work unchanged.",
+            and other hawkBit clients work unchanged. Over HTTPS with `OTA_TLS_CLIENT_CA`, a device may \
+            instead present a client certificate whose subject common name is its controller id, and \
+            no `Authorization` (mutual TLS).",
         license(name = "Apache-2.0"),
     ),
     tags(

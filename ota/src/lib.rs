@@ -4,6 +4,7 @@
 //! printing. It holds glue, not rules: those live in the other crates.
 
 pub mod audit;
+pub mod bus_accounts;
 pub mod checkpoints;
 pub mod gc;
 pub mod nats;

@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         what: AuditCommand,
     },
+    /// The device bus: nats-server accounts in which devices and the server share nothing.
+    Bus {
+        #[command(subcommand)]
+        what: BusCommand,
+    },
     /// Print a bearer token signed with OTA_JWT_SECRET.
     Token {
         /// admin, operator, approver, viewer or auditor.
@@ -104,6 +109,33 @@ enum FirmwareCommand {
         /// An envelope file another signer made for this image.
         #[arg(long, conflicts_with_all = ["name", "version", "device_model", "release_counter"])]
         cosign: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BusCommand {
+    /// Make a NATS user key: writes its seed to FILE (mode 0600; the device's, or the
+    /// server's NATS_NKEY_SEED) and prints the public key for a members file.
+    Key { file: std::path::PathBuf },
+    /// Print a nats-server configuration with the OTA, DEVICES and OBSERVERS accounts.
+    /// Members files hold `<name> <public nkey>` lines (a device's name is its id).
+    Config {
+        #[arg(long, default_value = "127.0.0.1:4222")]
+        listen: String,
+        #[arg(long, default_value = "/var/lib/nats")]
+        jetstream_dir: std::path::PathBuf,
+        /// Server certificate and key: every client must then use TLS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
+        /// The server instances' keys.
+        #[arg(long)]
+        servers: std::path::PathBuf,
+        #[arg(long)]
+        devices: Option<std::path::PathBuf>,
+        #[arg(long)]
+        observers: Option<std::path::PathBuf>,
     },
 }
 
@@ -274,6 +306,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let at = at.unwrap_or_else(chrono::Utc::now);
             let audit = ota_orchestrator::audit::campaign_at(&pool, ota_domain::CampaignId::from_uuid(id), at).await?;
             print!("{}", ota::print::campaign_at(&audit));
+        }
+        Command::Bus { what: BusCommand::Key { file } } => {
+            let (seed, public) = ota::bus_accounts::new_user_key();
+            ota::secret::write_private(&file, &seed).with_context(|| format!("writing {}", file.display()))?;
+            println!("{public}");
+        }
+        Command::Bus {
+            what: BusCommand::Config { listen, jetstream_dir, tls_cert, tls_key, servers, devices, observers },
+        } => {
+            let members = |path: Option<std::path::PathBuf>| -> anyhow::Result<Vec<ota::bus_accounts::Member>> {
+                let Some(path) = path else { return Ok(Vec::new()) };
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                ota::bus_accounts::parse_members(&text).with_context(|| path.display().to_string())
+            };
+            let accounts = ota::bus_accounts::BusAccounts {
+                names: settings.bus()?,
+                listen,
+                jetstream_dir,
+                tls: tls_cert.zip(tls_key),
+                servers: members(Some(servers))?,
+                devices: members(devices)?,
+                observers: members(observers)?,
+            };
+            print!("{}", accounts.render());
         }
         Command::Token { role, subject, ttl } => {
             let auth = Auth::new(&settings.token_settings())?;

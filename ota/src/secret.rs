@@ -46,6 +46,17 @@ impl From<String> for Secret {
     }
 }
 
+/// Writes a secret to a new file only its owner can read (0600 from the start,
+/// never world-readable for a moment). An existing file is left alone: a key
+/// in use is not replaced by accident.
+pub fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +66,17 @@ mod tests {
         let secret = Secret::from("hunter2-hunter2");
         assert_eq!(format!("{secret:?}"), "[redacted]");
         assert_eq!(secret.expose(), "hunter2-hunter2");
+    }
+
+    #[test]
+    fn private_files_are_the_owners_alone_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("seed");
+        write_private(&path, "SUAB").expect("written");
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(write_private(&path, "SUCD").is_err());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "SUAB\n");
     }
 }

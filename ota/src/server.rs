@@ -190,7 +190,11 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     }
     let names = settings.bus()?;
     let auth = Arc::new(Auth::new(&settings.token_settings())?);
-    let tls = crate::transport::tls_config(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
+    let tls = crate::transport::tls_config(
+        settings.tls_cert.as_deref(),
+        settings.tls_key.as_deref(),
+        settings.tls_client_ca.as_deref(),
+    )?;
     let limit_settings = settings.limit_settings()?;
     let blobs = Blobs::open(&settings.storage_url)?;
     let audit_key = audit_key(settings)?;

@@ -92,6 +92,12 @@ pub struct Settings {
     #[arg(long, env = "OTA_TLS_KEY")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// PEM CA certificates of device client certificates (needs OTA_TLS_CERT): a DDI
+    /// client whose certificate chains to one, with the controller id as its subject's
+    /// common name, needs no token.
+    #[arg(long, env = "OTA_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     /// Reverse proxies (addresses or CIDRs, comma-separated) whose `X-Forwarded-For` names the client.
     #[arg(long, env = "OTA_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
@@ -249,6 +255,17 @@ impl Settings {
 
     /// Defaults for everything, as if no flag and no variable were given.
     /// How to reach NATS: the servers, credentials and TLS.
+    /// Connects to this NATS, with these credentials, from now on.
+    pub fn use_nats(&mut self, nats: &crate::nats::NatsConnection) {
+        self.nats_url = nats.urls.clone();
+        self.nats_creds = nats.creds.clone();
+        self.nats_user = nats.user.clone();
+        self.nats_password = nats.password.clone();
+        self.nats_nkey_seed = nats.nkey_seed.clone();
+        self.nats_ca_file = nats.ca_file.clone();
+        (self.nats_tls_cert, self.nats_tls_key) = nats.client_cert.clone().unzip();
+    }
+
     pub fn nats(&self) -> crate::nats::NatsConnection {
         crate::nats::NatsConnection {
             urls: self.nats_url.clone(),

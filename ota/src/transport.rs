@@ -19,6 +19,7 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ota_api::client::ClientCertificate;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -48,11 +49,25 @@ pub enum TlsError {
     NoCertificate(PathBuf),
     #[error("OTA_TLS_CERT and OTA_TLS_KEY do not make a usable pair: {0}")]
     Config(#[from] rustls::Error),
+    #[error("OTA_TLS_CLIENT_CA needs OTA_TLS_CERT and OTA_TLS_KEY: client certificates come with TLS")]
+    ClientCaWithoutTls,
+    #[error("OTA_TLS_CLIENT_CA {0} holds no usable CA certificate")]
+    NoClientCa(PathBuf),
+    #[error("OTA_TLS_CLIENT_CA: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// The TLS configuration `OTA_TLS_CERT` and `OTA_TLS_KEY` name (both or neither).
-pub fn tls_config(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+/// With `OTA_TLS_CLIENT_CA`, clients may present a certificate, which must then
+/// chain to that CA (devices authenticate with it); clients without one (operators,
+/// token-holding devices) are served as before.
+pub fn tls_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
     let (cert, key) = match (cert, key) {
+        (None, None) if client_ca.is_some() => return Err(TlsError::ClientCaWithoutTls),
         (None, None) => return Ok(None),
         (Some(_), None) => return Err(TlsError::Incomplete("OTA_TLS_CERT")),
         (None, Some(_)) => return Err(TlsError::Incomplete("OTA_TLS_KEY")),
@@ -71,10 +86,26 @@ pub fn tls_config(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<
     })?;
     // rustls has two providers in this build; name one rather than rely on a process default.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|source| TlsError::Pem { what: "OTA_TLS_CLIENT_CA", path: path.to_owned(), source })?;
+            let (added, _) = roots.add_parsable_certificates(cas);
+            if added == 0 {
+                return Err(TlsError::NoClientCa(path.to_owned()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
@@ -93,7 +124,8 @@ pub async fn serve(listener: TcpListener, router: Router, transport: Transport, 
             accepted = accept(&listener, &slots) => accepted,
         };
         let Some((slot, stream, peer)) = accepted else { continue };
-        let connection = Connection { router: router.clone(), peer, header_timeout: transport.header_timeout };
+        let connection =
+            Connection { router: router.clone(), peer, header_timeout: transport.header_timeout, client: None };
         let (tls, stop) = (tls.clone(), stop.clone());
         connections.spawn(async move {
             connection.run(stream, tls, stop).await;
@@ -131,6 +163,15 @@ struct Connection {
     router: Router,
     peer: SocketAddr,
     header_timeout: Duration,
+    client: Option<ClientCertificate>,
+}
+
+/// The subject's common name of a client certificate: hawkBit's convention for
+/// the controller id.
+fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let name = certificate.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    Some(name)
 }
 
 impl Connection {
@@ -142,7 +183,12 @@ impl Connection {
             handshake = tokio::time::timeout(self.header_timeout, tls.accept(stream)) => handshake,
         };
         match handshake {
-            Ok(Ok(stream)) => self.serve_http(stream, stop).await,
+            Ok(Ok(stream)) => {
+                // Verified against OTA_TLS_CLIENT_CA by rustls during the handshake.
+                let client =
+                    stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(common_name);
+                Self { client: client.map(ClientCertificate), ..self }.serve_http(stream, stop).await
+            }
             Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
         }
@@ -152,9 +198,12 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Self { router, peer, header_timeout } = self;
+        let Self { router, peer, header_timeout, client } = self;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(client) = &client {
+                request.extensions_mut().insert(client.clone());
+            }
             router.clone().call(request)
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -182,16 +231,19 @@ mod tests {
 
     #[test]
     fn a_certificate_or_a_key_alone_is_refused() {
-        let alone = tls_config(None, Some(Path::new("key.pem"))).err();
+        let alone = tls_config(None, Some(Path::new("key.pem")), None).err();
         assert!(matches!(alone, Some(TlsError::Incomplete("OTA_TLS_KEY"))), "{alone:?}");
-        let alone = tls_config(Some(Path::new("cert.pem")), None).err();
+        let alone = tls_config(Some(Path::new("cert.pem")), None, None).err();
         assert!(matches!(alone, Some(TlsError::Incomplete("OTA_TLS_CERT"))), "{alone:?}");
-        assert!(matches!(tls_config(None, None), Ok(None)));
+        assert!(matches!(tls_config(None, None, None), Ok(None)));
+        let ca_alone = tls_config(None, None, Some(Path::new("ca.pem"))).err();
+        assert!(matches!(ca_alone, Some(TlsError::ClientCaWithoutTls)), "{ca_alone:?}");
     }
 
     #[test]
     fn an_unreadable_certificate_is_named() {
-        let refused = tls_config(Some(Path::new("/nonexistent/cert.pem")), Some(Path::new("/nonexistent/key.pem")));
+        let refused =
+            tls_config(Some(Path::new("/nonexistent/cert.pem")), Some(Path::new("/nonexistent/key.pem")), None);
         let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("OTA_TLS_CERT /nonexistent/cert.pem"), "{message}");
     }

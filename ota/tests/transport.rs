@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ota_api::auth::Role;
 use ota_testkit::{Deployment, ServerProcess};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -215,4 +217,92 @@ async fn without_trusted_proxies_a_spoofed_forwarded_for_does_not_escape_the_add
         statuses.extend(asked_through_proxy(&deployment, &server, &format!("198.51.100.{i}"), 1).await);
     }
     assert!(statuses[statuses.len() - 2..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+/// A CA for device certificates: its PEM and the issuer that signs with it.
+fn device_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let pem = params.self_signed(&key).expect("CA certificate").pem();
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+/// A client that presents a certificate for `common_name` signed by `issuer`.
+fn device_client(ca: &str, issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, common_name: &str) -> reqwest::Client {
+    let key = rcgen::KeyPair::generate().expect("device key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).expect("device certificate");
+    let identity = reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes());
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+        .identity(identity.expect("identity"))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_a_certificate_of_the_device_ca_polls_as_itself_without_a_token() {
+    let deployment = Deployment::new(BIN).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = certificate(dir.path());
+    let (devices_ca, issuer) = device_ca("ota device CA");
+    let (_, rogue) = device_ca("another CA");
+    let client_ca = dir.path().join("devices-ca.pem");
+    std::fs::write(&client_ca, &devices_ca).expect("write CA");
+    let operator = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+        .build()
+        .expect("client");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let env = [
+        ("OTA_TLS_CERT", cert.to_str().expect("path")),
+        ("OTA_TLS_KEY", key.to_str().expect("path")),
+        ("OTA_TLS_CLIENT_CA", client_ca.to_str().expect("path")),
+    ];
+    let server = deployment.start_with(&env, Some(&operator)).await;
+    let device = json!({"id": "mtls-1", "device_model": "gw", "firmware_version": "1.0"});
+    let registered = operator
+        .post(server.url("/api/v1/devices"))
+        .bearer_auth(deployment.token(Role::Operator))
+        .json(&device)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201, "operators need no certificate");
+
+    let poll =
+        |client: &reqwest::Client, id: &str| client.get(server.url(&format!("/default/controller/v1/{id}"))).send();
+    let mtls_1 = device_client(&ca, &issuer, "mtls-1");
+    let answer = poll(&mtls_1, "mtls-1").await.expect("poll");
+    assert_eq!(answer.status(), 200, "its own certificate lets it in");
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+    assert!(body["config"]["polling"]["sleep"].is_string(), "{body}");
+    let status = json!({"state": "downloading", "action": 1});
+    let as_itself =
+        mtls_1.post(server.url("/api/v1/devices/mtls-1/status")).json(&status).send().await.expect("status");
+    let refused = matches!(as_itself.status().as_u16(), 401 | 403);
+    assert!(!refused, "the native status route takes the certificate too: {}", as_itself.status());
+
+    let other = poll(&mtls_1, "mtls-2").await.expect("poll");
+    assert_eq!(other.status(), 401, "a certificate speaks for its own device only");
+    let unregistered = poll(&device_client(&ca, &issuer, "mtls-2"), "mtls-2").await.expect("poll");
+    assert_eq!(unregistered.status(), 401, "a certificate does not enrol a device");
+    assert_eq!(poll(&operator, "mtls-1").await.expect("poll").status(), 401, "no certificate, no token");
+    assert!(poll(&device_client(&ca, &rogue, "mtls-1"), "mtls-1").await.is_err(), "another CA's certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_without_tls_refuses_to_start_and_says_why() {
+    let deployment = Deployment::new(BIN).await;
+    let (status, log) = deployment.exit_of(&["serve"], &[("OTA_TLS_CLIENT_CA", "/nonexistent/ca.pem")]).await;
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("OTA_TLS_CLIENT_CA needs OTA_TLS_CERT"), "{log}");
 }

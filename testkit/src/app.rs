@@ -48,6 +48,8 @@ pub struct TestOptions {
     pub ddi_cache_devices: Option<usize>,
     /// Where the server writes signed chain checkpoints, every second.
     pub audit_checkpoint_url: Option<String>,
+    /// A NATS of the test's own (and its prefix) instead of the shared one.
+    pub nats: Option<(ota::nats::NatsConnection, String)>,
 }
 
 impl TestOptions {
@@ -74,6 +76,7 @@ impl Default for TestOptions {
             request_timeout_secs: None,
             ddi_cache_devices: None,
             audit_checkpoint_url: None,
+            nats: None,
         }
     }
 }
@@ -170,7 +173,7 @@ impl TestApp {
         crate::init_logs();
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("ota_test_{id}");
-        let prefix = format!("t{}", &id[..12]);
+        let prefix = options.nats.as_ref().map_or_else(|| format!("t{}", &id[..12]), |(_, prefix)| prefix.clone());
         let storage = tempfile::tempdir().expect("temp dir");
         // Create and migrate directly, so a proxied server starts on a ready schema.
         let db = owned_database(&db_name).await;
@@ -208,8 +211,14 @@ impl TestApp {
             settings.audit_checkpoint_secs = 1;
         }
 
+        if let Some((bus, _)) = &options.nats {
+            settings.use_nats(bus);
+        }
         let server = server::start(&settings, options.components).await.expect("start server");
-        let nats = async_nats::connect(NATS).await.expect("connect NATS");
+        let nats = match &options.nats {
+            Some((bus, _)) => bus.connect().await.expect("connect to the test's NATS"),
+            None => async_nats::connect(NATS).await.expect("connect NATS"),
+        };
         Self {
             addr: server.addr,
             server,

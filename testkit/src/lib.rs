@@ -3,6 +3,7 @@
 //! a TCP proxy that can cut a dependency away.
 
 mod app;
+mod device_bus;
 mod nats_cluster;
 mod process;
 mod proxy;
@@ -11,12 +12,13 @@ mod secured_nats;
 mod wait;
 
 pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER, SERVER_ROLE};
+pub use device_bus::{BusClient, DeviceBus};
 pub use nats_cluster::NatsCluster;
 pub use ota::simulate::{Behavior, NatsFleet as Fleet};
-pub use process::{killed_by, Deployment, ServerProcess};
+pub use process::{free_port, killed_by, Deployment, ServerProcess};
 pub use proxy::{AnswerLosingProxy, FaultProxy};
 pub use read_models::read_models;
-pub use secured_nats::SecuredNats;
+pub use secured_nats::{tls_files, SecuredNats};
 pub use wait::{eventually, eventually_every};
 
 /// Test logs only with `TEST_LOG=1`.

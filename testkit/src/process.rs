@@ -272,7 +272,7 @@ impl ServerProcess {
     }
 }
 
-pub(crate) fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address")
 }

@@ -7,6 +7,7 @@ mod campaigns;
 mod contract;
 mod ddi;
 mod delivery;
+mod device_bus;
 mod devices;
 mod faults;
 mod firmware;

@@ -257,3 +257,79 @@ async fn swupdate_suricatta_installs_a_signed_bundle_from_a_campaign_and_confirm
     assert_eq!(downloads["stats"]["bytes"], swu.len(), "{downloads}");
     assert_eq!(downloads["items"][0]["via"], "target_token", "{downloads}");
 }
+
+/// A CA of device certificates, and a certificate it signed for `common_name`:
+/// (CA, certificate, key) PEM files in `dir`.
+fn device_certificate(dir: &Path, common_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "device CA");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("device key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).expect("device certificate");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path
+    };
+    (write("devices-ca.pem", ca_pem), write("device.pem", cert.pem()), write("device-key.pem", key.serialize_pem()))
+}
+
+/// Mutual TLS with a client we did not write: SWUpdate given only a client
+/// certificate (no target token) polls the server over HTTPS and sends its
+/// configData as the device the certificate names.
+#[tokio::test]
+async fn swupdate_authenticates_with_its_client_certificate_alone() {
+    require_tools();
+    const DEVICE: &str = "swu-mtls";
+    let app = TestApp::spawn_with(TestOptions::default()).await;
+    app.enrol(DEVICE, HARDWARE).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("dir");
+    let (server_ca, server_cert, server_key) = ota_testkit::tls_files(dir.path());
+    let (devices_ca, device_cert, device_key) = device_certificate(dir.path(), DEVICE);
+    // A second server on the same database that speaks HTTPS and takes device certificates.
+    let mut settings = app.settings.clone();
+    settings.listen = "127.0.0.1:0".parse().expect("address");
+    (settings.tls_cert, settings.tls_key, settings.tls_client_ca) =
+        (Some(server_cert), Some(server_key), Some(devices_ca));
+    let none = ota::server::Components { relay: false, projections: false, rollouts: false };
+    let https = ota::server::start(&settings, none).await.expect("the HTTPS server starts");
+
+    let config = dir.path().join("swupdate.cfg");
+    let path = |p: &Path| p.display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "globals : {{ }};\nidentify : ( {{ name = \"serialNo\"; value = \"mtls-0001\"; }} );\n\
+             suricatta : {{ cafile = \"{}\"; sslcert = \"{}\"; sslkey = \"{}\"; }};\n",
+            path(&server_ca),
+            path(&device_cert),
+            path(&device_key)
+        ),
+    )
+    .expect("config");
+    let build = dir.path().join("build");
+    std::fs::create_dir(&build).expect("dir");
+    // SWUpdate wants the key its bundles are signed with, even before it has one to install.
+    let (_, signing_cert) = build_swu(&build, b"unused", &tmp.join("unused"));
+    let suricatta = format!("-t default -u https://{} -i {DEVICE}", https.addr);
+    let args = ["-v", "-f", &path(&config), "-k", &path(&signing_cert), "-u", &suricatta].map(String::from);
+    let mut swupdate = SwUpdate::start(&args, &tmp, dir.path().join("swupdate.log"));
+    eventually("SWUpdate's configData over mutual TLS", Duration::from_secs(60), || {
+        swupdate.assert_running();
+        let app = &app;
+        async move {
+            let profile = json_of(app.get(&format!("/api/v1/devices/{DEVICE}")).send().await.ok()?).await.1;
+            (profile["attributes"]["serialNo"] == "mtls-0001").then_some(())
+        }
+    })
+    .await;
+    swupdate.kill().await;
+}

@@ -281,17 +281,19 @@ async fn rollback(
 async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
+    credentials: super::ddi::Credentials,
     request: axum::extract::Request,
 ) -> Result<Json<DeviceUpdate>, ApiError> {
     let device = parse_device_id(&id)?;
-    let as_device = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("TargetToken "));
+    let authorization = credentials.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // A device's own token, or no Authorization but its client certificate.
+    let as_device = match authorization {
+        Some(value) => value.starts_with("TargetToken "),
+        None => credentials.certificate.is_some(),
+    };
     let (mut parts, body) = request.into_parts();
     let meta = if as_device {
-        let caller = super::ddi::authorize_device(&state, device.as_str(), &headers).await?;
+        let caller = super::ddi::authorize_device(&state, device.as_str(), &credentials).await?;
         ota_domain::CommandMeta::new(ota_domain::Actor::device(caller.to_string()))
     } else {
         let principal = Authenticator::from_ref(&state).bearer(&parts.headers).await?;

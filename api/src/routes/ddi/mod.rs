@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ota_ddi::wire::{
@@ -29,7 +29,7 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use caller::authorize_device;
+pub use caller::{authorize_device, Credentials};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -71,9 +71,9 @@ async fn action_caller(
     tenant: &str,
     controller: &str,
     action: &str,
-    headers: &HeaderMap,
+    credentials: &Credentials,
 ) -> Result<(Caller, u32), ApiError> {
-    let caller = authorize(state, tenant, controller, headers).await?;
+    let caller = authorize(state, tenant, controller, credentials).await?;
     Ok((caller, parse_action(action)?))
 }
 
@@ -103,9 +103,9 @@ async fn poll(
     State(state): State<AppState>,
     Path((tenant, controller)): Path<(String, String)>,
     PeerAddr(address): PeerAddr,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let caller = authorize(&state, &tenant, &controller, &credentials).await?;
     let now = Utc::now();
     let ddi = &state.ddi;
     ddi.contacts.touch(caller.device.as_str(), now, address);
@@ -208,9 +208,9 @@ async fn deployment(
 async fn deployment_base(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, ApiError> {
-    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &credentials).await?;
     // Served again and again until the device closes it: clients re-fetch after a reboot.
     let lane = caller
         .target
@@ -240,10 +240,10 @@ async fn deployment_base(
 async fn deployment_feedback(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    credentials: Credentials,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &credentials).await?;
     let feedback: Feedback = parse_body(&body)?;
     let lane =
         caller.target.updates.current.as_ref().filter(|l| l.action == action).ok_or_else(|| no_action(action))?;
@@ -268,9 +268,9 @@ async fn deployment_feedback(
 async fn cancel_action(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, ApiError> {
-    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &credentials).await?;
     let asked = caller.target.updates.current.as_ref().is_some_and(|lane| {
         lane.action == action
             && ((lane.cancel_requested && !lane.state.is_terminal())
@@ -294,10 +294,10 @@ async fn cancel_action(
 async fn cancel_feedback(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    credentials: Credentials,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &credentials).await?;
     let feedback: Feedback = parse_body(&body)?;
     let accepted = match cancel_answer(&feedback) {
         CancelAnswer::Pending => return Ok(ok()),
@@ -328,10 +328,10 @@ async fn cancel_feedback(
 async fn config_data(
     State(state): State<AppState>,
     Path((tenant, controller)): Path<(String, String)>,
-    headers: HeaderMap,
+    credentials: Credentials,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let caller = authorize(&state, &tenant, &controller, &credentials).await?;
     let config: ConfigData = parse_body(&body)?;
     if config.data.is_empty() {
         return Err(ApiError::bad_request("configData: data must not be empty"));
@@ -359,9 +359,9 @@ async fn config_data(
 async fn installed_base(
     State(state): State<AppState>,
     Path((tenant, controller, action)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, ApiError> {
-    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &headers).await?;
+    let (caller, action) = action_caller(&state, &tenant, &controller, &action, &credentials).await?;
     let (_, installed) =
         caller.target.updates.last_installed.as_ref().filter(|(a, _)| *a == action).ok_or_else(|| no_action(action))?;
     let mode = ota_ddi::DeliveryMode { download: "forced", update: "forced", maintenance_window: None };
@@ -383,9 +383,9 @@ fn module_action(caller: &Caller, module: &str) -> Option<(u32, UpdateFirmware)>
 async fn artifacts(
     State(state): State<AppState>,
     Path((tenant, controller, module)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state, &tenant, &controller, &headers).await?;
+    let caller = authorize(&state, &tenant, &controller, &credentials).await?;
     let (_, of) = module_action(&caller, &module).ok_or_else(|| ApiError::not_found("software module"))?;
     let firmware = firmware(&state, &of).await?;
     json(&vec![artifact_of(&state, &tenant, caller.device.as_str(), &firmware)?])
@@ -414,14 +414,14 @@ async fn artifact(
     method: Method,
     Path((tenant, controller, module, filename)): Path<(String, String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, ApiError> {
     crate::validate::file_name("filename", &filename)?;
-    let caller = match (query.get("signature"), headers.contains_key(header::AUTHORIZATION)) {
+    let caller = match (query.get("signature"), credentials.headers.contains_key(header::AUTHORIZATION)) {
         (Some(signature), false) => {
             signed_caller(&state, &tenant, &controller, &module, &filename, &query, signature).await?
         }
-        _ => authenticate(&state, &tenant, &controller, &headers).await?,
+        _ => authenticate(&state, &tenant, &controller, &credentials).await?,
     };
     let (action, of) = module_action(&caller, &module).ok_or_else(|| ApiError::not_found("software module"))?;
     let firmware = firmware(&state, &of).await?;
@@ -462,7 +462,7 @@ async fn artifact(
             log.record(Fetch { device, action, firmware: firmware_id, via, served })
         }) as artifact::OnDone
     });
-    artifact::serve(&state.blobs, &file, head, &headers, on_done).await
+    artifact::serve(&state.blobs, &file, head, &credentials.headers, on_done).await
 }
 
 async fn signed_caller(
