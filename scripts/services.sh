@@ -74,12 +74,13 @@ ensure_nats() {
 
 # What only the tests need: SWUpdate (a real hawkBit DDI client) with the tools to
 # build a signed .swu (tests/e2e/swupdate.rs), and an S3-compatible server on
-# loopback, moto (tests/s3).
+# loopback, moto (tests/s3), and promtool to check the metrics exposition.
 ensure_test_clients() {
   local missing=()
   { have swupdate && have swupdate-ipc; } || missing+=(swupdate)
   have cpio || missing+=(cpio)
   have openssl || missing+=(openssl)
+  have promtool || missing+=(prometheus)   # promtool checks the /metrics exposition
   have pip3 || have pip || missing+=(python3-pip)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"; apt_install "${missing[@]}"

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod last_seen;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod resources;
 pub mod routes;

@@ -93,6 +93,7 @@ fn check<K: std::hash::Hash + Eq + Clone>(
     let Some(limiter) = limiter else { return Ok(()) };
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
+        metrics::counter!("ota_rate_limited_total", "limit" => what.to_owned()).increment(1);
         ApiError::rate_limited(format!("too many requests from this {what}; retry later"), wait)
     })
 }
@@ -123,6 +124,7 @@ impl Limits {
         let mut running = slots.running.lock().unwrap_or_else(|e| e.into_inner());
         let n = running.entry(device.to_owned()).or_insert(0);
         if *n >= slots.per_device {
+            metrics::counter!("ota_rate_limited_total", "limit" => "downloads").increment(1);
             let message = format!("this device already has {} downloads running; retry later", slots.per_device);
             return Err(ApiError::rate_limited(message, Duration::from_secs(1)));
         }

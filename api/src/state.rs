@@ -39,6 +39,8 @@ pub struct AppState {
     /// When API keys were last used, written in batches.
     pub key_usage: Arc<LastSeen>,
     pub limits: Arc<Limits>,
+    /// What a Prometheus scraper must send (`OTA_METRICS_TOKEN`); none: `/metrics` is open.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 impl AppState {

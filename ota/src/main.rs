@@ -184,14 +184,19 @@ fn parse_ttl(raw: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn,async_nats=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
+        .with_writer(std::io::stderr);
+    match cli.settings.log_format {
+        // One object a line, with the request's span (and its request id) in each.
+        ota::settings::LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+        ota::settings::LogFormat::Text => logs.init(),
+    }
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -36,6 +36,8 @@ pub enum ServerError {
     /// It lets its holder act as any device and register new ones.
     #[error("OTA_DDI_GATEWAY_TOKEN must be at least {} bytes", ota_api::auth::MIN_SECRET_LEN)]
     GatewayToken,
+    #[error("OTA_METRICS_TOKEN must be at least {} bytes", ota_api::auth::MIN_SECRET_LEN)]
+    MetricsToken,
     #[error("OTA_FIRMWARE_KEYS: {0}")]
     FirmwareKeys(#[from] ota_domain::signature::KeyListError),
     #[error("OTA_AUDIT_SIGNING_KEY must be 64 hex characters (an ed25519 seed)")]
@@ -188,6 +190,11 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
     if settings.ddi_gateway_token.as_ref().is_some_and(|t| !t.is_empty() && t.len() < ota_api::auth::MIN_SECRET_LEN) {
         return Err(ServerError::GatewayToken);
     }
+    if settings.metrics_token.as_ref().is_some_and(|t| t.len() < ota_api::auth::MIN_SECRET_LEN) {
+        return Err(ServerError::MetricsToken);
+    }
+    // Before any worker records: the relay and the process manager count from their start.
+    ota_api::metrics::install();
     let names = settings.bus()?;
     let auth = Arc::new(Auth::new(&settings.token_settings())?);
     let tls = crate::transport::tls_config(
@@ -252,6 +259,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         release_signature_threshold: settings.release_signature_threshold,
         key_usage: key_usage.clone(),
         limits: limits.clone(),
+        metrics_token: settings.metrics_token.as_ref().map(|t| Arc::from(t.expose())),
     };
     // Only tidying: the rate limiters' idle keys, idempotency keys past their 24
     // hours, and storage no firmware refers to.

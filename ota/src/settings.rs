@@ -64,6 +64,10 @@ pub struct Settings {
     #[arg(long, env = "OTA_EVENTS_STREAM_MAX_BYTES", default_value_t = -1, allow_negative_numbers = true)]
     pub events_stream_max_bytes: i64,
 
+    /// `text` for people, `json` (one object a line) for log pipelines.
+    #[arg(long, env = "OTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Prefix of every NATS stream, consumer and subject.
     #[arg(long, env = "OTA_NATS_PREFIX", default_value = "ota")]
     pub nats_prefix: String,
@@ -134,6 +138,11 @@ pub struct Settings {
     /// links (default: `http://<listen address>`).
     #[arg(long, env = "OTA_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// What Prometheus must send to read `/metrics` (`Authorization: Bearer`, at least 32
+    /// bytes); unset, `/metrics` is open (keep it off the public network).
+    #[arg(long, env = "OTA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
 
     /// DDI gateway token: acts as any device, and registers unknown devices on first poll.
     #[arg(long, env = "OTA_DDI_GATEWAY_TOKEN", hide_env_values = true)]
@@ -293,6 +302,13 @@ impl Settings {
         let cmd = <Self as Args>::augment_args(clap::Command::new("ota"));
         Self::from_arg_matches(&cmd.try_get_matches_from(args)?)
     }
+}
+
+/// How `ota` writes its logs (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[cfg(test)]

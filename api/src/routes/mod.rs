@@ -10,6 +10,7 @@ mod ddi;
 mod devices;
 mod firmware;
 mod health;
+mod metrics;
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
 pub fn documented(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(crate::openapi::base())
         .merge(health::routes())
+        .merge(metrics::routes())
         // Devices report with their own token, operators with theirs: the status route
         // checks either itself, so it is added after the bearer layer.
         .nest("/api/v1", management(state).merge(devices::status_routes()))
@@ -75,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(Arc::<Limits>::from_ref(&state), crate::limits::guard))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal_text("handler panicked").into_response()))
+        .layer(middleware::from_fn(crate::metrics::record))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(middleware::from_fn(report_errors))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))

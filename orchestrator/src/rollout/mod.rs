@@ -132,6 +132,7 @@ impl ProcessManager {
         tracing::info!(epoch = lease.epoch(), "rollout process manager leads");
         loop {
             lease.progressed();
+            let started = std::time::Instant::now();
             let mut campaigns: BTreeSet<CampaignId> = std::mem::take(&mut *self.dirty.lock().await);
             campaigns.extend(tally::active_campaigns(&self.pool).await?);
             for id in campaigns {
@@ -147,6 +148,7 @@ impl ProcessManager {
                     );
                 }
             }
+            metrics::histogram!("ota_rollout_tick_duration_seconds").record(started.elapsed().as_secs_f64());
             let _ = tokio::time::timeout(TICK, self.wake.notified()).await;
         }
     }

@@ -194,9 +194,11 @@ impl Store {
                 }
             }
         }
+        metrics::histogram!("ota_group_commit_batch_size", "aggregate" => A::TYPE).record(items.len() as f64);
         let mut results = Vec::with_capacity(items.len());
         for ((id, command, meta), outcome) in items.into_iter().zip(decided.outcomes) {
             if conflicted.contains(&id) {
+                metrics::counter!("ota_command_conflicts_total", "aggregate" => A::TYPE).increment(1);
                 let redone = self.execute_stream::<A>(&id, command, &meta).await;
                 if let Some(cache) = cache.as_deref_mut() {
                     match &redone {
@@ -206,7 +208,9 @@ impl Store {
                 }
                 results.push(redone);
             } else {
-                results.push(outcome.unwrap_or_else(|| Err(StoreError::unavailable(StoreFault("no outcome")))));
+                let outcome = outcome.unwrap_or_else(|| Err(StoreError::unavailable(StoreFault("no outcome"))));
+                super::count_outcome(&outcome);
+                results.push(outcome);
             }
         }
         results

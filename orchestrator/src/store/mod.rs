@@ -182,6 +182,20 @@ impl Store {
     where
         A::Command: Clone + Send,
     {
+        let outcome = self.decide_and_append(id, command, meta).await;
+        count_outcome(&outcome);
+        outcome
+    }
+
+    async fn decide_and_append<A: Stored>(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Committed<A>, StoreError<A::Error>>
+    where
+        A::Command: Clone + Send,
+    {
         let store = self.event_store::<A>();
         for attempt in 1..=MAX_ATTEMPTS {
             let ctx = store.load_aggregate(id).await.map_err(|e| classify(id, e))?;
@@ -200,6 +214,7 @@ impl Store {
                     return Ok(Committed { state, version, events });
                 }
                 Err(AggregateError::AggregateConflict) => {
+                    metrics::counter!("ota_command_conflicts_total", "aggregate" => A::TYPE).increment(1);
                     tracing::debug!(aggregate = A::TYPE, id, attempt, "append conflict, deciding again");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -207,6 +222,28 @@ impl Store {
             }
         }
         Err(StoreError::Contended { aggregate_id: id.to_owned(), attempts: MAX_ATTEMPTS })
+    }
+}
+
+/// Counts a decided command, and the events it appended, for `/metrics`.
+pub(crate) fn count_outcome<A: Stored>(outcome: &Result<Committed<A>, StoreError<A::Error>>)
+where
+    A::Command: Clone + Send,
+{
+    let label = match outcome {
+        Ok(committed) if committed.events.is_empty() => "unchanged",
+        Ok(_) => "stored",
+        Err(StoreError::Rejected(_)) => "rejected",
+        Err(StoreError::Contended { .. }) => "contended",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(StoreError::Corrupt { .. }) => "corrupt",
+    };
+    metrics::counter!("ota_commands_total", "aggregate" => A::TYPE, "outcome" => label).increment(1);
+    if let Ok(committed) = outcome {
+        let appended = committed.events.len() as u64;
+        if appended > 0 {
+            metrics::counter!("ota_events_appended_total", "aggregate" => A::TYPE).increment(appended);
+        }
     }
 }
 

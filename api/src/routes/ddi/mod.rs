@@ -106,6 +106,7 @@ async fn poll(
     credentials: Credentials,
 ) -> Result<Response, ApiError> {
     let caller = authorize(&state, &tenant, &controller, &credentials).await?;
+    metrics::counter!("ota_ddi_polls_total").increment(1);
     let now = Utc::now();
     let ddi = &state.ddi;
     ddi.contacts.touch(caller.device.as_str(), now, address);
@@ -457,8 +458,9 @@ async fn artifact(
     let on_done: Option<artifact::OnDone> = (!head).then(|| {
         let (log, device, firmware_id, via) =
             (state.ddi.downloads.clone(), caller.device.to_string(), of.id, caller.via);
-        Box::new(move |served| {
+        Box::new(move |served: artifact::Served| {
             drop(slot);
+            metrics::counter!("ota_download_bytes_total", "via" => via).increment(served.sent);
             log.record(Fetch { device, action, firmware: firmware_id, via, served })
         }) as artifact::OnDone
     });
