@@ -28,6 +28,8 @@ pub struct ApiError {
     /// For 429: how long to wait.
     pub retry_after: Option<Duration>,
     pub cause: Option<Cause>,
+    /// For an error about many things at once (an import's invalid rows).
+    pub details: Option<serde_json::Value>,
 }
 
 /// The error body every route answers with (DDI routes included).
@@ -43,6 +45,10 @@ pub struct ErrorBody {
     /// The `x-request-id` of the request, also stored in the metadata of the events it caused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// What exactly is wrong, when it is many things (an import: `{"failed": [{row, id, error}]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 /// A cause given as text, where the failing layer has no error type of its own.
@@ -52,7 +58,10 @@ struct Described(String);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, cause: None }
+        Self { status, code, message: message.into(), retry_after: None, cause: None, details: None }
+    }
+    pub fn with_details(self, details: serde_json::Value) -> Self {
+        Self { details: Some(details), ..self }
     }
     pub fn rate_limited(message: impl Into<String>, wait: Duration) -> Self {
         Self { retry_after: Some(wait), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
@@ -105,7 +114,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.code.to_owned(), message: self.message.clone(), request_id: None };
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message.clone(),
+            request_id: None,
+            details: self.details.clone(),
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, retry_after(wait));
@@ -135,7 +149,7 @@ pub async fn report_errors(request: Request, next: Next) -> Response {
     if error.status.is_server_error() {
         tracing::error!(request_id, code = error.code, cause = %chain(error.cause.as_deref()), "request failed");
     }
-    let body = ErrorBody { error: error.code.to_owned(), message: error.message, request_id };
+    let body = ErrorBody { error: error.code.to_owned(), message: error.message, request_id, details: error.details };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let bytes = serde_json::to_vec(&body).unwrap_or_default();

@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo run --release -p ota-bench -- --commands 3000`
 //! (`--rollout-devices N`: the fleet-scale rollout instead; `--ddi-devices N`: the DDI base-poll load instead;
-//! `--ddi-cycle-devices N`: the DDI full update cycle instead.)
+//! `--ddi-cycle-devices N`: the DDI full update cycle instead; `--import-devices N`: bulk import instead.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod ddi;
 mod ddi_cycle;
+mod import;
 mod rollout;
 
 #[derive(Parser)]
@@ -51,11 +52,18 @@ struct Args {
     /// feedback) with this many devices in one started campaign.
     #[arg(long)]
     ddi_cycle_devices: Option<usize>,
+    /// Run only the bulk-import benchmark with this many devices.
+    #[arg(long)]
+    import_devices: Option<usize>,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(devices) = args.import_devices {
+        import::run(devices).await;
+        return;
+    }
     if let Some(devices) = args.ddi_cycle_devices {
         ddi_cycle::run(devices, args.ddi_connections).await;
         return;

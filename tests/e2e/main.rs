@@ -15,6 +15,7 @@ mod fuzz;
 mod group_commit;
 mod idempotency;
 mod identities;
+mod import;
 mod in_flight;
 mod limits;
 mod nats_auth;

@@ -10,6 +10,7 @@ mod ddi;
 mod devices;
 mod firmware;
 mod health;
+mod import;
 mod metrics;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(firmware::routes(state.max_firmware_bytes))
         .merge(campaigns::routes())
         .merge(devices::routes())
+        .merge(import::routes())
         .merge(activity::routes())
         .merge(api_keys::routes())
         .merge(audit::routes())
