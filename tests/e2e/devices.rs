@@ -157,4 +157,24 @@ async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmwa
             .await
             .expect("rollback log");
     assert_eq!(rows, 1);
+
+    // The rollback log through the API: the device's, and the fleet's by device and campaign.
+    let app = &app;
+    let read = |path: &'static str| async move { json_of(app.get(path).send().await.expect("rollbacks")).await.1 };
+    let log = read("/api/v1/devices/dev/rollbacks").await;
+    assert_eq!(log["total"], 1, "{log}");
+    let entry = &log["items"][0];
+    let seen = (
+        entry["of_action"].as_u64(),
+        entry["from_version"].as_str(),
+        entry["to_version"].as_str(),
+        entry["state"].as_str(),
+        entry["requested_by"].as_str(),
+    );
+    assert_eq!(seen, (Some(1), Some("2.0"), Some("1.0"), Some("rolled_back"), Some("user:tester")), "{log}");
+    assert!(entry["finished_at"].is_string(), "{log}");
+    assert_eq!(read("/api/v1/rollbacks?device_id=dev").await["items"], log["items"]);
+    assert_eq!(read("/api/v1/rollbacks").await["total"], 1);
+    assert_eq!(read("/api/v1/rollbacks?campaign_id=8f1c51f4-35a7-4a6b-9a2e-3c2d1f0e9b7a").await["total"], 0);
+    assert_eq!(read("/api/v1/rollbacks?device_id=other").await["total"], 0);
 }

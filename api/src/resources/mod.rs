@@ -8,6 +8,7 @@ pub mod campaign;
 pub mod device;
 pub mod firmware;
 pub mod page;
+pub mod rollback;
 pub mod update;
 
 pub use api_key::ApiKey;
@@ -16,4 +17,5 @@ pub use device::Device;
 pub use firmware::Firmware;
 
 pub use page::Page;
+pub use rollback::Rollback;
 pub use update::DeviceUpdate;

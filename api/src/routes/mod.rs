@@ -12,6 +12,7 @@ mod firmware;
 mod health;
 mod import;
 mod metrics;
+mod rollbacks;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(campaigns::routes())
         .merge(devices::routes())
         .merge(import::routes())
+        .merge(rollbacks::routes())
         .merge(activity::routes())
         .merge(api_keys::routes())
         .merge(audit::routes())

@@ -6,12 +6,14 @@
 
 mod fold;
 mod queries;
+mod rollbacks;
 mod write;
 
 pub use queries::{
     campaign_devices, current_record, record, records, state_counts, wave_counts, wave_counts_of, CampaignDevice,
     UpdateRecord, UpdateView, WaveCounts,
 };
+pub use rollbacks::{rollbacks, RollbackEntry, RollbackFilter};
 
 use ota_domain::device_update::DeviceUpdateEvent;
 use ota_domain::EventRecord;
