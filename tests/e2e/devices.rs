@@ -178,3 +178,49 @@ async fn a_device_updates_reports_progress_and_rolls_back_to_its_previous_firmwa
     assert_eq!(read("/api/v1/rollbacks?campaign_id=8f1c51f4-35a7-4a6b-9a2e-3c2d1f0e9b7a").await["total"], 0);
     assert_eq!(read("/api/v1/rollbacks?device_id=other").await["total"], 0);
 }
+
+/// Issue 14, item 5: an operator cancels a single update; a silent device's is forced
+/// closed, after which the device takes the next update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_cancelled_at_once_asked_of_the_device_or_forced_and_the_next_goes_out() {
+    let app = TestApp::spawn().await;
+    register(&app, "quiet", "gw", Some("a"), Some("1.0")).await;
+    let (v2, v3) = (upload(&app, "2.0", &[]).await, upload(&app, "3.0", &[]).await);
+    let cancel = |force: Option<bool>| {
+        let request = app.post("/api/v1/devices/quiet/update/cancel");
+        let request = match force {
+            Some(force) => request.json(&json!({"force": force})),
+            None => request,
+        };
+        async move { json_of(request.send().await.expect("cancel")).await }
+    };
+    let (s, b) = cancel(None).await;
+    assert_eq!((s, b["error"].as_str()), (404, Some("device_update.none")), "{b}");
+
+    // Not fetched yet: nobody to ask, cancelled at once.
+    assert_eq!(assign(&app, "quiet", &v2).await.0, 201);
+    let (s, lane) = cancel(None).await;
+    assert_eq!((s, lane["state"].as_str()), (200, Some("cancelled")), "{lane}");
+
+    // Under way: the device is asked, and the update stays in flight meanwhile.
+    let (s, lane) = assign(&app, "quiet", &v2).await;
+    assert_eq!((s, lane["action"].as_u64()), (201, Some(2)), "{lane}");
+    assert_eq!(report(&app, "quiet", json!({"state": "downloading", "progress": 10})).await.0, 200);
+    let (s, lane) = cancel(Some(false)).await;
+    assert_eq!((s, lane["state"].as_str(), lane["cancel_requested"].as_bool()), (200, Some("downloading"), Some(true)));
+    let (s, b) = assign(&app, "quiet", &v3).await;
+    assert_eq!((s, b["error"].as_str()), (409, Some("device_update.already_active")), "{b}");
+
+    // The device never answers: forced closed, and the next update goes out.
+    let (s, lane) = cancel(Some(true)).await;
+    assert_eq!((s, lane["state"].as_str()), (200, Some("cancelled")), "{lane}");
+    let (s, b) = cancel(Some(true)).await;
+    assert_eq!((s, b["error"].as_str()), (409, Some("device_update.not_active")), "{b}");
+    let (s, lane) = assign(&app, "quiet", &v3).await;
+    assert_eq!((s, lane["action"].as_u64(), lane["firmware_version"].as_str()), (201, Some(3), Some("3.0")), "{lane}");
+    let (s, b) = json_of(
+        app.post("/api/v1/devices/quiet/update/cancel").json(&json!({"now": true})).send().await.expect("cancel"),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (422, Some("invalid_field")), "{b}");
+}

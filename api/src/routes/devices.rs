@@ -26,6 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list, register))
         .routes(routes!(get_one))
         .routes(routes!(current_update, update))
+        .routes(routes!(cancel_update))
         .routes(routes!(history))
         .routes(routes!(rollback))
         .routes(routes!(rotate_token))
@@ -215,6 +216,39 @@ async fn update(
     let committed = assign_update(&state.store, &device, firmware, origin, policy, &writer.meta, Utc::now()).await?;
     let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Close the update now, without the device's agreement (a device that went
+    /// silent would otherwise hold it, and block every later update, forever).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Cancel the device's update in flight, whichever started it (a single update or
+/// a campaign). One it has not fetched yet ends at once; otherwise the device is
+/// asked (DDI `cancelAction`, NATS `cancel`) and the update ends when it agrees,
+/// or at once with `force`.
+#[utoipa::path(post, path = "/devices/{id}/update/cancel", tag = "devices", params(("id" = String, Path, description = "The device id.")),
+    request_body(content = Option<CancelRequest>, description = "Optional: `{\"force\": true}`."),
+    responses(
+        (status = 200, body = DeviceUpdate, description = "Cancelled, or the device was asked (`cancel_requested`)."),
+        (status = 404, body = ErrorBody, description = "The device never had an update (`device_update.none`)."),
+        (status = 409, body = ErrorBody, description = "The update has ended (`device_update.not_active`)."),
+))]
+async fn cancel_update(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<DeviceUpdate>, ApiError> {
+    let device = parse_device_id(&id)?;
+    let CancelRequest { force } = crate::extract::optional_json(&body)?.unwrap_or_default();
+    let command = DeviceUpdateCommand::Cancel { campaign: None, force, at: Utc::now() };
+    let committed = state.store.execute::<UpdateStream>(&device, command, &writer.meta).await?;
+    Ok(Json(update_answer(&device, committed.state, None)?))
 }
 
 /// The device's current (or last) update.
