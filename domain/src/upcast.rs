@@ -39,6 +39,8 @@ pub const CURRENT: &[(&str, &str, &str)] = &[
     ("Campaign", "CampaignPaused", "1.0"),
     ("Campaign", "CampaignResumed", "1.0"),
     ("Campaign", "CampaignCancelled", "1.0"),
+    ("Campaign", "CampaignEdited", "1.0"),
+    ("Campaign", "CampaignDeleted", "1.0"),
     ("Campaign", "CampaignCompleted", "1.0"),
     ("Campaign", "CampaignAborted", "1.0"),
     ("Device", "DeviceRegistered", "1.0"),

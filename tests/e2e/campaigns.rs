@@ -576,3 +576,75 @@ async fn stats_count_campaigns_by_status() {
         assert_eq!(page["total"], want, "{status}");
     }
 }
+
+async fn patch(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    let request = app
+        .http
+        .patch(app.url(&format!("/api/v1/campaigns/{id}")))
+        .bearer_auth(app.token(ota_api::auth::Role::Operator));
+    json_of(request.json(&body).send().await.expect("patch")).await
+}
+
+async fn delete(app: &TestApp, id: &str) -> (u16, Value) {
+    let request = app
+        .http
+        .delete(app.url(&format!("/api/v1/campaigns/{id}")))
+        .bearer_auth(app.token(ota_api::auth::Role::Operator));
+    let response = request.send().await.expect("delete");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Issue 14, item 5: a draft is edited and deleted; a started campaign is neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_is_edited_or_deleted_and_a_started_campaign_is_not() {
+    let app = TestApp::spawn().await;
+    let (v2, v3) = (app.firmware("2.0").await, app.firmware("3.0").await);
+    let id = draft(&app, &v2, "spring", &["ed-1", "ed-2"]).await;
+
+    let (status, edited) =
+        patch(&app, &id, json!({"name": "autumn", "firmware_id": v3, "target": {"device_ids": ["ed-1"]}})).await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(
+        (edited["name"].as_str(), edited["firmware"]["version"].as_str()),
+        (Some("autumn"), Some("3.0")),
+        "{edited}"
+    );
+    let (status, body) = patch(&app, &id, json!({"rollout": {"waves": []}})).await;
+    assert_error(status, &body, 422, "rollout.no_waves");
+    let (status, body) = patch(&app, &id, json!({"colour": "red"})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = patch(&app, &id, json!({"target": {"device_ids": []}})).await;
+    assert_error(status, &body, 422, "campaign.empty_target");
+    app.caught_up(ProjectionName::Campaigns).await;
+    let (_, view) = get(&app, &format!("/api/v1/campaigns/{id}")).await;
+    assert_eq!((view["name"].as_str(), view["device_count"].as_u64()), (Some("autumn"), Some(1)), "{view}");
+    let edits = view["decisions"].as_array().expect("decisions").iter().filter(|d| d["decision"] == "edited").count();
+    assert_eq!(edits, 1, "the edit is in the decision log, with its actor: {view}");
+
+    // Started: its definition is history.
+    act(&app, &id, "start", "running").await;
+    let (status, body) = patch(&app, &id, json!({"name": "winter"})).await;
+    assert_error(status, &body, 409, "campaign.invalid_transition");
+    let (status, body) = delete(&app, &id).await;
+    assert_error(status, &body, 409, "campaign.invalid_transition");
+
+    // A draft deleted is gone from reads; its events stay.
+    let gone = draft(&app, &v2, "mistake", &["ed-2"]).await;
+    let before = campaign_events(&app).await;
+    let (status, body) = delete(&app, &gone).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(campaign_events(&app).await, before + 1, "deletion is an event");
+    app.caught_up(ProjectionName::Campaigns).await;
+    assert_eq!(get(&app, &format!("/api/v1/campaigns/{gone}")).await.0, 404);
+    let (_, page) = list(&app, "").await;
+    assert!(!ids(&page).contains(&gone), "{page}");
+    let (status, body) = delete(&app, &gone).await;
+    assert_error(status, &body, 404, "campaign.not_found");
+    let (status, body) = patch(&app, &gone, json!({"name": "again"})).await;
+    assert_error(status, &body, 404, "campaign.not_found");
+    let (_, stats) = get(&app, "/api/v1/stats").await;
+    let by_status = &stats["campaigns_by_status"];
+    assert_eq!((by_status["draft"].as_u64().unwrap_or(0), by_status["running"].as_u64()), (0, Some(1)), "{stats}");
+}

@@ -92,7 +92,7 @@ pub struct Wave {
 pub struct Decision {
     /// The campaign event's sequence number.
     pub sequence: i64,
-    /// `scheduled`, `started`, `wave_started`, `approval_requested`, `wave_approved`,
+    /// `edited`, `scheduled`, `started`, `wave_started`, `approval_requested`, `wave_approved`,
     /// `members_joined`, `paused`, `resumed`, `cancelled`, `completed` or `aborted`.
     pub decision: String,
     pub wave: Option<i32>,

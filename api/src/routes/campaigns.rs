@@ -96,30 +96,14 @@ async fn create(
     if body.rollout.allow_downgrade && writer.principal.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin may allow a downgrade (rollout.allow_downgrade)"));
     }
-    if body.target.device_ids.len() > MAX_TARGET_DEVICES {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            format!("target.device_ids: at most {MAX_TARGET_DEVICES} devices per request"),
-        ));
-    }
-    let device_ids = body
-        .target
-        .device_ids
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            DeviceId::parse(d).map_err(|e| ApiError::invalid("invalid_field", format!("target.device_ids[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let firmware_id: FirmwareId =
-        body.firmware_id.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))?;
-    let firmware = load_firmware(&state, firmware_id).await?;
+    let target = body.target.parse()?;
+    let firmware = load_firmware(&state, parse_firmware_id(&body.firmware_id)?).await?;
     let id = CampaignId::new_random();
     let command = CampaignCommand::Create {
         id,
         name,
         firmware,
-        target: Target { device_ids, filter: body.target.filter, continuous: body.target.continuous },
+        target,
         rollout: body.rollout,
         created_by: writer.meta.actor.to_string(),
         at: Utc::now(),
@@ -128,9 +112,34 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Campaign::created(committed.state, writer.meta.actor.to_string())?)))
 }
 
+impl TargetBody {
+    pub(super) fn parse(self) -> Result<Target, ApiError> {
+        if self.device_ids.len() > MAX_TARGET_DEVICES {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                format!("target.device_ids: at most {MAX_TARGET_DEVICES} devices per request"),
+            ));
+        }
+        let device_ids = self
+            .device_ids
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                DeviceId::parse(d)
+                    .map_err(|e| ApiError::invalid("invalid_field", format!("target.device_ids[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Target { device_ids, filter: self.filter, continuous: self.continuous })
+    }
+}
+
+pub(super) fn parse_firmware_id(raw: &str) -> Result<FirmwareId, ApiError> {
+    raw.parse().map_err(|e| ApiError::invalid("invalid_field", format!("firmware_id: {e}")))
+}
+
 /// The firmware must exist (in the event store, not merely in a lagging read
 /// model) and be deliverable: active, and verified when the server requires it.
-async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
+pub(super) async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
     let (firmware, _) = state.store.load::<Firmware>(&id).await?;
     state.delivery().admit(id, &firmware).map_err(refused_firmware)?;
     let spec = firmware.spec.as_ref().ok_or_else(|| refused_firmware(Undeliverable::Unknown(id)))?;

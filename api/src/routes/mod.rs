@@ -8,6 +8,7 @@ mod audit;
 mod campaigns;
 mod ddi;
 mod devices;
+mod drafts;
 mod firmware;
 mod health;
 mod import;
@@ -47,6 +48,7 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(firmware::routes(state.max_firmware_bytes))
         .merge(campaigns::routes())
+        .merge(drafts::routes())
         .merge(devices::routes())
         .merge(import::routes())
         .merge(rollbacks::routes())

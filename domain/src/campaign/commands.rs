@@ -61,6 +61,18 @@ pub enum CampaignCommand {
         devices: Vec<crate::ids::DeviceId>,
         at: DateTime<Utc>,
     },
+    /// A draft's new definition, whole (the edge merges a partial change into it).
+    Edit {
+        name: String,
+        firmware: CampaignFirmware,
+        target: Target,
+        rollout: RolloutPlan,
+        at: DateTime<Utc>,
+    },
+    /// A draft is withdrawn: as if it had never been created (its events stay).
+    Delete {
+        at: DateTime<Utc>,
+    },
     Pause {
         reason: Option<String>,
         gate: Option<GateReport>,
@@ -95,6 +107,8 @@ impl CampaignCommand {
             CampaignCommand::AwaitApproval { .. } => "await approval of",
             CampaignCommand::Approve { .. } => "approve",
             CampaignCommand::AddMembers { .. } => "add devices to",
+            CampaignCommand::Edit { .. } => "edit",
+            CampaignCommand::Delete { .. } => "delete",
             CampaignCommand::Pause { .. } => "pause",
             CampaignCommand::Resume { .. } => "resume",
             CampaignCommand::Cancel { .. } => "cancel",

@@ -25,6 +25,18 @@ pub enum CampaignEvent {
         created_by: Option<String>,
         at: DateTime<Utc>,
     },
+    /// A draft's definition changed; the event holds all of it.
+    CampaignEdited {
+        name: String,
+        firmware: CampaignFirmware,
+        target: Target,
+        rollout: RolloutPlan,
+        at: DateTime<Utc>,
+    },
+    /// A draft was withdrawn: the campaign no longer exists (its events stay, for the audit).
+    CampaignDeleted {
+        at: DateTime<Utc>,
+    },
     CampaignScheduled {
         start_at: DateTime<Utc>,
         at: DateTime<Utc>,
@@ -104,6 +116,8 @@ impl DomainEvent for CampaignEvent {
     fn event_type(&self) -> String {
         match self {
             CampaignEvent::CampaignCreated { .. } => "CampaignCreated",
+            CampaignEvent::CampaignEdited { .. } => "CampaignEdited",
+            CampaignEvent::CampaignDeleted { .. } => "CampaignDeleted",
             CampaignEvent::CampaignScheduled { .. } => "CampaignScheduled",
             CampaignEvent::CampaignStarted { .. } => "CampaignStarted",
             CampaignEvent::MembershipResolved { .. } => "MembershipResolved",
@@ -134,6 +148,8 @@ impl DomainEvent for CampaignEvent {
             | CampaignEvent::CampaignPaused { .. }
             | CampaignEvent::CampaignResumed { .. }
             | CampaignEvent::CampaignCancelled { .. }
+            | CampaignEvent::CampaignEdited { .. }
+            | CampaignEvent::CampaignDeleted { .. }
             | CampaignEvent::CampaignCompleted { .. }
             | CampaignEvent::CampaignAborted { .. } => "1.0",
         }

@@ -377,6 +377,19 @@ impl Decide for Campaign {
                 }
                 CampaignEvent::WaveApproved { wave, by: Some(by), override_reason, at }
             }
+            (CampaignCommand::Edit { name, firmware, target, rollout, at }, S::Draft) => {
+                Self::validate_new(&name, &target, &rollout)?;
+                let name = name.trim().to_owned();
+                let same = name == self.name
+                    && self.firmware.as_ref() == Some(&firmware)
+                    && target == self.target
+                    && rollout == self.rollout;
+                if same {
+                    return Ok(vec![]);
+                }
+                CampaignEvent::CampaignEdited { name, firmware, target, rollout, at }
+            }
+            (CampaignCommand::Delete { at }, S::Draft) => CampaignEvent::CampaignDeleted { at },
             (CampaignCommand::Pause { reason, gate, at }, S::Running) => {
                 CampaignEvent::CampaignPaused { reason, gate, at }
             }
@@ -422,6 +435,13 @@ impl Aggregate for Campaign {
                 self.status = CampaignStatus::Draft;
                 self.created_at = Some(at);
             }
+            CampaignEvent::CampaignEdited { name, firmware, target, rollout, .. } => {
+                self.name = name;
+                self.firmware = Some(firmware);
+                self.target = target;
+                self.rollout = rollout;
+            }
+            CampaignEvent::CampaignDeleted { .. } => *self = Campaign::default(),
             CampaignEvent::CampaignScheduled { start_at, .. } => {
                 self.status = CampaignStatus::Scheduled;
                 self.scheduled_for = Some(start_at);
@@ -493,7 +513,9 @@ impl Campaign {
     /// many status changes there were.
     fn note_change(&mut self, event: &CampaignEvent) {
         let (at, reason, status_change) = match event {
-            CampaignEvent::CampaignCreated { at, .. } | CampaignEvent::WaveStarted { at, .. } => (*at, None, false),
+            CampaignEvent::CampaignCreated { at, .. }
+            | CampaignEvent::CampaignEdited { at, .. }
+            | CampaignEvent::WaveStarted { at, .. } => (*at, None, false),
             CampaignEvent::CampaignScheduled { at, .. }
             | CampaignEvent::CampaignStarted { at }
             | CampaignEvent::CampaignResumed { at }
@@ -503,6 +525,7 @@ impl Campaign {
             }
             CampaignEvent::CampaignAborted { reason, at, .. } => (*at, Some(reason), true),
             CampaignEvent::MembershipResolved { .. }
+            | CampaignEvent::CampaignDeleted { .. }
             | CampaignEvent::MembersJoined { .. }
             | CampaignEvent::AssignmentsRecorded { .. }
             | CampaignEvent::ApprovalRequested { .. }

@@ -293,3 +293,45 @@ fn the_terminal_and_active_statuses_are_classified_by_is_terminal() {
     }
     assert!(CampaignStatus::ACTIVE.iter().all(|s| !s.is_terminal()));
 }
+
+#[test]
+fn only_a_draft_is_edited_or_deleted_and_a_deleted_one_is_gone() {
+    let edit = |name: &str, ids: &[&str]| CampaignCommand::Edit {
+        name: name.into(),
+        firmware: firmware(),
+        target: target(ids),
+        rollout: RolloutPlan::default(),
+        at: at(),
+    };
+    Given::with(()).given(vec![created()]).when(edit(" autumn ", &["a", "c"])).then_expect_events(vec![
+        CampaignEvent::CampaignEdited {
+            name: "autumn".into(),
+            firmware: firmware(),
+            target: target(&["a", "c"]),
+            rollout: RolloutPlan::default(),
+            at: at(),
+        },
+    ]);
+    // The same definition again changes nothing; an invalid one is refused as at creation.
+    Given::with(()).given(vec![created()]).when(edit("spring", &["a", "b"])).then_expect_events(vec![]);
+    Given::with(()).given(vec![created()]).when(edit("spring", &[])).then_expect_error(CampaignError::EmptyTarget);
+    let mut running = vec![created()];
+    running.extend(started());
+    let refused = Given::with(()).given(running.clone()).when(edit("x", &["a"])).inspect_result();
+    assert!(matches!(refused, Err(CampaignError::InvalidTransition { action: "edit", .. })), "{refused:?}");
+    let refused = Given::with(()).given(running).when(CampaignCommand::Delete { at: at() }).inspect_result();
+    assert!(matches!(refused, Err(CampaignError::InvalidTransition { action: "delete", .. })), "{refused:?}");
+
+    Given::with(())
+        .given(vec![created()])
+        .when(CampaignCommand::Delete { at: at() })
+        .then_expect_events(vec![CampaignEvent::CampaignDeleted { at: at() }]);
+    let mut gone = Campaign::default();
+    gone.apply(created());
+    gone.apply(CampaignEvent::CampaignDeleted { at: at() });
+    assert!(!gone.exists());
+    assert_eq!(
+        gone.decide(CampaignCommand::Start { membership: Some(members()), at: at() }),
+        Err(CampaignError::NotFound)
+    );
+}

@@ -97,9 +97,11 @@ pub fn campaign_variant(e: &CampaignEvent) -> usize {
         CampaignEvent::CampaignCancelled { .. } => 11,
         CampaignEvent::CampaignCompleted { .. } => 12,
         CampaignEvent::CampaignAborted { .. } => 13,
+        CampaignEvent::CampaignEdited { .. } => 14,
+        CampaignEvent::CampaignDeleted { .. } => 15,
     }
 }
-pub const CAMPAIGN_VARIANTS: usize = 14;
+pub const CAMPAIGN_VARIANTS: usize = 16;
 
 pub fn campaign_events() -> Vec<CampaignEvent> {
     let firmware = CampaignFirmware {
@@ -114,6 +116,14 @@ pub fn campaign_events() -> Vec<CampaignEvent> {
         continuous: true,
     };
     vec![
+        CampaignEvent::CampaignEdited {
+            name: "spring rollout, EU".into(),
+            firmware: firmware.clone(),
+            target: target.clone(),
+            rollout: RolloutPlan::default(),
+            at: at(),
+        },
+        CampaignEvent::CampaignDeleted { at: at() },
         CampaignEvent::CampaignCreated {
             id: campaign_id(),
             name: "spring rollout".into(),

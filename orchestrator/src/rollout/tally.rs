@@ -19,15 +19,20 @@ pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Er
     Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
 }
 
-/// Every continuous campaign ever created, from the event store itself (indexed),
-/// so a campaign created a moment ago is never missed; the caller checks each
-/// one's status in its own stream.
+/// Every campaign ever created or edited as continuous, from the event store itself
+/// (indexed), so a campaign created a moment ago is never missed; the caller checks
+/// each one's status and target in its own stream.
 pub async fn continuous_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Error> {
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT e.aggregate_id FROM events e
-         WHERE e.aggregate_type = 'Campaign' AND e.event_type = 'CampaignCreated'
-           AND (e.payload -> 'CampaignCreated' -> 'target' ->> 'continuous') = 'true'
-           AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id::text = e.aggregate_id
+        "SELECT DISTINCT e.aggregate_id FROM (
+             SELECT aggregate_id FROM events
+              WHERE aggregate_type = 'Campaign' AND event_type = 'CampaignCreated'
+                AND (payload -> 'CampaignCreated' -> 'target' ->> 'continuous') = 'true'
+             UNION ALL
+             SELECT aggregate_id FROM events
+              WHERE aggregate_type = 'Campaign' AND event_type = 'CampaignEdited'
+                AND (payload -> 'CampaignEdited' -> 'target' ->> 'continuous') = 'true') e
+         WHERE NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id::text = e.aggregate_id
                            AND c.status = ANY($1))
          ORDER BY e.aggregate_id",
     )

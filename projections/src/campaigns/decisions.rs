@@ -34,12 +34,14 @@ pub async fn record(
             ("paused", gate.map(|g| g.wave), gate.as_ref(), reason.clone())
         }
         CampaignEvent::CampaignResumed { .. } => ("resumed", None, None, None),
+        CampaignEvent::CampaignEdited { .. } => ("edited", None, None, None),
         CampaignEvent::CampaignCancelled { reason, .. } => ("cancelled", None, None, reason.clone()),
         CampaignEvent::CampaignCompleted { passed, .. } => ("completed", passed.map(|g| g.wave), passed.as_ref(), None),
         CampaignEvent::CampaignAborted { reason, gate, .. } => {
             ("aborted", gate.map(|g| g.wave), gate.as_ref(), Some(reason.clone()))
         }
         CampaignEvent::CampaignCreated { .. }
+        | CampaignEvent::CampaignDeleted { .. }
         | CampaignEvent::MembershipResolved { .. }
         | CampaignEvent::AssignmentsRecorded { .. } => return Ok(()),
     };

@@ -55,6 +55,39 @@ impl Projection for CampaignsProjection {
                 bump_count(conn, CampaignStatus::Draft, 1).await?;
                 return Ok(());
             }
+            CampaignEvent::CampaignEdited { name, firmware, target, rollout, at } => {
+                let json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| ProjectionError::poison(record, e));
+                sqlx::query(
+                    "UPDATE campaigns SET name = $2, firmware_id = $3, firmware_name = $4, firmware_version = $5,
+                        device_model = $6, device_count = $7, rollout = $8, target = $9, updated_at = $10
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&name)
+                .bind(firmware.id.as_uuid())
+                .bind(&firmware.name)
+                .bind(&firmware.version)
+                .bind(&firmware.device_model)
+                .bind(target.device_ids.len() as i32)
+                .bind(json(serde_json::to_value(&rollout))?)
+                .bind(json(serde_json::to_value(&target))?)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            CampaignEvent::CampaignDeleted { .. } => {
+                // Only a draft is deleted: it has no waves, only decisions (its edits).
+                sqlx::query("DELETE FROM campaign_decisions WHERE campaign_id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                let deleted = sqlx::query("DELETE FROM campaigns WHERE id = $1").bind(id).execute(&mut *conn).await?;
+                if deleted.rows_affected() > 0 {
+                    bump_count(conn, CampaignStatus::Draft, -1).await?;
+                }
+                return Ok(());
+            }
             CampaignEvent::MembershipResolved { waves, excluded, .. } => {
                 let total: usize = waves.iter().map(Vec::len).sum();
                 for (wave, members) in waves.iter().enumerate() {
