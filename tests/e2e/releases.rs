@@ -12,7 +12,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures::StreamExt;
 use hawkbit::ddi::{Client, ClientAuthorization};
 use ota_api::auth::Role;
-use ota_testkit::{eventually, json_of, TestApp, TestOptions};
+use ota_testkit::{eventually, json_of, DeviceBus, TestApp, TestOptions};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -98,7 +98,14 @@ fn device_checks(envelope: &Value, public: &str) -> Value {
 #[tokio::test]
 async fn devices_receive_the_signed_release_and_can_check_it_before_installing() {
     let (seed, public) = ota::signing::keygen();
-    let app = TestApp::spawn_with(TestOptions { firmware_keys: format!("ci:{public}"), ..TestOptions::full() }).await;
+    // The device bus with accounts and TLS: the NATS device is its own nkey.
+    let bus = DeviceBus::start(&["rel-nats"]).await;
+    let app = TestApp::spawn_with(TestOptions {
+        firmware_keys: format!("ci:{public}"),
+        nats: Some((bus.server_connection(), "ota".into())),
+        ..TestOptions::full()
+    })
+    .await;
     let image: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let metadata = json!({"name": "os", "version": "2.0", "device_model": "gw",
         "release": sign(&seed, label("2.0", &[], 11), &image)});
@@ -139,8 +146,8 @@ async fn devices_receive_the_signed_release_and_can_check_it_before_installing()
 
     // NATS: the command carries the same envelope inline.
     app.enrol("rel-nats", "rev-a").await;
-    let nats = async_nats::connect("127.0.0.1:4222").await.expect("nats");
-    let mut commands = nats.subscribe(app.names.device_commands("rel-nats")).await.expect("subscribe");
+    let nats = bus.device("rel-nats").await.client;
+    let mut commands = nats.subscribe(bus.names.device_commands("rel-nats")).await.expect("subscribe");
     nats.flush().await.expect("flush");
     let assign = app.post("/api/v1/devices/rel-nats/update").json(&json!({"firmware_id": firmware}));
     assert_eq!(assign.send().await.expect("assign").status(), 201);
