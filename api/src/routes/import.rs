@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use futures::StreamExt;
 use ota_domain::device::{Device as DeviceState, DeviceCommand, DeviceProfile};
 use ota_domain::DeviceId;
 use ota_orchestrator::StoreError;
@@ -30,6 +31,8 @@ pub const MAX_ROWS: usize = 100_000;
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Rows stored by one group commit (one transaction).
 const CHUNK: usize = 1_000;
+/// Group commits of one import under way at once.
+const IN_FLIGHT: usize = 4;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(import_devices).layer(DefaultBodyLimit::max(BODY_LIMIT)))
@@ -254,9 +257,11 @@ fn checked(rows: Vec<Parsed>) -> (Vec<Checked>, Vec<RowError>) {
     (valid, failed)
 }
 
-/// Stores the rows a thousand at a time, each thousand one transaction. A
-/// store that fails part-way keeps what it stored; importing the file again
-/// completes it (rows already stored change nothing).
+/// Stores the rows a thousand at a time, each thousand one transaction, a few
+/// transactions at once (their ids are distinct, so they never conflict, and
+/// Postgres works on one while the next is decided). A store that fails part-way
+/// keeps what it stored; importing the file again completes it (rows already
+/// stored change nothing).
 async fn store(
     state: &AppState,
     writer: &Writer,
@@ -264,10 +269,19 @@ async fn store(
     report: &mut ImportReport,
 ) -> Result<(), ApiError> {
     let mut rows = rows.into_iter().peekable();
+    let mut chunks = Vec::new();
     while rows.peek().is_some() {
-        let chunk: Vec<Checked> = rows.by_ref().take(CHUNK).collect();
-        let items = chunk.iter().map(|c| (c.id.to_string(), c.command.clone(), writer.meta.clone())).collect();
-        let outcomes = state.store.execute_many::<DeviceState>(items).await;
+        chunks.push(rows.by_ref().take(CHUNK).collect::<Vec<Checked>>());
+    }
+    let stored = futures::stream::iter(chunks)
+        .map(|chunk| async move {
+            let items = chunk.iter().map(|c| (c.id.to_string(), c.command.clone(), writer.meta.clone())).collect();
+            let outcomes = state.store.execute_many::<DeviceState>(items).await;
+            (chunk, outcomes)
+        })
+        .buffered(IN_FLIGHT);
+    futures::pin_mut!(stored);
+    while let Some((chunk, outcomes)) = stored.next().await {
         for (row, outcome) in chunk.into_iter().zip(outcomes) {
             state.ddi.targets.invalidate(row.id.as_str());
             match outcome {
