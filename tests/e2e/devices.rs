@@ -224,3 +224,33 @@ async fn an_update_is_cancelled_at_once_asked_of_the_device_or_forced_and_the_ne
     .await;
     assert_eq!((s, b["error"].as_str()), (422, Some("invalid_field")), "{b}");
 }
+
+/// Issue 14, item 5: a single update with a timeout times out when its device goes
+/// silent (the process manager sees to it), and the next update then goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_update_with_a_timeout_times_out_when_the_device_goes_silent() {
+    let app = TestApp::spawn_with(ota_testkit::TestOptions::full()).await;
+    register(&app, "mute", "gw", Some("a"), Some("1.0")).await;
+    register(&app, "chatty", "gw", Some("a"), Some("1.0")).await;
+    let (v2, v3) = (upload(&app, "2.0", &[]).await, upload(&app, "3.0", &[]).await);
+    let with_timeout = |device: &str, firmware: &str, timeout: Value| {
+        let body = json!({"firmware_id": firmware, "timeout_secs": timeout});
+        app.post(&format!("/api/v1/devices/{device}/update")).json(&body).send()
+    };
+    for bad in [json!(0), json!(2_592_001), json!("soon")] {
+        let (status, body) = json_of(with_timeout("mute", &v2, bad.clone()).await.expect("assign")).await;
+        assert_eq!((status, body["error"].as_str()), (422, Some("invalid_field")), "{bad}: {body}");
+    }
+    let (status, lane) = json_of(with_timeout("mute", &v2, json!(1)).await.expect("assign")).await;
+    assert_eq!(status, 201, "{lane}");
+    // Without a timeout an update waits for its device, however long.
+    assert_eq!(assign(&app, "chatty", &v2).await.0, 201);
+    assert_eq!(report(&app, "mute", json!({"state": "downloading", "progress": 5})).await.0, 200);
+
+    let timed_out = settled(&app, "/api/v1/devices/mute/update", |v| v["state"] == "timed_out").await;
+    assert_eq!(timed_out["state"], "timed_out", "{timed_out}");
+    let (_, chatty) = json_of(app.get("/api/v1/devices/chatty/update").send().await.expect("read")).await;
+    assert_eq!(chatty["state"], "assigned", "{chatty}");
+    let (status, next) = assign(&app, "mute", &v3).await;
+    assert_eq!((status, next["action"].as_u64()), (201, Some(2)), "{next}");
+}

@@ -473,7 +473,7 @@ async fn a_database_of_the_previous_release_migrates_and_is_read_by_this_one() {
     assert_eq!(version, 3);
     let lane = gw1.current.clone().expect("gw-001 has an update");
     assert_eq!(lane.kind, LaneKind::Update);
-    assert_eq!(lane.origin, Origin { campaign: Some(campaign_id()), wave: None, retry: 0 });
+    assert_eq!(lane.origin, Origin { campaign: Some(campaign_id()), wave: None, retry: 0, timeout_secs: None });
     assert_eq!(lane.state, UpdateState::Succeeded);
     // ... the same through the group-commit loads ...
     let ids = [device(1).to_string(), device(2).to_string()];
@@ -492,7 +492,7 @@ async fn a_database_of_the_previous_release_migrates_and_is_read_by_this_one() {
 
     // New writes: a new assignment is stored at 1.1; the campaign's next snapshot is versioned.
     let assign = DeviceUpdateCommand::Assign {
-        origin: Origin { campaign: None, wave: None, retry: 0 },
+        origin: Origin { campaign: None, wave: None, retry: 0, timeout_secs: None },
         firmware: UpdateFirmware { id: firmware_id(), version: "2.2.0".into() },
         from: Some(UpdateFirmware { id: firmware_id(), version: "2.1.0".into() }),
         at: t(400),

@@ -164,7 +164,14 @@ pub struct UpdateRequest {
     /// Only an admin may; recorded with the assignment's actor.
     #[serde(default)]
     allow_downgrade: bool,
+    /// Seconds without a report from the device after which the update times out
+    /// (1 to 2,592,000, 30 days); none: it waits for the device.
+    #[schema(minimum = 1, maximum = 2592000)]
+    timeout_secs: Option<u32>,
 }
+
+/// A single update's timeout at most (30 days).
+const MAX_UPDATE_TIMEOUT_SECS: u32 = 30 * 24 * 3600;
 
 impl From<AssignError> for ApiError {
     fn from(e: AssignError) -> Self {
@@ -211,7 +218,11 @@ async fn update(
     if body.allow_downgrade && writer.principal.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin may allow a downgrade (allow_downgrade)"));
     }
-    let origin = Origin::default();
+    if body.timeout_secs.is_some_and(|t| t == 0 || t > MAX_UPDATE_TIMEOUT_SECS) {
+        let message = format!("timeout_secs: 1 to {MAX_UPDATE_TIMEOUT_SECS} seconds");
+        return Err(ApiError::invalid("invalid_field", message));
+    }
+    let origin = Origin { timeout_secs: body.timeout_secs, ..Origin::default() };
     let policy = state.delivery().allowing_downgrade(body.allow_downgrade);
     let committed = assign_update(&state.store, &device, firmware, origin, policy, &writer.meta, Utc::now()).await?;
     let answer = update_answer(&device, committed.state, Some(writer.meta.actor.to_string()))?;

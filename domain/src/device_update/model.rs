@@ -173,6 +173,10 @@ pub struct Origin {
     pub wave: Option<u32>,
     /// 0 for the first try, then one more per retry.
     pub retry: u32,
+    /// A single update's timeout: seconds without a report after which it times out
+    /// (campaigns use their plan's `device_timeout_secs`). Absent when none was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
 }
 
 /// One update of the device: from assignment to its outcome.

@@ -296,7 +296,8 @@ fn rollback_goes_to_the_firmware_before_the_last_success_and_ends_rolled_back() 
 /// Issue 11: a rollback campaign re-sending its assignment after a crash.
 #[test]
 fn a_repeated_campaign_rollback_is_a_repeat_in_flight_and_after_it_ended() {
-    let campaign = Origin { campaign: Some(crate::ids::CampaignId::new_random()), wave: Some(0), retry: 0 };
+    let campaign =
+        Origin { campaign: Some(crate::ids::CampaignId::new_random()), wave: Some(0), retry: 0, timeout_secs: None };
     let success = |action, firmware: UpdateFirmware, from| {
         vec![
             DeviceUpdateEvent::UpdateAssigned {

@@ -180,7 +180,7 @@ fn device_update_events() -> Vec<DeviceUpdateEvent> {
         DeviceUpdateEvent::UpdateAssigned {
             action: 2,
             kind: LaneKind::Rollback { of_action: 1 },
-            origin: Origin { campaign: Some(campaign_id()), wave: Some(1), retry: 1 },
+            origin: Origin { campaign: Some(campaign_id()), wave: Some(1), retry: 1, timeout_secs: None },
             firmware: fw("2.0.0"),
             from: Some(fw("2.1.0")),
             at: at(),

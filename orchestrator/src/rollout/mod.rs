@@ -148,6 +148,12 @@ impl ProcessManager {
                     );
                 }
             }
+            if let Err(e) = step::time_out_single_updates(self, Utc::now()).await {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "single-update timeouts failed; retried next tick"
+                );
+            }
             metrics::histogram!("ota_rollout_tick_duration_seconds").record(started.elapsed().as_secs_f64());
             let _ = tokio::time::timeout(TICK, self.wake.notified()).await;
         }

@@ -193,7 +193,7 @@ async fn assign(
         return Ok(());
     }
     let Some(spec) = firmware.spec.clone() else { return Ok(()) };
-    let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
+    let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0, timeout_secs: None };
     let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
     let end = (cursor + count as usize).min(campaign.wave_members(wave).len());
     let policy = pm.delivery.allowing_downgrade(campaign.rollout.allow_downgrade);
@@ -255,7 +255,7 @@ async fn assign_rollbacks(
     meta: &CommandMeta,
     now: DateTime<Utc>,
 ) -> Result<(), StepError> {
-    let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0 };
+    let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: 0, timeout_secs: None };
     let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
     let end = (cursor + count as usize).min(campaign.wave_members(wave).len());
     let mut verdicts: HashMap<FirmwareId, Option<Undeliverable>> = HashMap::new();
@@ -294,6 +294,21 @@ async fn assign_rollbacks(
         cursor += chunk.len();
         let command = CampaignCommand::RecordAssignments { wave, through: cursor as u32, skipped, at: now };
         pm.store.execute::<Campaign>(&id, command, meta).await?;
+    }
+    Ok(())
+}
+
+/// Single updates (outside campaigns) whose timeout passed without a report time out,
+/// so a silent device does not hold its update, and block the next one, forever.
+pub async fn time_out_single_updates(pm: &ProcessManager, now: DateTime<Utc>) -> Result<(), StepError> {
+    let meta = CommandMeta::new(Actor::system("rollout"));
+    for (device, action) in tally::overdue_single_updates(&pm.pool).await? {
+        let Ok(device) = DeviceId::parse(&device) else { continue };
+        let command = DeviceUpdateCommand::TimeOut { action: Some(action as u32), at: now };
+        match pm.store.execute::<DeviceUpdate>(&device, command, &meta).await {
+            Ok(_) | Err(StoreError::Rejected(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -351,7 +366,8 @@ async fn time_out_and_retry(
     for (device, _, wave, retry, _, _) in due {
         let Some(wave) = wave else { continue };
         let Ok(device_id) = ota_domain::DeviceId::parse(&device) else { continue };
-        let origin = Origin { campaign: Some(id), wave: Some(wave as u32), retry: retry as u32 + 1 };
+        let origin =
+            Origin { campaign: Some(id), wave: Some(wave as u32), retry: retry as u32 + 1, timeout_secs: None };
         let policy = pm.delivery.allowing_downgrade(plan.allow_downgrade);
         match assign_update(&pm.store, &device_id, firmware.id, origin, policy, meta, now).await {
             Ok(_) => {}

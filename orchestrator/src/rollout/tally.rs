@@ -42,6 +42,26 @@ pub async fn continuous_campaigns(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx
     Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
 }
 
+/// Single updates assigned with a timeout that are still in flight and have had no
+/// report for longer than it: (device, action). From the event store's timeouts
+/// (indexed: only such assignments carry one) and the updates read model's progress.
+pub async fn overdue_single_updates(pool: &PgPool) -> Result<Vec<(String, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.device_id, d.action FROM events e
+           JOIN device_updates d ON d.device_id = e.aggregate_id
+                AND d.action = (e.payload -> 'UpdateAssigned' ->> 'action')::int
+          WHERE e.aggregate_type = 'DeviceUpdate' AND e.event_type = 'UpdateAssigned'
+            AND (e.payload -> 'UpdateAssigned' -> 'origin') ? 'timeout_secs'
+            AND d.campaign_id IS NULL AND d.state = ANY($1)
+            AND d.updated_at + make_interval(secs => (e.payload -> 'UpdateAssigned' -> 'origin' ->> 'timeout_secs')::int)
+                < now()
+          ORDER BY d.device_id",
+    )
+    .bind(&UpdateState::IN_FLIGHT.map(UpdateState::as_str)[..])
+    .fetch_all(pool)
+    .await
+}
+
 /// One tally per wave: sizes from the membership and cursor, states from the counters.
 pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<WaveTally>, sqlx::Error> {
     let Some(id) = campaign.id else { return Ok(vec![]) };
