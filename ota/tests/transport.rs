@@ -121,17 +121,20 @@ fn certificate(dir: &Path) -> String {
     ca_cert.pem()
 }
 
+/// An HTTPS client that trusts only `ca` (a PEM).
+fn trusting(ca: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_with_the_configured_certificate_and_plain_http_to_it_fails() {
     let deployment = Deployment::new(BIN).await;
     let dir = tempfile::tempdir().expect("dir");
     let ca = certificate(dir.path());
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
-        .build()
-        .expect("client");
+    let client = trusting(&ca).build().expect("client");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let env = [("OTA_TLS_CERT", cert.to_str().expect("path")), ("OTA_TLS_KEY", key.to_str().expect("path"))];
     let server = deployment.start_with(&env, Some(&client)).await;
@@ -154,11 +157,7 @@ async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout() {
     let deployment = Deployment::new(BIN).await;
     let dir = tempfile::tempdir().expect("dir");
     let ca = certificate(dir.path());
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
-        .build()
-        .expect("client");
+    let client = trusting(&ca).build().expect("client");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let env = [
         ("OTA_TLS_CERT", cert.to_str().expect("path")),
@@ -237,13 +236,7 @@ fn device_client(ca: &str, issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, comm
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.signed_by(&key, issuer).expect("device certificate");
     let identity = reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes());
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
-        .identity(identity.expect("identity"))
-        .build()
-        .expect("client")
+    trusting(ca).identity(identity.expect("identity")).build().expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,12 +248,7 @@ async fn a_device_with_a_certificate_of_the_device_ca_polls_as_itself_without_a_
     let (_, rogue) = device_ca("another CA");
     let client_ca = dir.path().join("devices-ca.pem");
     std::fs::write(&client_ca, &devices_ca).expect("write CA");
-    let operator = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"))
-        .build()
-        .expect("client");
+    let operator = trusting(&ca).build().expect("client");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let env = [
         ("OTA_TLS_CERT", cert.to_str().expect("path")),

@@ -43,14 +43,29 @@ pub(super) fn status_routes() -> OpenApiRouter<AppState> {
     "firmware_version": "2.0.3", "tags": ["plant-7"], "attributes": {"site": "Lyon"}}))]
 pub struct RegisterDevice {
     /// 1 to 256 characters, no control characters or '/'.
-    id: String,
-    device_model: String,
-    hardware_version: Option<String>,
-    firmware_version: Option<String>,
+    pub(super) id: String,
+    pub(super) device_model: String,
+    pub(super) hardware_version: Option<String>,
+    pub(super) firmware_version: Option<String>,
     #[serde(default)]
-    tags: BTreeSet<String>,
+    pub(super) tags: BTreeSet<String>,
     #[serde(default)]
-    attributes: BTreeMap<String, String>,
+    pub(super) attributes: BTreeMap<String, String>,
+}
+
+impl RegisterDevice {
+    /// The id as sent, and the profile the body describes (one registration or an
+    /// import's row: the same shape, read the same way).
+    pub(super) fn into_parts(self) -> (String, DeviceProfile) {
+        let profile = DeviceProfile {
+            device_model: self.device_model.trim().to_owned(),
+            hardware_version: self.hardware_version,
+            firmware_version: self.firmware_version,
+            tags: self.tags,
+            attributes: self.attributes,
+        };
+        (self.id, profile)
+    }
 }
 
 pub fn parse_device_id(raw: &str) -> Result<DeviceId, ApiError> {
@@ -78,14 +93,8 @@ async fn register(
     writer: Writer,
     Json(body): Json<RegisterDevice>,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
-    let id = DeviceId::parse(&body.id).map_err(|e| ApiError::invalid("invalid_field", format!("id: {e}")))?;
-    let profile = DeviceProfile {
-        device_model: body.device_model.trim().to_owned(),
-        hardware_version: body.hardware_version,
-        firmware_version: body.firmware_version,
-        tags: body.tags,
-        attributes: body.attributes,
-    };
+    let (id, profile) = body.into_parts();
+    let id = DeviceId::parse(&id).map_err(|e| ApiError::invalid("invalid_field", format!("id: {e}")))?;
     let token = crate::ddi::new_token();
     let command =
         DeviceCommand::Enrol { id: id.clone(), profile, token_sha256: crate::ddi::hash_token(&token), at: Utc::now() };

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures::StreamExt;
-use ota_domain::device::{Device as DeviceState, DeviceCommand, DeviceProfile};
+use ota_domain::device::{Device as DeviceState, DeviceCommand};
 use ota_domain::DeviceId;
 use ota_orchestrator::StoreError;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use super::devices::RegisterDevice;
 use crate::auth::Writer;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Query};
@@ -36,20 +37,6 @@ const IN_FLIGHT: usize = 4;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(import_devices).layer(DefaultBodyLimit::max(BODY_LIMIT)))
-}
-
-/// One device of an import: the fields of `POST /devices`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImportRow {
-    id: String,
-    device_model: String,
-    hardware_version: Option<String>,
-    firmware_version: Option<String>,
-    #[serde(default)]
-    tags: BTreeSet<String>,
-    #[serde(default)]
-    attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -89,7 +76,7 @@ pub struct ImportReport {
 /// `text/csv` (a header row naming `id`, `device_model`, `hardware_version`,
 /// `firmware_version`, `tags` (separated by `;`) and `attributes.<name>` columns).
 #[utoipa::path(post, path = "/devices:import", tag = "devices", params(ImportQuery),
-    request_body(content = Vec<ImportRow>, description = "JSON array, NDJSON or CSV (by `Content-Type`), up to 100,000 devices."),
+    request_body(content = Vec<RegisterDevice>, description = "JSON array, NDJSON or CSV (by `Content-Type`), up to 100,000 devices."),
     responses(
         (status = 200, body = ImportReport, description = "Imported; with `partial`, `failed` lists the rows left out."),
         (status = 415, body = ErrorBody, description = "Another content type (`import.unsupported_type`)."),
@@ -137,7 +124,7 @@ fn media_type(content_type: &str) -> String {
 }
 
 /// A row as read: its number and the device, or why it could not be read.
-type Parsed = (usize, Result<ImportRow, String>);
+type Parsed = (usize, Result<RegisterDevice, String>);
 
 fn unreadable(what: impl std::fmt::Display) -> ApiError {
     ApiError::invalid("import.unreadable", what.to_string())
@@ -173,21 +160,14 @@ fn csv_rows(body: &[u8]) -> Result<Vec<Parsed>, ApiError> {
     if let Some(unknown) = headers.iter().find(|h| !known.contains(h) && !h.starts_with("attributes.")) {
         return Err(unreadable(format!("CSV column {unknown:?}: use {} or attributes.<name>", known.join(", "))));
     }
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let row = match record {
-            Ok(record) => Ok(csv_row(&headers, &record)),
-            Err(e) => Err(e.to_string()),
-        };
-        rows.push((i + 1, row.and_then(|r| r)));
-    }
-    Ok(rows)
+    let rows = reader.records().enumerate();
+    Ok(rows.map(|(i, record)| (i + 1, record.map_err(|e| e.to_string()).and_then(|r| csv_row(&headers, &r)))).collect())
 }
 
-fn csv_row(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<ImportRow, String> {
+fn csv_row(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<RegisterDevice, String> {
     let cell =
         |name: &str| headers.iter().position(|h| h == name).and_then(|i| record.get(i)).filter(|v| !v.is_empty());
-    Ok(ImportRow {
+    Ok(RegisterDevice {
         id: cell("id").ok_or("no id")?.to_owned(),
         device_model: cell("device_model").ok_or("no device_model")?.to_owned(),
         hardware_version: cell("hardware_version").map(str::to_owned),
@@ -226,20 +206,14 @@ fn checked(rows: Vec<Parsed>) -> (Vec<Checked>, Vec<RowError>) {
                 continue;
             }
         };
-        let fail = |error: String| RowError { row, id: Some(device.id.clone()), error };
-        let id = match DeviceId::parse(&device.id) {
+        let (raw_id, profile) = device.into_parts();
+        let fail = |error: String| RowError { row, id: Some(raw_id.clone()), error };
+        let id = match DeviceId::parse(&raw_id) {
             Ok(id) => id,
             Err(e) => {
                 failed.push(fail(format!("id: {e}")));
                 continue;
             }
-        };
-        let profile = DeviceProfile {
-            device_model: device.device_model.trim().to_owned(),
-            hardware_version: device.hardware_version.clone(),
-            firmware_version: device.firmware_version.clone(),
-            tags: device.tags.clone(),
-            attributes: device.attributes.clone(),
         };
         if let Err(e) = profile.validate() {
             failed.push(fail(e.to_string()));
