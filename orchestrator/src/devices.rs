@@ -62,7 +62,7 @@ pub fn update_code(undeliverable: &Undeliverable) -> &'static str {
     }
 }
 
-fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: StoreError<E>) -> AssignError {
+pub(crate) fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: StoreError<E>) -> AssignError {
     AssignError::Store(std::sync::Arc::new(e))
 }
 

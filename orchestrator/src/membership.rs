@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use ota_domain::campaign::{Campaign, Membership};
+use ota_domain::campaign::{Campaign, Membership, Target};
 use ota_domain::device::{DeviceEvent, DeviceProfile};
 use ota_domain::rollout::{assign_waves, DeviceCandidate};
 use ota_domain::upcast::{self, DecodeError};
@@ -49,12 +49,27 @@ async fn profiles(pool: &PgPool, only: Option<&[String]>) -> Result<BTreeMap<Str
         .collect()
 }
 
-/// Matches the campaign's target against the inventory and splits it into waves.
-pub async fn resolve(pool: &PgPool, campaign: &Campaign, seed: u64) -> Result<Membership, MembershipError> {
-    let model = campaign.firmware.as_ref().map(|f| f.device_model.clone()).unwrap_or_default();
+/// Why a device the target names is not a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotMember {
+    /// An explicit id that was never registered.
+    Unknown,
+    /// An explicit id of a device of another model than the firmware's.
+    OtherModel { model: String },
+}
+
+/// A target matched against the inventory: who may join, and which explicit ids may not.
+#[derive(Debug, Clone, Default)]
+pub struct Matched {
+    pub candidates: Vec<DeviceCandidate>,
+    pub not_members: Vec<(String, NotMember)>,
+}
+
+/// Matches a target against the inventory for firmware built for `model`.
+pub async fn match_target(pool: &PgPool, model: &str, target: &Target) -> Result<Matched, MembershipError> {
     let mut found: BTreeMap<String, Option<String>> = BTreeMap::new();
-    let explicit: Vec<String> = campaign.target.device_ids.iter().map(|d| d.to_string()).collect();
-    let mut excluded = 0u32;
+    let explicit: Vec<String> = target.device_ids.iter().map(|d| d.to_string()).collect();
+    let mut not_members = Vec::new();
     if !explicit.is_empty() {
         let known = profiles(pool, Some(&explicit)).await?;
         for id in &explicit {
@@ -62,24 +77,35 @@ pub async fn resolve(pool: &PgPool, campaign: &Campaign, seed: u64) -> Result<Me
                 Some(profile) if profile.device_model == model => {
                     found.insert(id.clone(), profile.hardware_version.clone());
                 }
-                // Unknown, or built for another model: the firmware cannot go there.
-                _ => excluded += 1,
+                // Built for another model, or unknown: the firmware cannot go there.
+                Some(profile) => {
+                    not_members.push((id.clone(), NotMember::OtherModel { model: profile.device_model.clone() }))
+                }
+                None => not_members.push((id.clone(), NotMember::Unknown)),
             }
         }
     }
-    if let Some(filter) = &campaign.target.filter {
+    if let Some(filter) = &target.filter {
         for (id, profile) in profiles(pool, None).await? {
-            if filter.matches(&model, &profile) {
+            if filter.matches(model, &profile) {
                 found.insert(id, profile.hardware_version);
             }
         }
     }
-    let candidates: Vec<DeviceCandidate> = found
+    let candidates = found
         .into_iter()
         .filter_map(|(id, hardware_version)| {
             DeviceId::parse(&id).ok().map(|id| DeviceCandidate { id, hardware_version })
         })
         .collect();
-    let waves = assign_waves(&candidates, &campaign.rollout, seed);
+    Ok(Matched { candidates, not_members })
+}
+
+/// Matches the campaign's target against the inventory and splits it into waves.
+pub async fn resolve(pool: &PgPool, campaign: &Campaign, seed: u64) -> Result<Membership, MembershipError> {
+    let model = campaign.firmware.as_ref().map(|f| f.device_model.clone()).unwrap_or_default();
+    let matched = match_target(pool, &model, &campaign.target).await?;
+    let waves = assign_waves(&matched.candidates, &campaign.rollout, seed);
+    let excluded = u32::try_from(matched.not_members.len()).unwrap_or(u32::MAX);
     Ok(Membership { seed, waves, excluded })
 }

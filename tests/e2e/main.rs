@@ -19,6 +19,7 @@ mod import;
 mod in_flight;
 mod limits;
 mod nats_auth;
+mod preview;
 mod releases;
 mod rollouts;
 mod schema;

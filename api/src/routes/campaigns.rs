@@ -140,15 +140,24 @@ pub(super) fn parse_firmware_id(raw: &str) -> Result<FirmwareId, ApiError> {
 /// The firmware must exist (in the event store, not merely in a lagging read
 /// model) and be deliverable: active, and verified when the server requires it.
 pub(super) async fn load_firmware(state: &AppState, id: FirmwareId) -> Result<CampaignFirmware, ApiError> {
+    Ok(load_deliverable(state, id).await?.1)
+}
+
+/// `load_firmware`, with the firmware's whole state.
+pub(super) async fn load_deliverable(
+    state: &AppState,
+    id: FirmwareId,
+) -> Result<(Firmware, CampaignFirmware), ApiError> {
     let (firmware, _) = state.store.load::<Firmware>(&id).await?;
     state.delivery().admit(id, &firmware).map_err(refused_firmware)?;
     let spec = firmware.spec.as_ref().ok_or_else(|| refused_firmware(Undeliverable::Unknown(id)))?;
-    Ok(CampaignFirmware {
+    let reference = CampaignFirmware {
         id,
         name: spec.name.clone(),
         version: spec.version.clone(),
         device_model: spec.device_model.clone(),
-    })
+    };
+    Ok((firmware, reference))
 }
 
 fn refused_firmware(refused: Undeliverable) -> ApiError {
@@ -269,21 +278,30 @@ async fn transition(
 
 /// Start a draft: its target is resolved into waves now (recorded with the seed, so
 /// the membership is reproducible), or it is scheduled for `rollout.start_at`.
-#[utoipa::path(post, path = "/campaigns/{id}/start", tag = "campaigns", params(("id" = Uuid, Path)), responses(
+/// A `seed` from a preview gives the waves the preview showed.
+#[utoipa::path(post, path = "/campaigns/{id}/start", tag = "campaigns", params(("id" = Uuid, Path)),
+    request_body(content = Option<StartBody>, description = "Optional; an empty body draws a fresh seed."),
+    responses(
     (status = 200, body = Campaign, description = "Running (or scheduled)."),
     (status = 404, body = ErrorBody, description = "No such campaign (`campaign.not_found`)."),
     (status = 409, body = ErrorBody, description = "Not a draft (`campaign.invalid_transition`)."),
-    (status = 422, body = ErrorBody, description = "No device matches the target (`campaign.no_members`), or the firmware was deprecated since or lacks a signature the server requires (`campaign.deprecated_firmware`, `campaign.unverified_firmware`)."),
+    (status = 422, body = ErrorBody, description = "No device matches the target (`campaign.no_members`), the firmware was deprecated since or lacks a signature the server requires (`campaign.deprecated_firmware`, `campaign.unverified_firmware`), or a seed was given for a scheduled start or is not a number (`invalid_field`)."),
 ))]
 async fn start(
     State(state): State<AppState>,
     writer: Writer,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<Campaign>, ApiError> {
     let id = CampaignId::from_uuid(validate::uuid("id", &id)?);
+    let seed = optional_json::<StartBody>(&body)?.and_then(|b| b.seed).map(|s| parse_seed(&s)).transpose()?;
     let (campaign, _) = state.store.load::<CampaignState>(&id).await?;
     let now = Utc::now();
     let future_start = campaign.rollout.start_at.is_some_and(|t| t > now);
+    if seed.is_some() && future_start {
+        // A scheduled campaign draws its waves when it starts, from the inventory then.
+        return Err(ApiError::invalid("invalid_field", "seed: only an immediate start takes a seed"));
+    }
     // Deprecated, or unverified under a server that now requires signatures, since the draft was made.
     let firmware = campaign
         .firmware
@@ -293,7 +311,7 @@ async fn start(
         load_firmware(&state, firmware.id).await?;
     }
     let membership = if campaign.exists() && campaign.status == CampaignStatus::Draft && !future_start {
-        let seed = rand_seed();
+        let seed = seed.unwrap_or_else(rand_seed);
         Some(
             ota_orchestrator::membership::resolve(&state.pool, &campaign, seed)
                 .await
@@ -307,8 +325,25 @@ async fn start(
     Ok(Json(Campaign::from_state(&state.pool, committed.state).await?))
 }
 
+/// How to start a draft.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"seed": "8214397715561032448"}))]
+pub struct StartBody {
+    /// The seed a preview returned, as decimal text: the waves are drawn as the
+    /// preview drew them. Only for an immediate start.
+    seed: Option<String>,
+}
+
+/// A 64-bit seed as decimal text (JSON numbers lose digits past 2^53 in JavaScript).
+pub(super) fn parse_seed(raw: &str) -> Result<u64, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::invalid("invalid_field", format!("seed: {raw:?} is not a whole number from 0 to {}", u64::MAX))
+    })
+}
+
 /// A fresh seed per start; it is recorded, so the membership stays reproducible.
-fn rand_seed() -> u64 {
+pub(super) fn rand_seed() -> u64 {
     let id = uuid::Uuid::new_v4();
     let bytes = id.as_bytes();
     u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])

@@ -13,6 +13,7 @@ mod firmware;
 mod health;
 mod import;
 mod metrics;
+mod preview;
 mod rollbacks;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(firmware::routes(state.max_firmware_bytes))
         .merge(campaigns::routes())
         .merge(drafts::routes())
+        .merge(preview::routes())
         .merge(devices::routes())
         .merge(import::routes())
         .merge(rollbacks::routes())

@@ -241,6 +241,12 @@ impl Campaign {
         if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
             return Err(CampaignError::BadName);
         }
+        Self::validate_plan(target, rollout)
+    }
+
+    /// Checks a target and a rollout plan as creating a campaign does; the
+    /// plan preview refuses what creation would.
+    pub fn validate_plan(target: &Target, rollout: &RolloutPlan) -> Result<(), CampaignError> {
         if target.device_ids.is_empty() && target.filter.is_none() {
             return Err(CampaignError::EmptyTarget);
         }

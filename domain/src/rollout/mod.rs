@@ -5,9 +5,11 @@
 //! assignment budget ([`allowed_assignments`]), the maintenance window
 //! ([`MaintenanceWindow`]), the wave gates ([`evaluate_gate`]) and finally
 //! [`next_steps`], which the process manager calls after every event and on every
-//! wake-up. Nothing here reads the clock or draws entropy: time and the seed are
+//! wake-up; [`forecast`] plays a whole plan on a simulated clock for the
+//! preview. Nothing here reads the clock or draws entropy: time and the seed are
 //! arguments, so a recorded campaign replays to the same decisions.
 
+mod forecast;
 mod gates;
 mod membership;
 mod next_steps;
@@ -18,6 +20,9 @@ mod window;
 #[cfg(test)]
 mod tests;
 
+pub use forecast::{
+    forecast, forecast_with, AssignmentBatch, Assumptions, Forecast, ForecastOutcome, WaveForecast, HORIZON_DAYS,
+};
 pub use gates::{evaluate_gate, GateKind, GateOutcome, GateReport, WaveTally};
 pub use membership::{assign_waves, wave_sizes, DeviceCandidate, SplitMix64};
 pub use next_steps::{next_steps, should_retry, timed_out, Decision, RolloutView};

@@ -11,11 +11,12 @@ use ota_domain::{Actor, CampaignId, CommandMeta, DeviceId, EventRecord, Firmware
 use super::{tally, ProcessManager};
 use std::collections::HashMap;
 
-use ota_domain::device::{Device, DeviceEvent};
+use ota_domain::device::DeviceEvent;
 use ota_domain::device_update::UpdateFirmware;
 use ota_domain::firmware::{Firmware, Undeliverable};
 
-use crate::devices::{assign_update, check_fit, running_image, RunningImage};
+use crate::devices::assign_update;
+use crate::fit::FitCheck;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -197,34 +198,21 @@ async fn assign(
     let mut cursor = campaign.assigned.get(wave).copied().unwrap_or(0) as usize;
     let end = (cursor + count as usize).min(campaign.wave_members(wave).len());
     let policy = pm.delivery.allowing_downgrade(campaign.rollout.allow_downgrade);
-    let mut running: HashMap<String, Option<RunningImage>> = HashMap::new();
+    let mut fit = FitCheck::new(&pm.store, target.id, &firmware, policy);
     while cursor < end {
         let chunk = &campaign.wave_members(wave)[cursor..end.min(cursor + ASSIGN_CHUNK)];
-        let ids: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
-        let devices = pm.store.load_many::<Device>(&ids).await.map_err(read)?;
         let mut skipped = 0u32;
         let mut items = Vec::with_capacity(chunk.len());
-        for device_id in chunk {
-            let (device, _) = devices.get(device_id.as_str()).cloned().unwrap_or_default();
-            let now_running = match &device.profile.firmware_version {
-                Some(version) => match running.get(version) {
-                    Some(known) => known.clone(),
-                    None => {
-                        let found = running_image(&pm.store, &spec.name, version, &spec.device_model).await?;
-                        running.insert(version.clone(), found.clone());
-                        found
-                    }
-                },
-                None => None,
+        for (device_id, verdict) in chunk.iter().zip(fit.check(chunk).await?) {
+            let from = match verdict {
+                Ok(from) => from,
+                Err(reason) => {
+                    tracing::info!(campaign = %id, device = %device_id, %reason, "device skipped");
+                    skipped += 1;
+                    continue;
+                }
             };
-            let running_counter = now_running.as_ref().and_then(|r| r.release_counter);
-            if let Err(reason) = check_fit(device_id, &device, target.id, &firmware, policy, running_counter) {
-                tracing::info!(campaign = %id, device = %device_id, %reason, "device skipped");
-                skipped += 1;
-                continue;
-            }
             let firmware = UpdateFirmware { id: target.id, version: spec.version.clone() };
-            let from = now_running.map(|r| r.firmware);
             let command = DeviceUpdateCommand::Assign { origin, firmware, from, at: now };
             items.push((device_id.to_string(), command, meta.clone()));
         }
