@@ -52,11 +52,25 @@ enum Command {
         #[arg(long, default_value = "release")]
         key_id: String,
     },
-    /// Firmware tools for release pipelines.
+    /// Firmware: release signing, and the catalog on a server (upload, list, show).
     Firmware {
         #[command(subcommand)]
         what: FirmwareCommand,
     },
+    /// Campaigns on a server: create, follow and steer them.
+    Campaign {
+        #[command(subcommand)]
+        what: ota_cli::campaign::CampaignCommand,
+    },
+    /// The device inventory on a server: list, show, history, rollbacks, bulk import.
+    Device {
+        #[command(subcommand)]
+        what: ota_cli::device::DeviceCommand,
+    },
+    /// Store an API key (read from stdin or OTA_API_KEY) for a server, after checking it there.
+    Login(ota_cli::login::LoginArgs),
+    /// Forget the stored login.
+    Logout,
     /// The tamper-evident event log.
     Audit {
         #[command(subcommand)]
@@ -110,6 +124,8 @@ enum FirmwareCommand {
         #[arg(long, conflicts_with_all = ["name", "version", "device_model", "release_counter"])]
         cosign: Option<std::path::PathBuf>,
     },
+    #[command(flatten)]
+    Catalog(ota_cli::firmware::FirmwareCommand),
 }
 
 #[derive(Subcommand)]
@@ -208,6 +224,15 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.settings;
     match cli.command {
+        // The operator CLI talks to a server over HTTP and prints its own errors
+        // (the server's code and message) with its own exit codes.
+        Command::Firmware { what: FirmwareCommand::Catalog(what) } => {
+            return Ok(ota_cli::finish(ota_cli::firmware::run(what).await))
+        }
+        Command::Campaign { what } => return Ok(ota_cli::finish(ota_cli::campaign::run(what).await)),
+        Command::Device { what } => return Ok(ota_cli::finish(ota_cli::device::run(what).await)),
+        Command::Login(args) => return Ok(ota_cli::finish(ota_cli::login::login(args).await)),
+        Command::Logout => return Ok(ota_cli::finish(ota_cli::login::logout())),
         Command::Serve => {
             let mut running = server::start(&settings, Components::default()).await?;
             shutdown_signal().await;
