@@ -22,6 +22,8 @@ use crate::signature;
 const CLAIM: i64 = 32;
 /// Deliveries in flight at once per sender.
 const IN_FLIGHT: usize = 8;
+/// How long past the timeout a claim holds before another sender may retry.
+const LEASE_MARGIN_SECS: f64 = 5.0;
 /// How long a receiver's error text is kept.
 const ERROR_CHARS: usize = 500;
 
@@ -120,7 +122,8 @@ impl Sender {
 
     /// Claims and sends one round of due deliveries; returns how many.
     pub async fn drain_once(&self) -> Result<usize, sqlx::Error> {
-        let lease = self.settings.timeout.as_secs_f64() + 30.0;
+        // The attempt ends within the timeout; recording it takes milliseconds.
+        let lease = self.settings.timeout.as_secs_f64() + LEASE_MARGIN_SECS;
         let claimed: Vec<(Uuid, i32, serde_json::Value, String, String)> = sqlx::query_as(
             "UPDATE webhook_deliveries d SET claimed_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
              FROM webhooks w
