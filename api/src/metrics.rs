@@ -78,6 +78,8 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("ota_campaigns", Kind::Gauge, "Campaigns by status."),
     ("ota_device_updates", Kind::Gauge, "Device updates by state."),
     ("ota_metrics_read_errors_total", Kind::Counter, "Scrapes whose store gauges could not be read."),
+    ("ota_webhook_attempts_total", Kind::Counter, "Webhook delivery attempts, by what came of them."),
+    ("ota_webhook_deliveries_pending", Kind::Gauge, "Webhook deliveries waiting to be sent or retried."),
 ];
 
 fn describe() {
@@ -134,6 +136,9 @@ async fn read_gauges(pool: &PgPool, relay: &str) -> Result<(), sqlx::Error> {
     for (state, count) in updates {
         metrics::gauge!("ota_device_updates", "state" => state).set(count as f64);
     }
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'").fetch_one(pool).await?;
+    metrics::gauge!("ota_webhook_deliveries_pending").set(pending as f64);
     Ok(())
 }
 

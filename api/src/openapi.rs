@@ -42,6 +42,7 @@ pub const DDI_TAG: &str = "DDI (devices)";
         (name = "campaigns", description = "Campaigns: target devices, roll out in waves under gates, rates and windows; start, pause, resume, approve, cancel, abort."),
         (name = "devices", description = "The device inventory, single-device updates, rollbacks, status reports and update history."),
         (name = "api-keys", description = "API keys for scripts and integrations (admin only)."),
+        (name = "webhooks", description = "Webhook subscriptions by topic, signed deliveries with retries, the delivery log and a test send (admin only)."),
         (name = "audit", description = "The tamper-evident event chain and point-in-time reconstruction (auditor or admin)."),
         (name = "system", description = "Statistics and health."),
         (name = "DDI (devices)", description = "The hawkBit Direct Device Integration API that device clients poll."),

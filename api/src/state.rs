@@ -41,6 +41,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// What a Prometheus scraper must send (`OTA_METRICS_TOKEN`); none: `/metrics` is open.
     pub metrics_token: Option<Arc<str>>,
+    /// Sends webhook deliveries; the API uses it for test sends.
+    pub webhooks: ota_notify::Sender,
 }
 
 impl AppState {

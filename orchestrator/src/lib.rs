@@ -28,7 +28,7 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 /// minutes back, so events published while this process was starting (before
 /// the consumer existed) are not skipped. Reactions are idempotent, so seeing an
 /// event again is harmless; once the consumer exists, it resumes where it was.
-pub(crate) fn reaction_start() -> DeliverPolicy {
+pub fn reaction_start() -> DeliverPolicy {
     let since = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
     match async_nats::datetime::parse_rfc3339(&since) {
         Ok(start_time) => DeliverPolicy::ByStartTime { start_time },

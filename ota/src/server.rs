@@ -56,6 +56,10 @@ pub enum ServerError {
     Tls(#[from] crate::transport::TlsError),
     #[error(transparent)]
     TrustedProxies(#[from] ota_api::client::BadProxy),
+    #[error(transparent)]
+    WebhookNetworks(#[from] ota_notify::destinations::BadNetwork),
+    #[error("the webhook HTTP client: {0}")]
+    Webhooks(#[source] reqwest::Error),
 }
 
 /// Which background parts to run beside the HTTP API.
@@ -63,7 +67,8 @@ pub enum ServerError {
 pub struct Components {
     pub relay: bool,
     pub projections: bool,
-    /// The rollout process manager and the NATS device channel.
+    /// The reactions: the rollout process manager, the NATS device channel and
+    /// webhook deliveries.
     pub rollouts: bool,
 }
 
@@ -80,6 +85,7 @@ pub struct RunningServer {
     pub workers: Vec<WorkerHandle>,
     pub rollouts: Option<RolloutHandle>,
     pub dispatch: Option<DispatchHandle>,
+    pub notify: Option<ota_notify::NotifyHandle>,
     pub chainer: ota_orchestrator::chain::ChainerHandle,
     checkpoints: Option<JoinHandle<()>>,
     usage_writer: JoinHandle<()>,
@@ -260,6 +266,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         key_usage: key_usage.clone(),
         limits: limits.clone(),
         metrics_token: settings.metrics_token.as_ref().map(|t| Arc::from(t.expose())),
+        webhooks: ota_notify::Sender::new(pool.clone(), settings.webhook_settings()?).map_err(ServerError::Webhooks)?,
     };
     // Only tidying: the rate limiters' idle keys, idempotency keys past their 24
     // hours, and storage no firmware refers to.
@@ -295,6 +302,8 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
             },
         )
     });
+    let notify =
+        components.rollouts.then(|| ota_notify::spawn(pool.clone(), js.clone(), names.clone(), state.webhooks.clone()));
 
     let transport = crate::transport::Transport {
         header_timeout: Duration::from_secs(settings.header_timeout_secs.max(1)),
@@ -313,6 +322,7 @@ pub async fn start(settings: &Settings, components: Components) -> Result<Runnin
         workers,
         rollouts,
         dispatch,
+        notify,
         chainer,
         checkpoints,
         usage_writer,

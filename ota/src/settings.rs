@@ -223,9 +223,37 @@ pub struct Settings {
     /// Seconds a signed download link stays valid.
     #[arg(long, env = "OTA_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]
     pub download_url_ttl_secs: u64,
+
+    /// Attempts at a webhook delivery before it is given up as `failed`.
+    #[arg(long, env = "OTA_WEBHOOK_MAX_ATTEMPTS", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
+
+    /// Seconds a webhook receiver has to answer one attempt.
+    #[arg(long, env = "OTA_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_secs: u64,
+
+    /// Milliseconds before the first webhook retry; each later wait doubles, up to an hour.
+    #[arg(long, env = "OTA_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub webhook_retry_base_ms: u64,
+
+    /// Networks webhook receivers must be in (comma-separated, such as
+    /// `10.20.0.0/16,::1/128`); receivers are then named by address. Empty: anywhere.
+    #[arg(long, env = "OTA_WEBHOOK_ALLOWED_NETWORKS", default_value = "")]
+    pub webhook_allowed_networks: String,
 }
 
 impl Settings {
+    /// How webhook deliveries are sent and retried.
+    pub fn webhook_settings(&self) -> Result<ota_notify::DeliverySettings, ota_notify::destinations::BadNetwork> {
+        Ok(ota_notify::DeliverySettings {
+            max_attempts: self.webhook_max_attempts,
+            timeout: std::time::Duration::from_secs(self.webhook_timeout_secs),
+            retry_base: std::time::Duration::from_millis(self.webhook_retry_base_ms),
+            retry_max: std::time::Duration::from_secs(3600),
+            destinations: self.webhook_allowed_networks.parse()?,
+        })
+    }
+
     /// Bursts allow four seconds' worth of requests at once.
     pub fn limit_settings(&self) -> Result<ota_api::limits::LimitSettings, ota_api::client::BadProxy> {
         let rate = |per_second: u32| ota_api::limits::Rate { per_second, burst: per_second.saturating_mul(4) };

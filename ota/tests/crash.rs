@@ -4,11 +4,19 @@
 //!
 //! After each run: the campaign completes, every device ends in a terminal
 //! state, no decision was taken twice, nothing was published twice, and every
-//! read model equals a fresh replay of the event store, table by table.
+//! read model equals a fresh replay of the event store, table by table. A
+//! webhook delivery in flight is sent again by the next process.
 
 mod support;
 
-use ota_testkit::{killed_by, read_models, Deployment};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use ota_api::auth::Role;
+use ota_testkit::{json_of, killed_by, read_models, Deployment};
+use serde_json::json;
+use tokio::sync::mpsc;
 
 use support::{assert_nothing_lost_or_doubled, until, Operator, BIN};
 
@@ -97,4 +105,81 @@ async fn reports_sent_while_no_instance_runs_are_stored_after_restart() {
     .await
     .expect("count");
     assert_eq!(reports, 3, "each report stored once");
+}
+
+/// At least once: a webhook delivery in flight when its server is killed is
+/// sent again by the next one.
+/// (Ota-Delivery, Ota-Attempt) of each request, in arrival order.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A receiver that never answers its first request and answers 204 to the rest.
+async fn receiver(arrived: mpsc::UnboundedSender<()>) -> (Seen, String) {
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |headers: HeaderMap| async move {
+                let header =
+                    |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let first = {
+                    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    seen.push((header("ota-delivery"), header("ota-attempt")));
+                    seen.len() == 1
+                };
+                let _ = arrived.send(());
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (seen, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_in_flight_when_the_server_is_killed_is_sent_again_by_the_next() {
+    let deployment = Deployment::new(BIN).await;
+    let operator = Operator::new(&deployment);
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+    let (seen, url) = receiver(arrived_tx).await;
+    // A short timeout keeps the claim of the killed sender short (timeout + 5 s).
+    let settings = [("OTA_WEBHOOK_TIMEOUT_SECS", "2")];
+    let server = deployment.start_with(&settings, None).await;
+    let admin = deployment.token(Role::Admin);
+    let subscribe = deployment
+        .http
+        .post(server.url("/api/v1/webhooks"))
+        .bearer_auth(&admin)
+        .json(&json!({"url": url, "topics": ["firmware.uploaded"]}));
+    let (status, webhook) = json_of(subscribe.send().await.expect("subscribe")).await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook = webhook["id"].as_str().expect("id").to_owned();
+
+    operator.firmware(&server).await;
+    tokio::time::timeout(Duration::from_secs(30), arrived.recv()).await.expect("the first attempt arrives");
+    server.kill().await;
+
+    let server = deployment.start_with(&settings, None).await;
+    until("the delivery to be sent again", async || seen.lock().map(|s| s.len() >= 2).unwrap_or(false)).await;
+    let requests = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(requests[1].0, requests[0].0, "the same delivery: {requests:?}");
+    assert_eq!((requests[0].1.as_str(), requests[1].1.as_str()), ("1", "2"), "{requests:?}");
+
+    let log_url = server.url(&format!("/api/v1/webhooks/{webhook}/deliveries"));
+    let log = ota_testkit::eventually("the delivery to be logged as delivered", Duration::from_secs(30), || async {
+        let log = json_of(deployment.http.get(&log_url).bearer_auth(&admin).send().await.ok()?).await.1;
+        (log["items"][0]["status"] == "delivered").then_some(log)
+    })
+    .await;
+    let delivery = &log["items"][0];
+    assert_eq!((log["total"].as_i64(), delivery["attempts"].as_i64()), (Some(1), Some(2)), "{log}");
+    // The killed attempt never came back to be logged; the one that went through is.
+    let attempts = delivery["attempt_log"].as_array().expect("attempt log");
+    assert_eq!(attempts.len(), 1, "{delivery}");
+    assert_eq!((attempts[0]["attempt"].as_i64(), attempts[0]["status"].as_i64()), (Some(2), Some(204)), "{delivery}");
 }

@@ -50,6 +50,8 @@ pub struct TestOptions {
     pub audit_checkpoint_url: Option<String>,
     /// A NATS of the test's own (and its prefix) instead of the shared one.
     pub nats: Option<(ota::nats::NatsConnection, String)>,
+    /// Attempts at a webhook delivery (default: the server's).
+    pub webhook_max_attempts: Option<u32>,
 }
 
 impl TestOptions {
@@ -77,6 +79,7 @@ impl Default for TestOptions {
             ddi_cache_devices: None,
             audit_checkpoint_url: None,
             nats: None,
+            webhook_max_attempts: None,
         }
     }
 }
@@ -138,6 +141,8 @@ pub(crate) fn test_settings(database_url: &str, nats_host: &str, prefix: &str) -
     settings.jwt_audience = Some(AUDIENCE.to_owned());
     settings.ddi_gateway_token = Some(GATEWAY_TOKEN.into());
     settings.audit_signing_key = Some(AUDIT_KEY_HEX.into());
+    // Generated requests (the contract test) subscribe webhooks to any URL: none may leave the machine.
+    settings.webhook_allowed_networks = "127.0.0.0/8,::1/128".to_owned();
     settings
 }
 
@@ -211,6 +216,9 @@ impl TestApp {
             settings.audit_checkpoint_secs = 1;
         }
 
+        if let Some(attempts) = options.webhook_max_attempts {
+            settings.webhook_max_attempts = attempts;
+        }
         if let Some((bus, _)) = &options.nats {
             settings.use_nats(bus);
         }

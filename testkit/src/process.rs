@@ -92,6 +92,7 @@ impl Deployment {
             .env("OTA_RATE_LIMIT_IDENTITY", s.rate_limit_identity.to_string())
             .env("OTA_RATE_LIMIT_DEVICE", s.rate_limit_device.to_string())
             .env("OTA_RATE_LIMIT_ADDRESS", s.rate_limit_address.to_string())
+            .env("OTA_WEBHOOK_ALLOWED_NETWORKS", &s.webhook_allowed_networks)
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))

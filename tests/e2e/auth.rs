@@ -349,7 +349,7 @@ enum Need {
 }
 
 fn need(method: &Method, path: &str) -> Need {
-    if path.starts_with("/api/v1/api-keys") {
+    if path.starts_with("/api/v1/api-keys") || path.starts_with("/api/v1/webhooks") {
         Need::Admin
     } else if path.starts_with("/api/v1/audit/") {
         Need::Audit

@@ -26,3 +26,4 @@ mod schema;
 mod signatures;
 mod spine;
 mod swupdate;
+mod webhooks;

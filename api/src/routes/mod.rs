@@ -15,6 +15,7 @@ mod import;
 mod metrics;
 mod preview;
 mod rollbacks;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(rollbacks::routes())
         .merge(activity::routes())
         .merge(api_keys::routes())
+        .merge(webhooks::routes())
         .merge(audit::routes())
         .route_layer(middleware::from_fn_with_state(Idempotency::from_ref(state), idempotent))
         .route_layer(middleware::from_fn_with_state(Authenticator::from_ref(state), authenticate))
