@@ -413,3 +413,52 @@ async fn a_campaign_watched_with_the_cli_runs_to_completion_on_real_devices() {
     let row = rollbacks.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with("2 ") && row.contains(" 1 ") && row.contains("2.0") && row.contains("1.0"), "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previewed_plan_started_with_its_seed_draws_the_previewed_waves() {
+    let deployment = Deployment::new(BIN).await;
+    let server = deployment.start().await;
+    let cli = Cli::new(&server, Some(deployment.token(Role::Operator)));
+    let files = tempfile::tempdir().expect("temp dir");
+    let mut csv = String::from("id,device_model,firmware_version\n");
+    for i in 0..12 {
+        csv.push_str(&format!("p-{i:02},gw,1.0\n"));
+    }
+    csv.push_str("p-current,gw,2.0\n");
+    cli.run(&["device", "import", path_arg(&write(files.path(), "fleet.csv", &csv))]).await.ok();
+    let firmware = upload(&cli, files.path(), "2.0", b"image 2.0").await;
+    let plan = ["--firmware", &firmware, "--model", "gw", "--waves", "25%,100%", "--max-per-minute", "5"];
+
+    let mut args = vec!["campaign", "preview"];
+    args.extend(plan);
+    args.extend(["--assume-failure", "0", "--assume-update", "2m"]);
+    let table = cli.run(&args).await.ok();
+    assert!(field(&table, "devices").starts_with("12 to update, 13 drawn into waves"), "{table}");
+    assert!(field(&table, "outcome").starts_with("completes at"), "{table}");
+    assert!(table.contains("update.already_installed") && table.contains("p-current"), "{table}");
+    args.push("--json");
+    let previewed = cli.run(&args).await.json();
+    let seed = previewed["seed"].as_str().expect("seed").to_owned();
+    // The rate holds 5 a minute: the 9 of the second wave take two minutes to assign.
+    let second = &previewed["waves"][1];
+    let (first, last) = (second["first_assigned_at"].as_str(), second["last_assigned_at"].as_str());
+    assert_ne!(first, last, "{second}");
+
+    let mut create = vec!["campaign", "create", "--name", "previewed", "--json"];
+    create.extend(plan);
+    let id = cli.run(&create).await.json()["id"].as_str().expect("campaign id").to_owned();
+    cli.run(&["campaign", "start", &id, "--seed", &seed]).await.ok();
+    let drawn: Value = sqlx::query_scalar(
+        "SELECT payload -> 'MembershipResolved' -> 'waves' FROM events WHERE event_type = 'MembershipResolved'",
+    )
+    .fetch_one(&deployment.db)
+    .await
+    .expect("the membership");
+    let expected: Vec<Value> =
+        previewed["waves"].as_array().expect("waves").iter().map(|w| w["members"].clone()).collect();
+    assert_eq!(drawn, Value::Array(expected), "the start drew the previewed waves");
+
+    let bad =
+        cli.run(&["campaign", "preview", "--firmware", &firmware, "--model", "gw", "--assume-failure", "101"]).await;
+    bad.refused(&["assume.failure_percent", "HTTP 422"]);
+}

@@ -1,11 +1,10 @@
 //! `ota campaign create|list|show|start|pause|resume|cancel|approve|abort`.
 //!
 //! A command that sends a campaign's definition takes a [`CampaignSpec`] (flags
-//! and/or `--file`) and posts [`CampaignSpec::body`]. Another such command (a
-//! preview of the plan, `POST /campaigns/preview`, which takes the same body
-//! with the name optional) is a variant holding a `CampaignSpec` and an arm in
-//! `run` that posts [`CampaignSpec::merged`] and prints the answer.
+//! and/or `--file`): `create` posts [`CampaignSpec::body`], `preview` posts
+//! [`CampaignSpec::merged`] (the name may be left out) with its assumptions.
 
+mod preview;
 mod render;
 mod spec;
 
@@ -33,6 +32,17 @@ pub enum CampaignCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// What starting this plan now would do, without creating anything: who would
+    /// be updated and who left out and why, the waves, when they would run, and
+    /// the gates' decisions at an assumed failure rate.
+    Preview {
+        #[command(flatten)]
+        spec: CampaignSpec,
+        #[command(flatten)]
+        assume: preview::Assume,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List campaigns, newest first.
     List {
         #[arg(long, value_parser = spec::parse_status)]
@@ -56,7 +66,14 @@ pub enum CampaignCommand {
         remote: Remote,
     },
     /// Start a draft (or schedule it, with `rollout.start_at` in the future).
-    Start(CampaignRef),
+    Start {
+        id: Uuid,
+        /// Draw the waves with the seed a preview printed (an immediate start only).
+        #[arg(long)]
+        seed: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Pause a running campaign: no new assignments; devices in flight go on.
     Pause(WithReason),
     /// Resume a paused campaign.
@@ -103,6 +120,12 @@ pub async fn run(command: CampaignCommand) -> Result<ExitCode> {
             let answer = client.post(&["campaigns"], Some(&body)).await?;
             print(remote.format(), client.server(), answer.body, |c: Campaign| Ok(show(&c)))
         }
+        CampaignCommand::Preview { spec, assume, remote } => {
+            let body = preview::body(&spec, &assume)?;
+            let client = remote.connect()?;
+            let answer = client.post(&["campaigns", "preview"], Some(&body)).await?;
+            print(remote.format(), client.server(), answer.body, |p: preview::Preview| Ok(preview::render(&p)))
+        }
         CampaignCommand::List { status, paging, remote } => {
             let client = remote.connect()?;
             let mut query = paging.query();
@@ -120,7 +143,9 @@ pub async fn run(command: CampaignCommand) -> Result<ExitCode> {
             let campaign = client.get(&["campaigns", &id.to_string()], &[]).await?;
             print(remote.format(), client.server(), campaign, |c: Campaign| Ok(show(&c)))
         }
-        CampaignCommand::Start(CampaignRef { id, remote }) => transition(id, "start", None, remote).await,
+        CampaignCommand::Start { id, seed, remote } => {
+            transition(id, "start", seed.map(|s| json!({"seed": s})), remote).await
+        }
         CampaignCommand::Resume(CampaignRef { id, remote }) => transition(id, "resume", None, remote).await,
         CampaignCommand::Pause(w) => transition(w.id, "pause", w.reason.map(|r| json!({"reason": r})), w.remote).await,
         CampaignCommand::Cancel(w) => {
