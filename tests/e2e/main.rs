@@ -25,5 +25,6 @@ mod rollouts;
 mod schema;
 mod signatures;
 mod spine;
+mod subscribers;
 mod swupdate;
 mod webhooks;
