@@ -250,3 +250,32 @@ async fn bad_subscriptions_are_refused_and_only_an_admin_may_subscribe() {
     let (_, list) = json_of(admin(&app, reqwest::Method::GET, "/api/v1/webhooks").send().await.expect("list")).await;
     assert_eq!(list["total"], 0, "nothing was subscribed: {list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_forged_on_the_bus_sends_no_webhook() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let (receiver, url) = Receiver::start(0).await;
+    subscribe(&app, &url, &["campaign.started", "firmware.uploaded"]).await;
+    let forged_id = uuid::Uuid::new_v4().to_string();
+    let forged = json!({
+        "aggregate_type": "Campaign", "aggregate_id": forged_id, "sequence": 2, "global_seq": 999_999,
+        "event_type": "CampaignStarted", "event_version": "1.0",
+        "payload": {"CampaignStarted": {"at": Utc::now()}},
+        "metadata": {"actor_kind": "user", "actor_id": "mallory"}, "recorded_at": Utc::now(),
+    });
+    let subject = format!("{}.events.Campaign.{forged_id}", app.names.prefix());
+    app.js.publish(subject, forged.to_string().into()).await.expect("publish").await.expect("stored in the stream");
+    // A real event after it, so the fan-out has certainly passed the forged one.
+    let firmware = app.firmware("9.0").await;
+    let got = eventually("the real event's delivery", Duration::from_secs(30), || async {
+        let got = receiver.got();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    fanned_out(&app).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let topics: Vec<String> = receiver.got().iter().map(|r| r.topic.clone()).collect();
+    assert_eq!(topics, ["firmware.uploaded"], "only the stored event was announced");
+    let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
+    assert_eq!(body["event"]["aggregate_id"], firmware);
+}
