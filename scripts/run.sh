@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+build_console
 cargo build --release --locked -p ota
 OTA=./target/release/ota
 
@@ -63,6 +64,7 @@ scripts/demo.sh "$base" "$token" || echo "the demo rollout failed; the server ke
 cat <<INFO
 
   ota is running on $base  (Ctrl-C stops it)
+  console:         $base/ui  (sign in with the operator token below; the demo campaign is live there)
   operator token:  export TOKEN=$token
   DDI devices:     server $base, tenant default, Authorization: GatewayToken $OTA_DDI_GATEWAY_TOKEN
   try:             curl -s -H "Authorization: Bearer \$TOKEN" $base/api/v1/campaigns | python3 -m json.tool

@@ -81,6 +81,7 @@ ensure_test_clients() {
   have cpio || missing+=(cpio)
   have openssl || missing+=(openssl)
   have promtool || missing+=(prometheus)   # promtool checks the /metrics exposition
+  have chromium || missing+=(chromium)     # the console's browser test (playwright-core drives it)
   have pip3 || have pip || missing+=(python3-pip)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"; apt_install "${missing[@]}"
@@ -101,6 +102,19 @@ pip_tool() {
   "$pip" install -q "$package" || "$pip" install -q --break-system-packages "$package"
   hash -r
   have "$command" || { log "$command is not on PATH after installing $package"; exit 1; }
+}
+
+# Node.js and npm build the console (ui/) and run its browser test.
+ensure_node() {
+  { have node && have npm; } || { log "installing nodejs and npm"; apt_install nodejs npm; }
+}
+
+# The operator console: its locked npm packages, type-checked and bundled to ui/dist,
+# which `ota serve` embeds (release) or reads (debug) and serves at /ui.
+build_console() {
+  ensure_node
+  log "building the console (ui/)"
+  scripts/ui.sh
 }
 
 ensure_toolchain() {

@@ -10,6 +10,7 @@
 pub mod artifact;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod ddi;
 pub mod error;
 pub mod extract;

@@ -237,6 +237,15 @@ fn with_valid_body(
     }
 }
 
+/// Status and JSON body; an event stream (which never ends) is left unread.
+pub(crate) async fn answer_of(response: reqwest::Response) -> (u16, Value) {
+    let streaming = response.headers().get("content-type").is_some_and(|v| v == "text/event-stream");
+    if streaming {
+        return (response.status().as_u16(), Value::Null);
+    }
+    json_of(response).await
+}
+
 fn assert_unauthorized(status: u16, body: &Value, what: &str) {
     assert_eq!(status, 401, "{what}: {body}");
     assert_eq!(body["error"], "unauthorized", "{what}: {body}");
@@ -387,7 +396,7 @@ async fn every_route_answers_every_role_as_the_permission_table_says() {
                 continue;
             }
             let builder = with_valid_body(request(&app, &method, &path), &method, &path, &firmware).bearer_auth(&token);
-            let (status, body) = json_of(builder.send().await.expect("request")).await;
+            let (status, body) = answer_of(builder.send().await.expect("request")).await;
             let what = format!("{role:?} {method} {path}");
             if !allowed {
                 assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{what}: {body}");
@@ -478,5 +487,22 @@ async fn unknown_routes_are_404_json() {
             assert_eq!(status, 404, "{method} {path} (auth: {authenticated}): {body}");
             assert_eq!(body["error"], "not_found", "{method} {path}: {body}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_names_the_caller_and_what_its_role_may_do() {
+    let app = TestApp::spawn().await;
+    for (role, may) in [
+        (Role::Admin, vec!["read", "write", "approve", "audit", "admin"]),
+        (Role::Operator, vec!["read", "write"]),
+        (Role::Approver, vec!["read", "approve"]),
+        (Role::Viewer, vec!["read"]),
+        (Role::Auditor, vec!["read", "audit"]),
+    ] {
+        let (status, me) = json_of(app.get_as("/api/v1/me", role).send().await.expect("me")).await;
+        assert_eq!(status, 200, "{me}");
+        assert_eq!((me["subject"].as_str(), me["role"].as_str()), (Some("tester"), Some(role.as_str())), "{me}");
+        assert_eq!(me["may"], json!(may), "{role:?}");
     }
 }

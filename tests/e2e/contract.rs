@@ -152,20 +152,31 @@ fn no_route_is_registered_around_the_document() {
             let handlers = call.split(')').next().unwrap_or_default();
             registered += handlers.split(',').filter(|h| !h.trim().is_empty()).count();
         }
-        for (pattern, allowed_in) in [
-            (".route(", Some("routes/mod.rs")),
-            (".route_service(", None),
-            (".nest_service(", None),
-            (" Router::new()", None),
-            ("axum::Router::new()", None),
-            ("routing::get(", None),
-            ("routing::post(", None),
-        ] {
+        // The console's static files (console.rs) are not the API.
+        let patterns: [(&str, &[&str]); 7] = [
+            (".route(", &["routes/mod.rs", "console.rs"]),
+            (".route_service(", &[]),
+            (".nest_service(", &[]),
+            (" Router::new()", &["console.rs"]),
+            ("axum::Router::new()", &[]),
+            ("routing::get(", &[]),
+            ("routing::post(", &[]),
+        ];
+        for (pattern, allowed_in) in patterns {
             for _ in text.matches(pattern) {
-                if allowed_in != Some(name.as_str()) {
+                if !allowed_in.contains(&name.as_str()) {
                     bypasses.push(format!("{name}: {pattern}"));
                 }
             }
+        }
+        if name == "console.rs" {
+            // Only the console's own pages, under /ui.
+            let routes: Vec<&str> =
+                text.split(".route(\"").skip(1).map(|r| r.split('"').next().unwrap_or_default()).collect();
+            assert!(
+                routes.iter().all(|r| *r == "/ui" || r.starts_with("/ui/")),
+                "console.rs routes outside /ui: {routes:?}"
+            );
         }
         if name == "routes/mod.rs" {
             // The one plain route is the JSON 404 for unknown /api/v1 paths.
@@ -214,6 +225,9 @@ async fn generated_requests_as_every_role_get_documented_answers() {
             ])
             .args(["--phases", "examples,fuzzing"])
             .args(["--max-examples", "12"])
+            // The event stream never ends, so no answer to it is ever complete;
+            // tests/e2e/stream.rs and the role table cover it.
+            .args(["--exclude-path", "/api/v1/stream"])
             // One worker: with two, schemathesis 4.32.5's threads raced on a lazy
             // import (`cannot import name 'ASGI_TRANSPORT'`) once in CI.
             .args(["--workers", "1"])

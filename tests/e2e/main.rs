@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod campaigns;
+mod console;
 mod contract;
 mod ddi;
 mod delivery;
@@ -25,6 +26,7 @@ mod rollouts;
 mod schema;
 mod signatures;
 mod spine;
+mod stream;
 mod subscribers;
 mod swupdate;
 mod webhooks;

@@ -12,9 +12,11 @@ mod drafts;
 mod firmware;
 mod health;
 mod import;
+mod me;
 mod metrics;
 mod preview;
 mod rollbacks;
+mod stream;
 mod webhooks;
 
 use std::sync::Arc;
@@ -58,6 +60,8 @@ fn management(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(activity::routes())
         .merge(api_keys::routes())
         .merge(webhooks::routes())
+        .merge(stream::routes())
+        .merge(me::routes())
         .merge(audit::routes())
         .route_layer(middleware::from_fn_with_state(Idempotency::from_ref(state), idempotent))
         .route_layer(middleware::from_fn_with_state(Authenticator::from_ref(state), authenticate))
@@ -83,6 +87,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/api/v1/{*rest}", any(api_not_found))
         .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, doc))
+        .merge(crate::console::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::<Limits>::from_ref(&state), crate::limits::guard))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
