@@ -6,21 +6,40 @@ use std::path::Path;
 use std::process::Command;
 
 use ota_api::auth::Role;
-use ota_testkit::{json_of, TestApp, TestOptions};
+use ota_testkit::{json_of, Behavior, TestApp, TestOptions};
 use serde_json::json;
 
+async fn register(app: &TestApp, id: &str, tag: &str) {
+    let body =
+        json!({"id": id, "device_model": "gw", "hardware_version": "rev-a", "firmware_version": "1.0", "tags": [tag]});
+    let (status, body) = json_of(app.post("/api/v1/devices").json(&body).send().await.expect("register")).await;
+    assert_eq!(status, 201, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_runs_a_gated_campaign_from_the_console_and_a_viewer_only_looks() {
+async fn an_operator_runs_campaigns_from_the_console_and_others_see_what_their_roles_allow() {
     let app = TestApp::spawn_with(TestOptions::full()).await;
-    let _fleet = app.fleet().await;
+    let fleet = app.fleet().await;
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
     assert!(ui.join("dist/index.html").exists(), "the console is not built: run scripts/ui.sh");
 
-    let devices: Vec<String> = (0..20).map(|i| format!("ui-{i:02}")).collect();
-    app.register_devices(&devices, "rev-a").await;
-    let firmware = app.firmware("2.0").await;
-    let body = json!({"name": "console demo", "firmware_id": firmware, "target": {"device_ids": devices},
-        "rollout": {"waves": [{"percent": 50}, {"percent": 100}], "after_success": "pause"}});
+    // Ten steady devices for the campaign the browser creates; four that fail, for
+    // a campaign whose gate pauses it.
+    for i in 0..10 {
+        register(&app, &format!("ui-{i:02}"), "steady").await;
+    }
+    let fragile: Vec<String> = (0..4).map(|i| format!("ui-fragile-{i}")).collect();
+    for id in &fragile {
+        register(&app, id, "fragile").await;
+        fleet.set(id, Behavior::Fail);
+    }
+    // The image the fleet runs is in the catalogue, so a device can be rolled back to it.
+    let (status, _) = app.upload_firmware("console-os", "1.0", "gw", b"console image 1.0".to_vec()).await;
+    assert_eq!(status, 201);
+    let (status, other) = app.upload_firmware("console-os", "2.9", "gw", b"console image 2.9".to_vec()).await;
+    assert_eq!(status, 201, "{other}");
+    let body = json!({"name": "fragile rollout", "firmware_id": other["id"], "target": {"device_ids": fragile},
+        "rollout": {"failure_threshold_percent": 20, "min_finished": 2}});
     let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
     assert_eq!(status, 201, "{created}");
     app.all_caught_up().await;
@@ -30,16 +49,27 @@ async fn an_operator_runs_a_gated_campaign_from_the_console_and_a_viewer_only_lo
         .arg(ui.join("tests/console.mjs"))
         .current_dir(&ui)
         .env("OTA_URL", app.url(""))
-        .env("OTA_CAMPAIGN", created["id"].as_str().expect("id"))
         .env("OTA_OPERATOR_TOKEN", app.token(Role::Operator))
         .env("OTA_APPROVER_TOKEN", app.token_for("approver", Role::Approver))
+        .env("OTA_AUDITOR_TOKEN", app.token_for("auditor", Role::Auditor))
         .env("OTA_VIEWER_TOKEN", app.token_for("viewer", Role::Viewer))
         .env("OTA_SCREENSHOTS", &shots)
         .output()
         .expect("run node (scripts/test.sh installs Node's packages and chromium)");
     let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "the browser test failed:\n{said}");
-    for page in ["overview", "campaigns", "campaign-awaiting-approval", "campaign-completed", "sign-in-refused"] {
+    for page in [
+        "overview",
+        "firmware",
+        "campaign-new-preview",
+        "campaign-awaiting-approval",
+        "campaign-completed",
+        "campaign-paused-by-gate",
+        "campaigns",
+        "device",
+        "audit",
+        "sign-in-refused",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");
     }
 }

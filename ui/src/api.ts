@@ -106,3 +106,66 @@ export interface Campaign {
   started_at: string | null;
   ended_at: string | null;
 }
+
+export interface Firmware {
+  id: string;
+  name: string;
+  version: string;
+  device_model: string;
+  hardware_versions: string[];
+  filename: string;
+  size: number;
+  sha256: string;
+  status: string;
+  signature: { status?: string; key_id?: string } | string | null;
+  created_by: string | null;
+  created_at: string;
+}
+
+export interface Device {
+  id: string;
+  device_model: string;
+  hardware_version: string | null;
+  firmware_version: string | null;
+  tags: string[];
+  registered_at: string;
+  last_seen: string | null;
+}
+
+export interface Update {
+  device_id: string;
+  action: number;
+  kind: string;
+  campaign_id: string | null;
+  firmware_version: string;
+  from_version: string | null;
+  state: string;
+  progress: number | null;
+  message: string | null;
+  assigned_by: string | null;
+  assigned_at: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+/** Uploads with progress (fetch reports none for request bodies). */
+export function upload<T>(path: string, form: FormData, progress: (percent: number) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/v1${path}`);
+    xhr.setRequestHeader("Authorization", `Bearer ${token() ?? ""}`);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress(Math.round((e.loaded * 100) / e.total)); };
+    xhr.onerror = () => reject(new ApiError(0, "network", "the upload did not reach the server"));
+    xhr.onload = () => {
+      let json: any = null;
+      try { json = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(json as T);
+      else reject(new ApiError(xhr.status, json?.error ?? "error", json?.message ?? xhr.statusText));
+    };
+    xhr.send(form);
+  });
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof ApiError ? `${e.message} (${e.code})` : String(e);
+}

@@ -6,21 +6,22 @@ import { fetchEventSource } from "@microsoft/fetch-event-source";
 import { useEffect } from "preact/hooks";
 import { token } from "./api";
 
-/** Calls `changed` (at most every 300 ms, and once more after the last event) while mounted. */
+/** Calls `changed` (at most every 300 ms, and again 0.5, 2 and 5 s after the last event) while mounted. */
 export function useLive(query: string, changed: () => void) {
   useEffect(() => {
     const stop = new AbortController();
-    let timer: number | undefined;
+    let timers: number[] = [];
     let last = 0;
     const soon = () => {
-      // Read models follow the stream by milliseconds: refetch now and once more after it settles.
+      // Read models follow the stream, by milliseconds when the server is idle and by
+      // more under load: refetch now, and again as the last change settles.
       const now = Date.now();
       if (now - last > 300) {
         last = now;
         changed();
       }
-      clearTimeout(timer);
-      timer = window.setTimeout(changed, 500);
+      timers.forEach(clearTimeout);
+      timers = [500, 2000, 5000].map((ms) => window.setTimeout(changed, ms));
     };
     fetchEventSource(`/api/v1/stream?${query}`, {
       headers: { Authorization: `Bearer ${token() ?? ""}` },
@@ -30,7 +31,7 @@ export function useLive(query: string, changed: () => void) {
     }).catch(() => undefined);
     return () => {
       stop.abort();
-      clearTimeout(timer);
+      timers.forEach(clearTimeout);
     };
   }, [query]);
 }

@@ -6,6 +6,10 @@ import { SignIn } from "./pages/signin";
 import { Overview } from "./pages/overview";
 import { Campaigns } from "./pages/campaigns";
 import { CampaignPage } from "./pages/campaign";
+import { NewCampaign } from "./pages/campaign-new";
+import { FirmwarePage } from "./pages/firmware";
+import { DevicePage, Devices } from "./pages/devices";
+import { Audit } from "./pages/audit";
 
 function App() {
   const [me, setMe] = useState<Me | null>(null);
@@ -30,8 +34,13 @@ function App() {
       <Shell me={me} onSignOut={() => { signOut(); setMe(null); }}>
         <Router>
           <Route path="/ui" component={() => <Overview />} />
-          <Route path="/ui/campaigns" component={() => <Campaigns />} />
+          <Route path="/ui/campaigns" component={() => <Campaigns me={me} />} />
+          <Route path="/ui/campaigns/new" component={() => <NewCampaign />} />
           <Route path="/ui/campaigns/:id" component={({ id }: { id: string }) => <CampaignPage id={id} me={me} />} />
+          <Route path="/ui/firmware" component={() => <FirmwarePage me={me} />} />
+          <Route path="/ui/devices" component={() => <Devices />} />
+          <Route path="/ui/devices/:id" component={({ id }: { id: string }) => <DevicePage id={id} me={me} />} />
+          <Route path="/ui/audit" component={() => <Audit />} />
           <Route default component={() => <p>Nothing here. <a href="/ui">Back to the overview</a>.</p>} />
         </Router>
       </Shell>
@@ -51,6 +60,9 @@ function Shell(props: { me: Me; onSignOut: () => void; children: preact.Componen
         <nav aria-label="Main">
           {link("/ui", "Overview")}
           {link("/ui/campaigns", "Campaigns")}
+          {link("/ui/firmware", "Firmware")}
+          {link("/ui/devices", "Devices")}
+          {props.me.may.includes("audit") && link("/ui/audit", "Audit")}
         </nav>
         <span class="who" data-testid="who">{props.me.subject} · {props.me.role}</span>
         <button type="button" onClick={props.onSignOut}>Sign out</button>

@@ -1,10 +1,14 @@
 // The console in a real browser (Debian's chromium, driven by playwright-core),
-// against a server the Rust test started: sign in, start a gated campaign and
-// watch its first wave reach 100 % without a reload, find no approve button as
-// its operator, approve as someone else, watch it complete, and find no write
-// button as a viewer. Screenshots of each page go to $OTA_SCREENSHOTS.
+// against a server and a live simulated fleet that tests/e2e/console.rs started.
+// As an operator: upload firmware by the form, create a gated campaign from the
+// form after previewing it, start it and watch wave 1 reach 100 % without a
+// reload, find no approve button; as an approver, approve and watch it complete;
+// as the operator, start a campaign over failing devices and see the gate pause
+// it with its numbers, and roll a device back; as an auditor, see the first
+// campaign as it was before it started; as a viewer, find no write button.
+// Screenshots of each page go to $OTA_SCREENSHOTS.
 //
-// Environment: OTA_URL, OTA_CAMPAIGN, OTA_OPERATOR_TOKEN, OTA_APPROVER_TOKEN,
+// Environment: OTA_URL, OTA_OPERATOR_TOKEN, OTA_APPROVER_TOKEN, OTA_AUDITOR_TOKEN,
 // OTA_VIEWER_TOKEN, OTA_SCREENSHOTS.
 
 import { chromium } from "playwright-core";
@@ -16,7 +20,6 @@ const env = (name) => {
   return value;
 };
 const url = env("OTA_URL");
-const campaign = env("OTA_CAMPAIGN");
 const shots = env("OTA_SCREENSHOTS");
 mkdirSync(shots, { recursive: true });
 
@@ -28,15 +31,18 @@ const browser = await chromium.launch({
          "--disable-component-update", "--disable-sync"],
 });
 const failures = [];
+const step = (name) => console.log(`step: ${name}`);
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(30000);
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
-  // A refused request (the wrong token at the end) logs "Failed to load resource"; the
-  // steps check what the page shows of it. Any other console error is a failure.
+  // A refused request (the wrong token, a forbidden action) logs "Failed to load
+  // resource"; the steps check what the page shows of it. Any other error fails.
   page.on("console", (m) => {
     if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) failures.push(`console: ${m.text()}`);
   });
-
+  const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  const nav = (name) => page.getByRole("navigation", { name: "Main" }).getByRole("link", { name }).click();
   const signIn = async (token, role) => {
     await page.goto(`${url}/ui`);
     await page.getByLabel("API key or token").fill(token);
@@ -45,47 +51,107 @@ try {
   };
   const signOut = () => page.getByRole("button", { name: "Sign out" }).click();
 
-  // The operator: overview, the list, the campaign; start it and watch wave 1 fill.
+  step("operator signs in");
   await signIn(env("OTA_OPERATOR_TOKEN"), "operator");
   await page.getByRole("heading", { name: "Overview" }).waitFor();
-  await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
-  await page.getByRole("link", { name: "Campaigns" }).click();
-  await page.getByRole("link", { name: "console demo" }).click();
+  await shot("overview");
+
+  step("upload firmware by the form");
+  await nav("Firmware");
+  await page.getByLabel("Image file").setInputFiles({ name: "console-os-3.0.swu", mimeType: "application/octet-stream",
+    buffer: Buffer.from("console image 3.0".repeat(1000)) });
+  await page.getByLabel("Name", { exact: true }).fill("console-os");
+  await page.getByLabel("Version", { exact: true }).fill("3.0");
+  await page.getByLabel("Device model", { exact: true }).fill("gw");
+  await page.getByRole("button", { name: "Upload" }).click();
+  await page.getByTestId("uploaded").filter({ hasText: "SHA-256" }).waitFor();
+  await page.getByRole("cell", { name: "3.0", exact: true }).waitFor();
+  await shot("firmware");
+
+  step("preview and create a gated campaign from the form");
+  await nav("Campaigns");
+  await page.getByRole("link", { name: "New campaign" }).click();
+  await page.getByLabel("Name", { exact: true }).fill("from the form");
+  await page.getByRole("combobox", { name: /^Firmware/ }).selectOption({ label: "console-os 3.0 (gw)" });
+  await page.getByLabel("Tags (filter, all of)").fill("steady");
+  await page.getByRole("textbox", { name: /^Waves/ }).fill("50%,100%");
+  await page.getByLabel("Wait for approval after each wave").check();
+  await page.getByRole("button", { name: "Preview" }).click();
+  await page.getByTestId("preview").filter({ hasText: "10 devices would be updated" }).waitFor();
+  await shot("campaign-new-preview");
+  await page.getByRole("button", { name: "Create draft" }).click();
+  await page.getByTestId("status").filter({ hasText: "draft" }).waitFor();
+  const campaignUrl = page.url();
+
+  step("start it and watch wave 1 fill without a reload");
   await page.getByRole("button", { name: "Start" }).click();
-  await page.getByTestId("wave-1-done").filter({ hasText: "100 %" }).waitFor({ timeout: 30000 });
-  await page.getByText("waiting for approval of the next wave").waitFor({ timeout: 30000 });
+  await page.getByTestId("wave-1-done").filter({ hasText: "100 %" }).waitFor();
+  await page.getByText("waiting for approval of the next wave").waitFor();
   if (await page.getByRole("button", { name: "Approve next wave" }).count() !== 0) {
     failures.push("the operator, who may not approve, was shown the approve button");
   }
-  await page.screenshot({ path: `${shots}/campaign-awaiting-approval.png`, fullPage: true });
-  await page.getByRole("link", { name: "Campaigns" }).click();
-  await page.getByRole("link", { name: "console demo" }).waitFor();
-  await page.screenshot({ path: `${shots}/campaigns.png`, fullPage: true });
+  await shot("campaign-awaiting-approval");
   await signOut();
 
-  // Someone else approves; the second wave fills and the campaign completes, live.
+  step("an approver approves; the campaign completes live");
   await signIn(env("OTA_APPROVER_TOKEN"), "approver");
-  await page.goto(`${url}/ui/campaigns/${campaign}`);
+  await page.goto(campaignUrl);
   await page.getByRole("button", { name: "Approve next wave" }).click();
-  await page.getByTestId("wave-2-done").filter({ hasText: "100 %" }).waitFor({ timeout: 30000 });
-  await page.getByTestId("status").filter({ hasText: "completed" }).waitFor({ timeout: 30000 });
+  await page.getByTestId("wave-2-done").filter({ hasText: "100 %" }).waitFor();
+  await page.getByTestId("status").filter({ hasText: "completed" }).waitFor();
   await page.getByRole("cell", { name: "wave_approved" }).first().waitFor();
-  await page.screenshot({ path: `${shots}/campaign-completed.png`, fullPage: true });
+  await shot("campaign-completed");
   await signOut();
 
-  // A viewer sees the campaign and no button that would answer 403.
+  step("failures pause a campaign and the decision shows the gate's numbers");
+  await signIn(env("OTA_OPERATOR_TOKEN"), "operator");
+  await nav("Campaigns");
+  await page.getByRole("link", { name: "fragile rollout" }).click();
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.getByTestId("status").filter({ hasText: "paused" }).waitFor();
+  await page.getByRole("cell", { name: /failure_threshold: \d+ failed of \d+ finished/ }).first().waitFor();
+  await shot("campaign-paused-by-gate");
+  await nav("Campaigns");
+  await shot("campaigns");
+
+  step("roll a device back");
+  await nav("Devices");
+  await page.getByRole("link", { name: "ui-00" }).click();
+  await page.getByTestId("running").filter({ hasText: "3.0" }).waitFor();
+  await page.getByRole("button", { name: "Roll back" }).click();
+  await page.getByRole("status").filter({ hasText: "Rollback assigned" }).waitFor();
+  await page.getByRole("listitem").filter({ hasText: "rollback 3.0 → 1.0" }).waitFor();
+  await shot("device");
+  await signOut();
+
+  step("an auditor sees the campaign as it was before it started");
+  await signIn(env("OTA_AUDITOR_TOKEN"), "auditor");
+  await nav("Audit");
+  await page.getByTestId("chain").filter({ hasText: "verified" }).waitFor();
+  await page.getByLabel("Campaign").selectOption({ label: "from the form" });
+  await page.getByTestId("status-at").filter({ hasText: "completed" }).waitFor();
+  await page.getByLabel(/^Moment/).fill("2");
+  await page.getByTestId("status-at").filter({ hasText: "draft" }).waitFor();
+  await shot("audit");
+  await signOut();
+
+  step("a viewer finds no write button");
   await signIn(env("OTA_VIEWER_TOKEN"), "viewer");
-  await page.goto(`${url}/ui/campaigns/${campaign}`);
+  await page.goto(campaignUrl);
   await page.getByTestId("status").waitFor();
   const buttons = await page.locator(".actions button").count();
-  if (buttons !== 0) failures.push(`a viewer was shown ${buttons} action buttons`);
+  if (buttons !== 0) failures.push(`a viewer was shown ${buttons} campaign action buttons`);
+  await nav("Firmware");
+  await page.getByRole("heading", { name: "Firmware" }).waitFor();
+  if (await page.getByRole("button", { name: /Upload|Deprecate/ }).count() !== 0) failures.push("a viewer was offered upload or deprecate");
+  if (await page.getByRole("link", { name: "Audit" }).count() !== 0) failures.push("a viewer was offered the audit pages");
 
-  // A wrong token is refused with the server's words.
+  step("a wrong token is refused with the server's words");
   await signOut();
   await page.getByLabel("API key or token").fill("not-a-token");
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("alert").waitFor();
-  await page.screenshot({ path: `${shots}/sign-in-refused.png`, fullPage: true });
+  await shot("sign-in-refused");
 } catch (e) {
   failures.push(String(e?.stack ?? e));
 } finally {

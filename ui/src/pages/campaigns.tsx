@@ -1,8 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
-import { api, Campaign, Page } from "../api";
+import { api, Campaign, Me, Page } from "../api";
 import { useLive } from "../live";
 
-export function Campaigns() {
+export function Campaigns(props: { me: Me }) {
   const [page, setPage] = useState<Page<Campaign> | null>(null);
   const [status, setStatus] = useState("");
   const load = () => {
@@ -14,6 +14,7 @@ export function Campaigns() {
   return (
     <>
       <h1>Campaigns</h1>
+      {props.me.may.includes("write") && <p><a href="/ui/campaigns/new">New campaign</a></p>}
       <label for="status">Status</label>{" "}
       <select id="status" value={status} onChange={(e) => setStatus((e.target as HTMLSelectElement).value)}>
         {["", "draft", "scheduled", "running", "paused", "completed", "cancelled", "aborted"].map((s) => (
