@@ -551,14 +551,18 @@ async fn stats_count_campaigns_by_status() {
     assert_eq!(status, 200, "{empty}");
     assert_eq!(
         empty,
-        json!({"devices": 0, "firmware": 0, "campaigns_by_status": {}, "updates_by_state": {}, "success_rate": null})
+        json!({"devices": 0, "devices_by_firmware": {}, "firmware": 0, "campaigns_by_status": {},
+            "updates_by_state": {}, "success_rate": null})
     );
 
     let fleet = fleet(&app).await;
     app.caught_up(ProjectionName::Firmware).await;
+    app.caught_up(ProjectionName::Devices).await;
     let (status, stats) = get(&app, "/api/v1/stats").await;
     assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["firmware"], 1);
+    assert!(stats["devices"].as_i64().is_some_and(|n| n > 0), "{stats}");
+    assert_eq!(stats["devices_by_firmware"], json!({"1.0": stats["devices"]}), "{stats}");
     assert_eq!(stats["campaigns_by_status"], json!({"draft": 2, "running": 1, "paused": 1, "cancelled": 1}));
 
     // The counts follow further moves.

@@ -8,6 +8,7 @@ import { Campaigns } from "./pages/campaigns";
 import { CampaignPage } from "./pages/campaign";
 import { NewCampaign } from "./pages/campaign-new";
 import { FirmwarePage } from "./pages/firmware";
+import { FirmwareDetail } from "./pages/firmware-detail";
 import { DevicePage, Devices } from "./pages/devices";
 import { Audit } from "./pages/audit";
 
@@ -38,6 +39,7 @@ function App() {
           <Route path="/ui/campaigns/new" component={() => <NewCampaign />} />
           <Route path="/ui/campaigns/:id" component={({ id }: { id: string }) => <CampaignPage id={id} me={me} />} />
           <Route path="/ui/firmware" component={() => <FirmwarePage me={me} />} />
+          <Route path="/ui/firmware/:id" component={({ id }: { id: string }) => <FirmwareDetail id={id} />} />
           <Route path="/ui/devices" component={() => <Devices />} />
           <Route path="/ui/devices/:id" component={({ id }: { id: string }) => <DevicePage id={id} me={me} />} />
           <Route path="/ui/audit" component={() => <Audit />} />

@@ -54,6 +54,8 @@ try {
   step("operator signs in");
   await signIn(env("OTA_OPERATOR_TOKEN"), "operator");
   await page.getByRole("heading", { name: "Overview" }).waitFor();
+  await page.getByTestId("health-postgres").filter({ hasText: "ok" }).waitFor();
+  await page.getByRole("row", { name: /^1\.0 14 100 %/ }).waitFor();
   await shot("overview");
 
   step("upload firmware by the form");
@@ -67,6 +69,10 @@ try {
   await page.getByTestId("uploaded").filter({ hasText: "SHA-256" }).waitFor();
   await page.getByRole("cell", { name: "3.0", exact: true }).waitFor();
   await shot("firmware");
+  await page.getByRole("row", { name: /console-os 3\.0/ }).getByRole("link", { name: "console-os" }).click();
+  await page.getByRole("row", { name: /^SHA-256/ }).waitFor();
+  await page.getByText("FirmwareUploaded").waitFor();
+  await shot("firmware-detail");
 
   step("preview and create a gated campaign from the form");
   await nav("Campaigns");
@@ -76,6 +82,7 @@ try {
   await page.getByLabel("Tags (filter, all of)").fill("steady");
   await page.getByRole("textbox", { name: /^Waves/ }).fill("50%,100%");
   await page.getByLabel("Wait for approval after each wave").check();
+  await page.getByTestId("matching").filter({ hasText: "10 devices match" }).waitFor();
   await page.getByRole("button", { name: "Preview" }).click();
   await page.getByTestId("preview").filter({ hasText: "10 devices would be updated" }).waitFor();
   await shot("campaign-new-preview");
@@ -100,6 +107,10 @@ try {
   await page.getByTestId("wave-2-done").filter({ hasText: "100 %" }).waitFor();
   await page.getByTestId("status").filter({ hasText: "completed" }).waitFor();
   await page.getByRole("cell", { name: "wave_approved" }).first().waitFor();
+  await page.getByTestId("members-total").filter({ hasText: "10 devices" }).waitFor();
+  await page.getByLabel("State", { exact: true }).selectOption("failed");
+  await page.getByTestId("members-total").filter({ hasText: "0 devices failed" }).waitFor();
+  await page.getByLabel("State", { exact: true }).selectOption("");
   await shot("campaign-completed");
   await signOut();
 
@@ -132,6 +143,10 @@ try {
   await page.getByTestId("status-at").filter({ hasText: "completed" }).waitFor();
   await page.getByLabel(/^Moment/).fill("2");
   await page.getByTestId("status-at").filter({ hasText: "draft" }).waitFor();
+  await page.getByLabel("Device (optional)").fill("ui-00");
+  await page.getByRole("button", { name: "Look" }).click();
+  await page.getByTestId("device-at").filter({ hasText: "ui-00 ran" }).waitFor();
+  await page.getByRole("row", { name: /ui-fragile-0 1\.0/ }).waitFor();
   await shot("audit");
   await signOut();
 

@@ -463,6 +463,8 @@ async fn cancel(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Stats {
     devices: i64,
+    /// Devices by the firmware version they report running (`unknown` when none).
+    devices_by_firmware: BTreeMap<String, i64>,
     firmware: i64,
     campaigns_by_status: BTreeMap<String, i64>,
     updates_by_state: BTreeMap<String, i64>,
@@ -470,16 +472,17 @@ pub struct Stats {
     success_rate: Option<f64>,
 }
 
-/// Devices, firmware, campaigns by status, updates by state and the success rate.
+/// Devices (and by firmware version), firmware, campaigns by status, updates by state and the success rate.
 #[utoipa::path(get, path = "/stats", tag = "system", responses((status = 200, body = Stats)))]
 async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let campaigns_by_status = ota_projections::campaigns::counts_by_status(&state.pool).await?;
     let firmware = ota_projections::firmware::count(&state.pool).await?;
     let devices = ota_projections::devices::count(&state.pool).await?;
+    let devices_by_firmware = ota_projections::devices::counts_by_firmware(&state.pool).await?;
     let updates_by_state = ota_projections::updates::state_counts(&state.pool).await?;
     let n = |s: UpdateState| updates_by_state.get(s.as_str()).copied().unwrap_or(0);
     let succeeded = n(UpdateState::Succeeded);
     let decided = succeeded + n(UpdateState::Failed) + n(UpdateState::TimedOut) + n(UpdateState::Rejected);
     let success_rate = if decided > 0 { Some(succeeded as f64 / decided as f64) } else { None };
-    Ok(Json(Stats { devices, firmware, campaigns_by_status, updates_by_state, success_rate }))
+    Ok(Json(Stats { devices, devices_by_firmware, firmware, campaigns_by_status, updates_by_state, success_rate }))
 }

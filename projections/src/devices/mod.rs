@@ -2,7 +2,7 @@
 
 mod queries;
 
-pub use queries::{count, get, last_seen, list, DeviceFilter, DeviceView};
+pub use queries::{count, counts_by_firmware, get, last_seen, list, DeviceFilter, DeviceView};
 
 use std::collections::BTreeMap;
 

@@ -61,6 +61,15 @@ pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM devices").fetch_one(pool).await
 }
 
+/// Devices by the firmware version they report running (`unknown` when none).
+pub async fn counts_by_firmware(pool: &PgPool) -> Result<std::collections::BTreeMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT COALESCE(firmware_version, 'unknown'), count(*) FROM devices GROUP BY 1")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// When the device last polled (DDI), from the batched contact log.
 pub async fn last_seen(pool: &PgPool, id: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar("SELECT last_seen FROM device_contact WHERE device_id = $1").bind(id).fetch_optional(pool).await

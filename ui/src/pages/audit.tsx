@@ -68,6 +68,49 @@ export function Audit() {
         </div>
       )}
       {error && <p role="alert" class="error">{error}</p>}
+      <FleetAt />
     </>
+  );
+}
+
+interface Running { device_id: string; firmware_version: string; campaign_id?: string | null }
+interface DeviceAt { device_id: string; running: string | null; profile: { firmware_version: string | null }; events: { global_seq: number; event_type: string; recorded_at: string; actor: string | null }[] }
+
+/** Which firmware ran where at a moment, and one device as it was then. */
+function FleetAt() {
+  const [when, setWhen] = useState(() => new Date(Date.now() - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 19));
+  const [fleet, setFleet] = useState<Running[] | null>(null);
+  const [device, setDevice] = useState<DeviceAt | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const at = () => new Date(when).toISOString();
+  const look = async (e: Event) => {
+    e.preventDefault();
+    const id = String(new FormData(e.target as HTMLFormElement).get("device") ?? "").trim();
+    try {
+      setFleet((await api<{ devices: Running[] }>("GET", `/audit/fleet?at=${encodeURIComponent(at())}`)).devices);
+      setDevice(id ? await api<DeviceAt>("GET", `/audit/devices/${encodeURIComponent(id)}?at=${encodeURIComponent(at())}`) : null);
+      setError(null);
+    } catch (err) { setError(errorText(err)); }
+  };
+  return (
+    <section class="panel">
+      <h2>Which firmware ran where</h2>
+      <form class="fields" onSubmit={look} aria-label="Fleet at a moment">
+        <label>At <input type="datetime-local" step={1} value={when} onInput={(e) => setWhen((e.target as HTMLInputElement).value)} required /></label>
+        <label>Device (optional) <input name="device" /></label>
+        <button type="submit">Look</button>
+      </form>
+      {error && <p role="alert" class="error">{error}</p>}
+      {device && <p data-testid="device-at">{device.device_id} ran {device.running ?? device.profile.firmware_version ?? "unknown"}, after {device.events.length} events.</p>}
+      {fleet && (
+        <table>
+          <thead><tr><th>Device</th><th>Firmware</th><th>Got it in</th></tr></thead>
+          <tbody>{fleet.map((r) => (
+            <tr key={r.device_id}><td>{r.device_id}</td><td>{r.firmware_version}</td>
+              <td>{r.campaign_id ? <a href={`/ui/campaigns/${r.campaign_id}`}>a campaign</a> : ""}</td></tr>
+          ))}</tbody>
+        </table>
+      )}
+    </section>
   );
 }

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { useLocation } from "preact-iso";
 import { api, Campaign, errorText, Firmware, Page } from "../api";
 
@@ -31,6 +31,10 @@ function body(form: HTMLFormElement) {
       failure_threshold_percent: number("failure_threshold_percent"),
       max_per_minute: number("max_per_minute"),
       after_success: data.get("approve") ? "pause" : "next",
+      action_type: text("action_type") || "forced",
+      maintenance_window: text("window_start")
+        ? { start: text("window_start"), duration_minutes: number("window_minutes") ?? 60, utc_offset: text("window_offset") || "+00:00" }
+        : undefined,
     },
   };
 }
@@ -40,11 +44,26 @@ export function NewCampaign() {
   const [firmware, setFirmware] = useState<Firmware[]>([]);
   const [preview, setPreview] = useState<Preview | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [matching, setMatching] = useState<string | null>(null);
+  const typing = useRef<number | undefined>(undefined);
   useEffect(() => {
     api<Page<Firmware>>("GET", "/firmware?page_size=200")
       .then((p) => setFirmware(p.items.filter((f) => f.status === "active"))).catch((e) => setError(errorText(e)));
   }, []);
   const form = () => document.getElementById("new-campaign") as HTMLFormElement;
+  // A live count as the target changes: the preview's numbers, nothing written.
+  const recount = () => {
+    clearTimeout(typing.current);
+    typing.current = window.setTimeout(async () => {
+      const b = body(form());
+      if (!b.firmware_id || (!b.target.device_ids.length && !b.target.filter)) { setMatching(null); return; }
+      try {
+        const p = await api<Preview>("POST", "/campaigns/preview", { ...b, name: undefined });
+        const left = Object.entries(p.excluded_by_reason).map(([r, n]) => `${n} ${r}`).join(", ");
+        setMatching(`${p.updating} devices match${left ? `; left out: ${left}` : ""}`);
+      } catch (e) { setMatching(errorText(e)); }
+    }, 400);
+  };
   const doPreview = async () => {
     if (!form().reportValidity()) return;
     try {
@@ -62,7 +81,7 @@ export function NewCampaign() {
   return (
     <>
       <h1>New campaign</h1>
-      <form id="new-campaign" class="panel" onSubmit={create}>
+      <form id="new-campaign" class="panel" onSubmit={create} onInput={recount} onChange={recount}>
         <div class="fields">
           <label>Name <input name="name" required maxLength={200} /></label>
           <label>Firmware
@@ -78,8 +97,15 @@ export function NewCampaign() {
           <label>Failure gate (%) <input name="failure_threshold_percent" type="number" min={0} max={100} defaultValue="20" /></label>
           <label>Per minute at most <input name="max_per_minute" type="number" min={1} /></label>
           <label><input name="approve" type="checkbox" /> Wait for approval after each wave</label>
+          <label>Action type
+            <select name="action_type"><option value="forced">forced (install now)</option><option value="soft">soft (device chooses)</option></select>
+          </label>
+          <label>Window opens (HH:MM) <input name="window_start" pattern="\d{2}:\d{2}" placeholder="22:00" /></label>
+          <label>Window minutes <input name="window_minutes" type="number" min={1} max={1440} placeholder="240" /></label>
+          <label>Window UTC offset <input name="window_offset" pattern="[+-]\d{2}:\d{2}" placeholder="+01:00" /></label>
           <label>Assume failing (%) for the preview <input id="assume" type="number" min={0} max={100} defaultValue="0" /></label>
         </div>
+        {matching && <p role="status" data-testid="matching">{matching}</p>}
         <button type="button" onClick={doPreview}>Preview</button>
         <button type="submit">Create draft</button>
       </form>

@@ -1,6 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, Campaign, Decision, Me, Wave } from "../api";
 import { useLive } from "../live";
+import { Members } from "./members";
 
 /** Which actions a status allows, and what each needs of the role. */
 const ACTIONS: { action: string; label: string; needs: string; when: (c: Campaign) => boolean }[] = [
@@ -49,6 +50,7 @@ export function CampaignPage(props: { id: string; me: Me }) {
       <h2>Waves</h2>
       {campaign.waves.length === 0 && <p class="muted">Waves are drawn when the campaign starts.</p>}
       {campaign.waves.map((w) => <WaveRow key={w.wave} wave={w} campaign={campaign} />)}
+      <Members id={props.id} version={`${campaign.status}:${campaign.waves.map((w) => w.succeeded + w.failed + w.in_progress).join(",")}`} />
       <h2>Decisions</h2>
       <table>
         <thead><tr><th>#</th><th>Decision</th><th>Wave</th><th>Gate saw</th><th>By</th><th>Reason</th><th>At</th></tr></thead>

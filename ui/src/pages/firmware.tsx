@@ -29,7 +29,7 @@ export function FirmwarePage(props: { me: Me }) {
         <tbody>
           {page?.items.map((f) => (
             <tr key={f.id}>
-              <td>{f.name}</td><td>{f.version}</td><td>{f.device_model}</td><td>{f.size}</td>
+              <td><a href={`/ui/firmware/${f.id}`}>{f.name}</a></td><td>{f.version}</td><td>{f.device_model}</td><td>{f.size}</td>
               <td><code title={f.sha256}>{f.sha256.slice(0, 12)}…</code></td>
               <td>{verdict(f)}</td><td>{f.status}</td>
               <td>{write && f.status === "active" && (
