@@ -17,7 +17,7 @@ async fn register(app: &TestApp, id: &str, tag: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_runs_campaigns_from_the_console_and_others_see_what_their_roles_allow() {
+async fn every_role_does_its_work_in_the_console_and_sees_only_what_it_may() {
     let app = TestApp::spawn_with(TestOptions::full()).await;
     let fleet = app.fleet().await;
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
@@ -42,6 +42,9 @@ async fn an_operator_runs_campaigns_from_the_console_and_others_see_what_their_r
         "rollout": {"failure_threshold_percent": 20, "min_finished": 2}});
     let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
     assert_eq!(status, 201, "{created}");
+    let draft = json!({"name": "never to be", "firmware_id": other["id"], "target": {"device_ids": ["ui-09"]}});
+    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&draft).send().await.expect("create")).await;
+    assert_eq!(status, 201, "{created}");
     app.all_caught_up().await;
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
@@ -52,7 +55,7 @@ async fn an_operator_runs_campaigns_from_the_console_and_others_see_what_their_r
         .env("OTA_OPERATOR_TOKEN", app.token(Role::Operator))
         .env("OTA_APPROVER_TOKEN", app.token_for("approver", Role::Approver))
         .env("OTA_AUDITOR_TOKEN", app.token_for("auditor", Role::Auditor))
-        .env("OTA_VIEWER_TOKEN", app.token_for("viewer", Role::Viewer))
+        .env("OTA_ADMIN_TOKEN", app.token_for("root", Role::Admin))
         .env("OTA_SCREENSHOTS", &shots)
         .output()
         .expect("run node (scripts/test.sh installs Node's packages and chromium)");
@@ -68,6 +71,8 @@ async fn an_operator_runs_campaigns_from_the_console_and_others_see_what_their_r
         "campaigns",
         "device",
         "audit",
+        "admin",
+        "firmware-detail",
         "sign-in-refused",
     ] {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");

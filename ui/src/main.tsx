@@ -11,6 +11,7 @@ import { FirmwarePage } from "./pages/firmware";
 import { FirmwareDetail } from "./pages/firmware-detail";
 import { DevicePage, Devices } from "./pages/devices";
 import { Audit } from "./pages/audit";
+import { Admin } from "./pages/admin";
 
 function App() {
   const [me, setMe] = useState<Me | null>(null);
@@ -40,9 +41,10 @@ function App() {
           <Route path="/ui/campaigns/:id" component={({ id }: { id: string }) => <CampaignPage id={id} me={me} />} />
           <Route path="/ui/firmware" component={() => <FirmwarePage me={me} />} />
           <Route path="/ui/firmware/:id" component={({ id }: { id: string }) => <FirmwareDetail id={id} />} />
-          <Route path="/ui/devices" component={() => <Devices />} />
+          <Route path="/ui/devices" component={() => <Devices me={me} />} />
           <Route path="/ui/devices/:id" component={({ id }: { id: string }) => <DevicePage id={id} me={me} />} />
           <Route path="/ui/audit" component={() => <Audit />} />
+          <Route path="/ui/admin" component={() => <Admin />} />
           <Route default component={() => <p>Nothing here. <a href="/ui">Back to the overview</a>.</p>} />
         </Router>
       </Shell>
@@ -65,6 +67,7 @@ function Shell(props: { me: Me; onSignOut: () => void; children: preact.Componen
           {link("/ui/firmware", "Firmware")}
           {link("/ui/devices", "Devices")}
           {props.me.may.includes("audit") && link("/ui/audit", "Audit")}
+          {props.me.may.includes("admin") && link("/ui/admin", "Administration")}
         </nav>
         <span class="who" data-testid="who">{props.me.subject} · {props.me.role}</span>
         <button type="button" onClick={props.onSignOut}>Sign out</button>

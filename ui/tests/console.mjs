@@ -5,11 +5,12 @@
 // reload, find no approve button; as an approver, approve and watch it complete;
 // as the operator, start a campaign over failing devices and see the gate pause
 // it with its numbers, and roll a device back; as an auditor, see the first
-// campaign as it was before it started; as a viewer, find no write button.
+// campaign as it was before it started; as an admin, issue a viewer API key and
+// subscribe a webhook; as that key's viewer, find no write button.
 // Screenshots of each page go to $OTA_SCREENSHOTS.
 //
 // Environment: OTA_URL, OTA_OPERATOR_TOKEN, OTA_APPROVER_TOKEN, OTA_AUDITOR_TOKEN,
-// OTA_VIEWER_TOKEN, OTA_SCREENSHOTS.
+// OTA_ADMIN_TOKEN, OTA_SCREENSHOTS.
 
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -133,6 +134,27 @@ try {
   await page.getByRole("status").filter({ hasText: "Rollback assigned" }).waitFor();
   await page.getByRole("listitem").filter({ hasText: "rollback 3.0 → 1.0" }).waitFor();
   await shot("device");
+
+  step("register a device by the form and update it alone");
+  await nav("Devices");
+  const register = page.getByRole("form", { name: "Register a device" });
+  await register.getByLabel("Device id").fill("ui-new");
+  await register.getByLabel("Model", { exact: true }).fill("gw");
+  await register.getByLabel("Runs version").fill("1.0");
+  await register.getByRole("button", { name: "Register" }).click();
+  await page.getByRole("status").filter({ hasText: "its DDI token (shown once)" }).waitFor();
+  await page.getByRole("link", { name: "ui-new" }).click();
+  await page.getByRole("combobox", { name: /^Firmware/ }).selectOption({ label: "console-os 3.0" });
+  await page.getByRole("button", { name: "Update this device" }).click();
+  await page.getByRole("listitem").filter({ hasText: "update 1.0 → 3.0" }).waitFor();
+
+  step("delete a draft");
+  await nav("Campaigns");
+  await page.getByRole("link", { name: "never to be" }).click();
+  await page.getByRole("button", { name: "Delete draft" }).click();
+  await page.getByRole("heading", { name: "Campaigns" }).waitFor();
+  await page.getByRole("link", { name: "from the form" }).waitFor();
+  if (await page.getByRole("link", { name: "never to be" }).count() !== 0) failures.push("a deleted draft is still listed");
   await signOut();
 
   step("an auditor sees the campaign as it was before it started");
@@ -150,8 +172,24 @@ try {
   await shot("audit");
   await signOut();
 
-  step("a viewer finds no write button");
-  await signIn(env("OTA_VIEWER_TOKEN"), "viewer");
+  step("an admin issues a viewer API key and subscribes a webhook");
+  await signIn(env("OTA_ADMIN_TOKEN"), "admin");
+  await nav("Administration");
+  await page.getByLabel("Key name").fill("wall display");
+  await page.getByLabel("Role").selectOption("viewer");
+  await page.getByRole("button", { name: "Issue key" }).click();
+  const key = (await page.getByTestId("issued-key").textContent())?.trim() ?? "";
+  await page.getByLabel("Receiver URL").fill("http://127.0.0.1:9/hook");
+  await page.getByLabel("firmware.uploaded").check();
+  await page.getByRole("button", { name: "Subscribe" }).click();
+  await page.getByRole("status").filter({ hasText: "Signing secret" }).waitFor();
+  await page.getByRole("button", { name: "Send a test" }).click();
+  await page.getByRole("table", { name: "Deliveries" }).getByRole("cell", { name: "failed" }).waitFor();
+  await shot("admin");
+  await signOut();
+
+  step("the viewer signs in with that API key and finds no write button");
+  await signIn(key, "viewer");
   await page.goto(campaignUrl);
   await page.getByTestId("status").waitFor();
   const buttons = await page.locator(".actions button").count();
@@ -159,7 +197,10 @@ try {
   await nav("Firmware");
   await page.getByRole("heading", { name: "Firmware" }).waitFor();
   if (await page.getByRole("button", { name: /Upload|Deprecate/ }).count() !== 0) failures.push("a viewer was offered upload or deprecate");
-  if (await page.getByRole("link", { name: "Audit" }).count() !== 0) failures.push("a viewer was offered the audit pages");
+  await nav("Devices");
+  await page.getByRole("heading", { name: "Devices" }).waitFor();
+  if (await page.getByRole("button", { name: "Register" }).count() !== 0) failures.push("a viewer was offered to register devices");
+  if (await page.getByRole("link", { name: /Audit|Administration/ }).count() !== 0) failures.push("a viewer was offered the audit or admin pages");
 
   step("a wrong token is refused with the server's words");
   await signOut();

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, Campaign, Decision, Me, Wave } from "../api";
+import { api, ApiError, Campaign, Decision, errorText, Me, Wave } from "../api";
 import { useLive } from "../live";
 import { Members } from "./members";
 
@@ -33,6 +33,10 @@ export function CampaignPage(props: { id: string; me: Me }) {
     }
   };
   const allowed = ACTIONS.filter((a) => props.me.may.includes(a.needs) && a.when(campaign));
+  const remove = async () => {
+    try { await api("DELETE", `/campaigns/${props.id}`); window.location.assign("/ui/campaigns"); }
+    catch (e) { setError(errorText(e)); }
+  };
   return (
     <>
       <h1>{campaign.name}</h1>
@@ -45,6 +49,7 @@ export function CampaignPage(props: { id: string; me: Me }) {
       {campaign.last_reason && <p class="reason" data-testid="reason">{campaign.last_reason}</p>}
       <div class="actions">
         {allowed.map((a) => <button key={a.action} type="button" onClick={() => act(a.action)}>{a.label}</button>)}
+        {props.me.may.includes("write") && campaign.status === "draft" && <button type="button" onClick={remove}>Delete draft</button>}
       </div>
       {error && <p role="alert" class="error">{error}</p>}
       <h2>Waves</h2>
