@@ -81,7 +81,8 @@ ensure_test_clients() {
   have cpio || missing+=(cpio)
   have openssl || missing+=(openssl)
   have promtool || missing+=(prometheus)   # promtool checks the /metrics exposition
-  have chromium || missing+=(chromium)     # the console's browser test (playwright-core drives it)
+  have chromium || missing+=(chromium)     # the console's browser tests: playwright-core drives chromium,
+  have firefox-esr || missing+=(firefox-esr)   # and puppeteer-core firefox-esr (WebDriver BiDi)
   have pip3 || have pip || missing+=(python3-pip)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"; apt_install "${missing[@]}"

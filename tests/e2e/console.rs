@@ -78,3 +78,30 @@ async fn every_role_does_its_work_in_the_console_and_sees_only_what_it_may() {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_runs_live_in_the_console_in_firefox_too() {
+    let app = TestApp::spawn_with(TestOptions::full()).await;
+    let _fleet = app.fleet().await;
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui");
+    let devices: Vec<String> = (0..6).map(|i| format!("ff-{i}")).collect();
+    app.register_devices(&devices, "rev-a").await;
+    let firmware = app.firmware("2.0").await;
+    let body = json!({"name": "in firefox", "firmware_id": firmware, "target": {"device_ids": devices},
+        "rollout": {"waves": [{"percent": 50}, {"percent": 100}]}});
+    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
+    assert_eq!(status, 201, "{created}");
+    app.all_caught_up().await;
+
+    let run = Command::new("node")
+        .arg(ui.join("tests/firefox.mjs"))
+        .current_dir(&ui)
+        .env("OTA_URL", app.url(""))
+        .env("OTA_CAMPAIGN", created["id"].as_str().expect("id"))
+        .env("OTA_OPERATOR_TOKEN", app.token(Role::Operator))
+        .env("OTA_SCREENSHOTS", Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots"))
+        .output()
+        .expect("run node (scripts/test.sh installs Node's packages and firefox-esr)");
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the Firefox test failed:\n{said}");
+}
