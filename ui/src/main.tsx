@@ -12,6 +12,7 @@ import { FirmwareDetail } from "./pages/firmware-detail";
 import { DevicePage, Devices } from "./pages/devices";
 import { Audit } from "./pages/audit";
 import { Admin } from "./pages/admin";
+import { Rollbacks } from "./pages/rollbacks";
 
 function App() {
   const [me, setMe] = useState<Me | null>(null);
@@ -44,6 +45,7 @@ function App() {
           <Route path="/ui/devices" component={() => <Devices me={me} />} />
           <Route path="/ui/devices/:id" component={({ id }: { id: string }) => <DevicePage id={id} me={me} />} />
           <Route path="/ui/audit" component={() => <Audit />} />
+          <Route path="/ui/rollbacks" component={() => <Rollbacks />} />
           <Route path="/ui/admin" component={() => <Admin />} />
           <Route default component={() => <p>Nothing here. <a href="/ui">Back to the overview</a>.</p>} />
         </Router>
@@ -66,6 +68,7 @@ function Shell(props: { me: Me; onSignOut: () => void; children: preact.Componen
           {link("/ui/campaigns", "Campaigns")}
           {link("/ui/firmware", "Firmware")}
           {link("/ui/devices", "Devices")}
+          {link("/ui/rollbacks", "Rollbacks")}
           {props.me.may.includes("audit") && link("/ui/audit", "Audit")}
           {props.me.may.includes("admin") && link("/ui/admin", "Administration")}
         </nav>

@@ -134,6 +134,8 @@ try {
   await page.getByRole("status").filter({ hasText: "Rollback assigned" }).waitFor();
   await page.getByRole("listitem").filter({ hasText: "rollback 3.0 → 1.0" }).waitFor();
   await shot("device");
+  await nav("Rollbacks");
+  await page.getByRole("row", { name: /^ui-00 3\.0 1\.0/ }).waitFor();
 
   step("register a device by the form and update it alone");
   await nav("Devices");
@@ -151,10 +153,13 @@ try {
   step("delete a draft");
   await nav("Campaigns");
   await page.getByRole("link", { name: "never to be" }).click();
+  await page.getByLabel("New name").fill("never, really");
+  await page.getByRole("button", { name: "Rename" }).click();
+  await page.getByRole("heading", { name: "never, really" }).waitFor();
   await page.getByRole("button", { name: "Delete draft" }).click();
   await page.getByRole("heading", { name: "Campaigns" }).waitFor();
   await page.getByRole("link", { name: "from the form" }).waitFor();
-  if (await page.getByRole("link", { name: "never to be" }).count() !== 0) failures.push("a deleted draft is still listed");
+  if (await page.getByRole("link", { name: /^never/ }).count() !== 0) failures.push("a deleted draft is still listed");
   await signOut();
 
   step("an auditor sees the campaign as it was before it started");

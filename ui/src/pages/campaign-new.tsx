@@ -29,6 +29,7 @@ function body(form: HTMLFormElement) {
     rollout: {
       waves,
       failure_threshold_percent: number("failure_threshold_percent"),
+      success_threshold_percent: number("success_threshold_percent"),
       max_per_minute: number("max_per_minute"),
       after_success: data.get("approve") ? "pause" : "next",
       action_type: text("action_type") || "forced",
@@ -95,6 +96,7 @@ export function NewCampaign() {
           <label>Device ids <input name="device_ids" placeholder="gw-0001, gw-0002" /></label>
           <label>Waves <input name="waves" required defaultValue="10%,50%,100%" pattern="\s*\d+%?(\s*,\s*\d+%?)*\s*" title="e.g. 5,25%,100%" /></label>
           <label>Failure gate (%) <input name="failure_threshold_percent" type="number" min={0} max={100} defaultValue="20" /></label>
+          <label>Success needed (%) <input name="success_threshold_percent" type="number" min={0} max={100} defaultValue="100" /></label>
           <label>Per minute at most <input name="max_per_minute" type="number" min={1} /></label>
           <label><input name="approve" type="checkbox" /> Wait for approval after each wave</label>
           <label>Action type

@@ -33,6 +33,12 @@ export function CampaignPage(props: { id: string; me: Me }) {
     }
   };
   const allowed = ACTIONS.filter((a) => props.me.may.includes(a.needs) && a.when(campaign));
+  const rename = async (e: Event) => {
+    e.preventDefault();
+    const name = String(new FormData(e.target as HTMLFormElement).get("name") ?? "").trim();
+    try { setCampaign(await api<Campaign>("PATCH", `/campaigns/${props.id}`, { name })); setError(null); }
+    catch (err) { setError(errorText(err)); }
+  };
   const remove = async () => {
     try { await api("DELETE", `/campaigns/${props.id}`); window.location.assign("/ui/campaigns"); }
     catch (e) { setError(errorText(e)); }
@@ -51,6 +57,12 @@ export function CampaignPage(props: { id: string; me: Me }) {
         {allowed.map((a) => <button key={a.action} type="button" onClick={() => act(a.action)}>{a.label}</button>)}
         {props.me.may.includes("write") && campaign.status === "draft" && <button type="button" onClick={remove}>Delete draft</button>}
       </div>
+      {props.me.may.includes("write") && campaign.status === "draft" && (
+        <form class="fields" onSubmit={rename} aria-label="Rename the draft">
+          <label>New name <input name="name" required maxLength={200} defaultValue={campaign.name} /></label>
+          <button type="submit">Rename</button>
+        </form>
+      )}
       {error && <p role="alert" class="error">{error}</p>}
       <h2>Waves</h2>
       {campaign.waves.length === 0 && <p class="muted">Waves are drawn when the campaign starts.</p>}

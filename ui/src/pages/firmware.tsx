@@ -55,8 +55,15 @@ function UploadForm(props: { onUploaded: () => void }) {
     const data = new FormData(form);
     if (!file) { setError("choose or drop the image file"); return; }
     const hardware = String(data.get("hardware_versions") ?? "").split(",").map((h) => h.trim()).filter(Boolean);
+    const notes = String(data.get("release_notes") ?? "").trim();
+    const releaseFile = data.get("release");
+    let release: unknown;
+    if (releaseFile instanceof File && releaseFile.size > 0) {
+      try { release = JSON.parse(await releaseFile.text()); } catch { setError("the signed release is not JSON (ota firmware sign writes it)"); return; }
+    }
     const metadata = { name: data.get("name"), version: data.get("version"), device_model: data.get("device_model"),
-      ...(hardware.length ? { hardware_versions: hardware } : {}) };
+      ...(hardware.length ? { hardware_versions: hardware } : {}), ...(notes ? { release_notes: notes } : {}),
+      ...(release ? { release } : {}) };
     const body = new FormData();
     body.append("metadata", new Blob([JSON.stringify(metadata)], { type: "application/json" }));
     body.append("file", file, file.name);
@@ -83,6 +90,8 @@ function UploadForm(props: { onUploaded: () => void }) {
         <label>Version <input name="version" required maxLength={64} /></label>
         <label>Device model <input name="device_model" required maxLength={100} /></label>
         <label>Hardware versions <input name="hardware_versions" placeholder="rev-a, rev-b" /></label>
+        <label>Release notes <input name="release_notes" maxLength={2000} /></label>
+        <label>Signed release (optional, from ota firmware sign) <input name="release" type="file" accept=".json,application/json" /></label>
       </div>
       <button type="submit">Upload</button>
       {percent !== null && <progress max={100} value={percent} aria-label="Upload progress">{percent} %</progress>}
