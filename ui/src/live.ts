@@ -3,11 +3,14 @@
 // after a drop, so the server replays what was missed.
 
 import { fetchEventSource } from "@microsoft/fetch-event-source";
-import { useEffect } from "preact/hooks";
+import { useEffect, useRef } from "preact/hooks";
 import { token } from "./api";
 
 /** Calls `changed` (at most every 300 ms, and again 0.5, 2 and 5 s after the last event) while mounted. */
 export function useLive(query: string, changed: () => void) {
+  // The page's latest callback, so a refetch uses its current filters.
+  const latest = useRef(changed);
+  latest.current = changed;
   useEffect(() => {
     const stop = new AbortController();
     let timers: number[] = [];
@@ -18,10 +21,10 @@ export function useLive(query: string, changed: () => void) {
       const now = Date.now();
       if (now - last > 300) {
         last = now;
-        changed();
+        latest.current();
       }
       timers.forEach(clearTimeout);
-      timers = [500, 2000, 5000].map((ms) => window.setTimeout(changed, ms));
+      timers = [500, 2000, 5000].map((ms) => window.setTimeout(() => latest.current(), ms));
     };
     fetchEventSource(`/api/v1/stream?${query}`, {
       headers: { Authorization: `Bearer ${token() ?? ""}` },

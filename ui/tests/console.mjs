@@ -57,6 +57,8 @@ try {
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   await page.getByTestId("health-postgres").filter({ hasText: "ok" }).waitFor();
   await page.getByRole("row", { name: /^1\.0 14 100 %/ }).waitFor();
+  await page.getByTestId("activity").getByText("CampaignCreated").first().waitFor();
+  await page.getByRole("img", { name: /^Devices by installed firmware: 1\.0 14/ }).waitFor();
   await shot("overview");
 
   step("upload firmware by the form");

@@ -7,6 +7,8 @@ export function Devices(props: { me: Me }) {
   const [query, setQuery] = useState("");
   const load = () => { api<Page<Device>>("GET", `/devices?page_size=100${query}`).then(setPage).catch(() => undefined); };
   useEffect(load, [query]);
+  // A device registered or imported shows once the read model has it.
+  useLive("types=Device", load);
   const filter = (e: Event) => {
     e.preventDefault();
     const data = new FormData(e.target as HTMLFormElement);

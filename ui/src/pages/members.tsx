@@ -17,21 +17,21 @@ export function Members(props: { id: string; version: string }) {
     api<Page<Member>>("GET", `/campaigns/${props.id}/devices?page_size=100${filter}`).then(setPage).catch(() => undefined);
     api<Page<Member>>("GET", `/campaigns/${props.id}/devices?page_size=500`).then((p) => setAll(p.items)).catch(() => undefined);
   }, [props.id, props.version, state]);
-  // Cumulative successes and failures at each moment a device ended.
+  // Per wave, cumulative successes and failures at each moment a device ended.
   const ended = all.filter((m) => m.state === "succeeded" || FAILED.includes(m.state))
-    .map((m) => ({ t: Math.floor(new Date(m.updated_at).getTime() / 1000), ok: m.state === "succeeded" }))
+    .map((m) => ({ t: Math.floor(new Date(m.updated_at).getTime() / 1000), ok: m.state === "succeeded", wave: m.wave ?? 0 }))
     .sort((a, b) => a.t - b.t);
-  const x: number[] = [], ok: number[] = [], bad: number[] = [];
-  let s = 0, f = 0;
-  for (const e of ended) {
-    if (e.ok) s++; else f++;
-    if (x.length && x[x.length - 1] === e.t) { ok[ok.length - 1] = s; bad[bad.length - 1] = f; }
-    else { x.push(e.t); ok.push(s); bad.push(f); }
-  }
+  const waves = [...new Set(ended.map((e) => e.wave))].sort((a, b) => a - b);
+  const x = [...new Set(ended.map((e) => e.t))];
+  const palette = ["#2e9e5b", "#4a90e2", "#8e44ad", "#e67e22", "#16a085"];
+  const series = waves.flatMap((w, i) => [true, false].map((ok) => {
+    let n = 0;
+    const values = x.map((t) => { n += ended.filter((e) => e.t === t && e.wave === w && e.ok === ok).length; return n; });
+    return { label: `wave ${w + 1} ${ok ? "succeeded" : "failed"}`, values, color: ok ? palette[i % palette.length] : "#d1453b" };
+  })).filter((s) => s.values[s.values.length - 1] > 0);
   return (
     <>
-      {x.length > 1 && <TimeChart title="Devices finished over time" x={x}
-        series={[{ label: "succeeded", values: ok, color: "#2e9e5b" }, { label: "failed", values: bad, color: "#d1453b" }]} />}
+      {x.length > 1 && <TimeChart title="Devices finished over time, per wave" x={x} series={series} />}
       <h2>Devices</h2>
       <label for="member-state">State</label>{" "}
       <select id="member-state" value={state} onChange={(e) => setState((e.target as HTMLSelectElement).value)}>

@@ -1,6 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, Campaign, errorText, Page } from "../api";
 import { useLive } from "../live";
+import { ActivityFeed } from "../activity";
+import { BarChart } from "../chart";
 
 interface Stats {
   devices: number;
@@ -45,11 +47,16 @@ export function Overview() {
   const [health, setHealth] = useState<Health | null>(null);
   const [recent, setRecent] = useState<Campaign[]>([]);
   const [error, setError] = useState<string | null>(null);
+  // Where the activity feed starts: set once, so a refresh does not restart it.
+  const [feedFrom, setFeedFrom] = useState<number | null>(null);
   const load = () => {
     api<Stats>("GET", "/stats").then(setStats).catch((e) => setError(errorText(e)));
     api<Page<Campaign>>("GET", "/campaigns?page_size=5").then((p) => setRecent(p.items)).catch(() => undefined);
     // Public, outside /api/v1: a degraded server answers 503 with the same report.
-    fetch("/health/detailed").then((r) => r.json()).then(setHealth).catch(() => undefined);
+    fetch("/health/detailed").then((r) => r.json()).then((h: Health) => {
+      setHealth(h);
+      setFeedFrom((from) => from ?? Math.max(...h.projections.map((p) => p.last_global_seq), 0) - 25);
+    }).catch(() => undefined);
   };
   useEffect(load, []);
   useLive("types=Campaign,Firmware,Device", load);
@@ -60,6 +67,10 @@ export function Overview() {
     <>
       <h1>Overview</h1>
       <p>{stats.devices} devices · {stats.firmware} firmware images · {rate}</p>
+      {Object.keys(stats.devices_by_firmware).length > 0 && (
+        <BarChart title="Devices by installed firmware" labels={Object.keys(stats.devices_by_firmware)}
+          values={Object.values(stats.devices_by_firmware)} />
+      )}
       <div class="cards">
         <Shares title="Devices by installed firmware" counts={stats.devices_by_firmware} label="Version" />
         <Shares title="Updates by state" counts={stats.updates_by_state} label="State" />
@@ -79,6 +90,12 @@ export function Overview() {
           ) : <p class="muted">Checking…</p>}
         </section>
       </div>
+      {feedFrom !== null && (
+        <section class="panel">
+          <h2>Recent activity</h2>
+          <ActivityFeed from={feedFrom} />
+        </section>
+      )}
       <section class="panel">
         <h2>Recent campaigns</h2>
         <ul>{recent.map((c) => <li key={c.id}><a href={`/ui/campaigns/${c.id}`}>{c.name}</a> · {c.status} · {new Date(c.created_at).toLocaleString()}</li>)}</ul>
