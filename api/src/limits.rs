@@ -40,6 +40,8 @@ pub struct LimitSettings {
     pub request_timeout: Duration,
     /// Artifact downloads one device may have running at once; 0 = no limit.
     pub downloads_per_device: u32,
+    /// Event streams (`/api/v1/stream`) one identity may hold open at once; 0 = no limit.
+    pub streams_per_identity: u32,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
 }
@@ -50,32 +52,58 @@ pub struct Limits {
     address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     exempt_loopback: bool,
     pub request_timeout: Duration,
-    downloads: Arc<DownloadSlots>,
+    downloads: Arc<Slots>,
+    streams: Arc<Slots>,
     pub trusted_proxies: TrustedProxies,
 }
 
-/// Downloads running per device.
-struct DownloadSlots {
-    per_device: u32,
+/// Long requests running per key (downloads per device, event streams per identity).
+struct Slots {
+    per_key: u32,
     running: Mutex<HashMap<String, u32>>,
 }
 
-/// One running download of a device; dropping it (the body ended or the client
-/// went away) frees the slot.
-pub struct DownloadSlot {
-    slots: Arc<DownloadSlots>,
-    device: String,
+/// One running long request; dropping it (the body ended or the client went
+/// away) frees the slot.
+pub struct Slot {
+    slots: Arc<Slots>,
+    key: String,
 }
 
-impl Drop for DownloadSlot {
+/// The slot of one running download.
+pub type DownloadSlot = Slot;
+
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut running = self.slots.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = running.get_mut(&self.device) {
+        if let Some(n) = running.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                running.remove(&self.device);
+                running.remove(&self.key);
             }
         }
+    }
+}
+
+impl Slots {
+    fn new(per_key: u32) -> Arc<Self> {
+        Arc::new(Slots { per_key, running: Mutex::new(HashMap::new()) })
+    }
+
+    /// A slot for `key`, or 429 (counted under `limit`) while it holds all it may;
+    /// `None` when unlimited.
+    fn take(self: &Arc<Self>, key: &str, limit: &'static str, message: String) -> Result<Option<Slot>, ApiError> {
+        if self.per_key == 0 {
+            return Ok(None);
+        }
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(key.to_owned()).or_insert(0);
+        if *n >= self.per_key {
+            metrics::counter!("ota_rate_limited_total", "limit" => limit).increment(1);
+            return Err(ApiError::rate_limited(message, Duration::from_secs(1)));
+        }
+        *n += 1;
+        Ok(Some(Slot { slots: self.clone(), key: key.to_owned() }))
     }
 }
 
@@ -106,30 +134,24 @@ impl Limits {
             address: limiter(settings.address),
             exempt_loopback: settings.exempt_loopback,
             request_timeout: settings.request_timeout,
-            downloads: Arc::new(DownloadSlots {
-                per_device: settings.downloads_per_device,
-                running: Mutex::new(HashMap::new()),
-            }),
+            downloads: Slots::new(settings.downloads_per_device),
+            streams: Slots::new(settings.streams_per_identity),
             trusted_proxies: settings.trusted_proxies,
         }
     }
 
     /// A slot for one more download of `device`, or 429 while it has as many running
     /// as it may. `None` when downloads are not limited.
-    pub fn download_slot(&self, device: &str) -> Result<Option<DownloadSlot>, ApiError> {
-        let slots = &self.downloads;
-        if slots.per_device == 0 {
-            return Ok(None);
-        }
-        let mut running = slots.running.lock().unwrap_or_else(|e| e.into_inner());
-        let n = running.entry(device.to_owned()).or_insert(0);
-        if *n >= slots.per_device {
-            metrics::counter!("ota_rate_limited_total", "limit" => "downloads").increment(1);
-            let message = format!("this device already has {} downloads running; retry later", slots.per_device);
-            return Err(ApiError::rate_limited(message, Duration::from_secs(1)));
-        }
-        *n += 1;
-        Ok(Some(DownloadSlot { slots: slots.clone(), device: device.to_owned() }))
+    pub fn download_slot(&self, device: &str) -> Result<Option<Slot>, ApiError> {
+        let message = format!("this device already has {} downloads running; retry later", self.downloads.per_key);
+        self.downloads.take(device, "downloads", message)
+    }
+
+    /// A slot for one more open event stream of `identity`, or 429 while it holds
+    /// as many as it may (each holds a subscription for as long as it is open).
+    pub fn stream_slot(&self, identity: &str) -> Result<Option<Slot>, ApiError> {
+        let message = format!("this identity already has {} event streams open; close one first", self.streams.per_key);
+        self.streams.take(identity, "streams", message)
     }
 
     pub fn check_identity(&self, subject: &str) -> Result<(), ApiError> {
@@ -216,6 +238,7 @@ mod tests {
             exempt_loopback: true,
             request_timeout: Duration::from_secs(1),
             downloads_per_device,
+            streams_per_identity: 1,
             trusted_proxies: TrustedProxies::default(),
         })
     }
@@ -230,5 +253,15 @@ mod tests {
         drop(first);
         assert!(limits.download_slot("a").is_ok(), "the dropped slot is free again");
         assert!(matches!(self::limits(0).download_slot("a"), Ok(None)), "0 turns the limit off");
+    }
+
+    #[test]
+    fn streams_are_counted_per_identity_apart_from_downloads() {
+        let limits = limits(1);
+        let _download = limits.download_slot("alice").expect("a download");
+        let stream = limits.stream_slot("alice").expect("a stream beside it");
+        assert!(limits.stream_slot("alice").is_err(), "a second stream is refused");
+        drop(stream);
+        assert!(limits.stream_slot("alice").is_ok(), "the closed stream's slot is free again");
     }
 }

@@ -216,6 +216,11 @@ pub struct Settings {
     #[arg(long, env = "OTA_DOWNLOADS_PER_DEVICE", default_value_t = 2)]
     pub downloads_per_device: u32,
 
+    /// Event streams (`GET /api/v1/stream`) one operator, key or token subject may
+    /// hold open at once; 0 = no limit.
+    #[arg(long, env = "OTA_STREAMS_PER_IDENTITY", default_value_t = 16)]
+    pub streams_per_identity: u32,
+
     /// Deadline, in seconds, of every request that is not an upload or a download.
     #[arg(long, env = "OTA_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -264,6 +269,7 @@ impl Settings {
             exempt_loopback: self.rate_limit_exempt_loopback,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
             downloads_per_device: self.downloads_per_device,
+            streams_per_identity: self.streams_per_identity,
             trusted_proxies: self.trusted_proxies.parse()?,
         })
     }

@@ -103,3 +103,27 @@ async fn bad_stream_requests_are_refused() {
     let anonymous = app.http.get(app.url("/api/v1/stream")).send().await.expect("stream");
     assert_eq!(anonymous.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_holds_a_bounded_number_of_streams_and_a_closed_one_frees_its_slot() {
+    let app = TestApp::spawn().await;
+    let open = || app.get("/api/v1/stream?types=Campaign").send();
+    let mut streams = Vec::new();
+    for _ in 0..app.settings.streams_per_identity {
+        let response = open().await.expect("stream");
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+    let (status, body) = json_of(open().await.expect("one more")).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")), "{body}");
+    // Another identity is not held back by this one's streams.
+    let other = app.http.get(app.url("/api/v1/stream")).bearer_auth(app.token_for("someone-else", Role::Viewer));
+    assert_eq!(other.send().await.expect("other").status(), 200);
+    drop(streams.pop());
+    let reopened = ota_testkit::eventually("the closed stream's slot", Duration::from_secs(10), || async {
+        let response = open().await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await;
+    drop(reopened);
+}

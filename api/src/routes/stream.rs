@@ -55,12 +55,13 @@ pub struct StreamQuery {
 #[utoipa::path(get, path = "/stream", operation_id = "stream_events", tag = "system", params(StreamQuery), responses(
     (status = 200, content_type = "text/event-stream", body = String, description = "An endless stream of events; a `: keep-alive` comment every 15 s."),
     (status = 404, body = ErrorBody, description = "`campaign` names no campaign (`campaign.not_found`)."),
+    (status = 429, body = ErrorBody, description = "This identity already holds `OTA_STREAMS_PER_IDENTITY` streams open (`rate_limited`)."),
     (status = 400, body = ErrorBody, description = "A `campaign` that is not a UUID (`invalid_request`)."),
     (status = 422, body = ErrorBody, description = "An unknown aggregate type, or a bad `Last-Event-ID` (`invalid_field`)."),
 ))]
 async fn stream(
     State(state): State<AppState>,
-    _who: Principal,
+    who: Principal,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -78,6 +79,8 @@ async fn stream(
             ApiError::invalid("invalid_field", format!("Last-Event-ID: {raw:?} is not an event position"))
         })?),
     };
+    // Held for as long as the stream is open: the body owns it.
+    let slot = state.limits.stream_slot(&who.subject)?;
     let members = match &q.campaign {
         Some(campaign) => members_of(&state, campaign).await?,
         None => HashSet::new(),
@@ -99,6 +102,7 @@ async fn stream(
     let follow = Arc::new(Mutex::new((filter, last)));
     let live = subscription.filter_map(move |message| {
         let (state, follow) = (state.clone(), follow.clone());
+        let _open = &slot;
         async move {
             let record = serde_json::from_slice::<EventRecord>(&message.payload).ok()?;
             let mut guard = follow.lock().await;
