@@ -16,7 +16,7 @@ use ota_domain::device_update::DeviceUpdate;
 use ota_domain::firmware::{DeliveryPolicy, Firmware};
 use ota_domain::rollout::{assign_waves, forecast_with, Assumptions, ForecastOutcome, RolloutPlan, WaveForecast};
 use ota_domain::{DeviceId, FirmwareId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::devices::{unavailable, AssignError};
@@ -51,7 +51,7 @@ pub struct Plan<'a> {
 }
 
 /// A device the target names that would not be updated, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Exclusion {
     pub device_id: String,
@@ -61,12 +61,12 @@ pub struct Exclusion {
     pub message: String,
     /// The wave the device is drawn into and skipped in at assignment; absent
     /// for a named device that never becomes a member (unknown, other model).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<usize>,
 }
 
 /// One wave: its members as drawn, and how its rollout would go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WavePreview {
     pub wave: usize,
@@ -79,7 +79,7 @@ pub struct WavePreview {
 }
 
 /// What starting the plan now would do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Preview {
     /// Start the campaign with this seed to get these waves.
@@ -101,7 +101,7 @@ pub struct Preview {
 }
 
 /// The simulated rollout as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForecastSummary {
     pub failure_percent: u32,
@@ -116,10 +116,14 @@ pub struct ForecastSummary {
 /// Seeds are 64-bit; JSON numbers past 2^53 lose digits in JavaScript, so the
 /// seed travels as decimal text.
 mod seed_text {
-    use serde::Serializer;
+    use serde::{de, Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(seed: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&seed.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
     }
 }
 

@@ -2,15 +2,11 @@
 //! what starting the same plan with the preview's seed then does.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use ota_domain::campaign::Campaign;
-use ota_testkit::{eventually, json_of, Behavior, TestApp, TestOptions};
+use ota_testkit::{json_of, Behavior, TestApp, TestOptions};
 use serde_json::{json, Value};
 
-fn ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
-}
+use crate::rollouts::{ids, members, wait_status};
 
 async fn register(app: &TestApp, id: &str, model: &str, hardware: &str, running: &str) {
     let body = json!({"id": id, "device_model": model, "hardware_version": hardware, "firmware_version": running});
@@ -32,18 +28,6 @@ async fn preview(app: &TestApp, body: &Value) -> Value {
     answer
 }
 
-async fn detail(app: &TestApp, id: &str) -> Value {
-    json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.expect("get")).await.1
-}
-
-async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
-    eventually(&format!("campaign {status}"), Duration::from_secs(60), || async {
-        let d = detail(app, id).await;
-        (d["status"] == status).then_some(d)
-    })
-    .await
-}
-
 /// Creates the previewed plan as a campaign and starts it with the preview's seed.
 async fn create_and_start(app: &TestApp, body: &Value, seed: &Value) -> String {
     let (status, created) = json_of(app.post("/api/v1/campaigns").json(body).send().await.expect("create")).await;
@@ -53,13 +37,6 @@ async fn create_and_start(app: &TestApp, body: &Value, seed: &Value) -> String {
     let (status, started) = json_of(start.send().await.expect("start")).await;
     assert_eq!(status, 200, "{started}");
     id
-}
-
-async fn membership(app: &TestApp, id: &str) -> Vec<Vec<String>> {
-    let (campaign, _) =
-        app.server.state.store.load::<Campaign>(&id.parse().expect("campaign id")).await.expect("load campaign");
-    let m = campaign.membership.expect("membership");
-    m.waves.iter().map(|w| w.iter().map(|d| d.to_string()).collect()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +107,7 @@ async fn the_preview_names_every_exclusion_and_a_start_with_its_seed_does_exactl
         .iter()
         .map(|w| w["members"].as_array().expect("members").iter().map(|d| d.as_str().expect("id").to_owned()).collect())
         .collect();
-    assert_eq!(membership(&app, &id).await, previewed, "the start drew the previewed waves");
+    assert_eq!(members(&app, &id).await, previewed, "the start drew the previewed waves");
     let done = wait_status(&app, &id, "completed").await;
     assert_eq!(done["excluded"], seen["not_members"], "{done}");
     for (wave, expected) in seen["waves"].as_array().expect("waves").iter().enumerate() {

@@ -9,7 +9,7 @@ use ota_projections::ProjectionName;
 use ota_testkit::{eventually, json_of, Behavior, TestApp, TestOptions};
 use serde_json::{json, Value};
 
-fn ids(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
 }
 
@@ -22,11 +22,11 @@ async fn campaign(app: &TestApp, devices: &[String], rollout: Value) -> String {
     created["id"].as_str().expect("id").to_owned()
 }
 
-async fn detail(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn detail(app: &TestApp, id: &str) -> Value {
     json_of(app.get(&format!("/api/v1/campaigns/{id}")).send().await.expect("get")).await.1
 }
 
-async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
     eventually(&format!("campaign {status}"), Duration::from_secs(60), || async {
         let d = detail(app, id).await;
         (d["status"] == status).then_some(d)
@@ -73,7 +73,7 @@ async fn handled_all(app: &TestApp, consumer: &str) {
     .await;
 }
 
-async fn members(app: &TestApp, id: &str) -> Vec<Vec<String>> {
+pub(crate) async fn members(app: &TestApp, id: &str) -> Vec<Vec<String>> {
     let (campaign, _) =
         app.server.state.store.load::<Campaign>(&id.parse().expect("campaign id")).await.expect("load campaign");
     let m = campaign.membership.expect("membership");

@@ -13,16 +13,10 @@
 // OTA_ADMIN_TOKEN, OTA_SCREENSHOTS.
 
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { env, screenshots } from "./support.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const url = env("OTA_URL");
-const shots = env("OTA_SCREENSHOTS");
-mkdirSync(shots, { recursive: true });
+const shots = screenshots();
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",

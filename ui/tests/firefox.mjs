@@ -6,16 +6,10 @@
 // Environment: OTA_URL, OTA_CAMPAIGN, OTA_OPERATOR_TOKEN, OTA_SCREENSHOTS.
 
 import puppeteer from "puppeteer-core";
-import { mkdirSync } from "node:fs";
+import { env, screenshots } from "./support.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const url = env("OTA_URL");
-const shots = env("OTA_SCREENSHOTS");
-mkdirSync(shots, { recursive: true });
+const shots = screenshots();
 
 const browser = await puppeteer.launch({
   browser: "firefox",

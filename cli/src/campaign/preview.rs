@@ -1,11 +1,9 @@
 //! `ota campaign preview`: what starting a plan would do, before anything is created.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use ota_domain::rollout::{ForecastOutcome, GateKind, GateReport, WaveForecast};
-use serde::Deserialize;
+use ota_domain::rollout::{ForecastOutcome, GateKind, GateReport};
+pub use ota_orchestrator::preview::{ForecastSummary, Preview};
 use serde_json::Value;
 
 use super::spec::CampaignSpec;
@@ -41,45 +39,6 @@ pub fn body(spec: &CampaignSpec, assume: &Assume) -> Result<Value> {
         body["seed"] = seed.clone().into();
     }
     Ok(body)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Preview {
-    pub seed: String,
-    pub updating: u32,
-    pub members: u32,
-    pub not_members: u32,
-    pub excluded_by_reason: BTreeMap<String, u32>,
-    pub excluded: Vec<Exclusion>,
-    pub waves: Vec<WavePreview>,
-    pub forecast: Forecast,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Exclusion {
-    pub device_id: String,
-    pub reason: String,
-    pub message: String,
-    pub wave: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct WavePreview {
-    pub wave: usize,
-    pub members: Vec<String>,
-    pub skipped: u32,
-    #[serde(flatten)]
-    pub forecast: WaveForecast,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Forecast {
-    pub failure_percent: u32,
-    pub update_secs: u64,
-    pub starts_at: DateTime<Utc>,
-    pub outcome: ForecastOutcome,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub duration_secs: Option<i64>,
 }
 
 /// The preview for people: the summary, the waves, and who is left out and why.
@@ -139,7 +98,7 @@ pub fn render(p: &Preview) -> String {
     text
 }
 
-fn outcome(f: &Forecast) -> String {
+fn outcome(f: &ForecastSummary) -> String {
     let after = f.duration_secs.map(|d| format!(" after {}", span(d))).unwrap_or_default();
     let at = output::when(f.ended_at);
     match &f.outcome {
