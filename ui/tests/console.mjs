@@ -13,7 +13,7 @@
 // OTA_ADMIN_TOKEN, OTA_SCREENSHOTS.
 
 import { chromium } from "playwright-core";
-import { env, screenshots } from "./support.mjs";
+import { env, run, screenshots } from "./support.mjs";
 
 const url = env("OTA_URL");
 const shots = screenshots();
@@ -27,7 +27,7 @@ const browser = await chromium.launch({
 });
 const failures = [];
 const step = (name) => console.log(`step: ${name}`);
-try {
+await run("console", browser, failures, async () => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(30000);
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
@@ -209,13 +209,4 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("alert").waitFor();
   await shot("sign-in-refused");
-} catch (e) {
-  failures.push(String(e?.stack ?? e));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
-console.log("console: every step passed");
+});

@@ -6,7 +6,7 @@
 // Environment: OTA_URL, OTA_CAMPAIGN, OTA_OPERATOR_TOKEN, OTA_SCREENSHOTS.
 
 import puppeteer from "puppeteer-core";
-import { env, screenshots } from "./support.mjs";
+import { env, run, screenshots } from "./support.mjs";
 
 const url = env("OTA_URL");
 const shots = screenshots();
@@ -26,7 +26,7 @@ const browser = await puppeteer.launch({
   },
 });
 const failures = [];
-try {
+await run("firefox", browser, failures, async () => {
   const page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 900 });
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
@@ -43,13 +43,4 @@ try {
   await until("wave 1 at 100 %", () => document.querySelector('[data-testid="wave-1-done"]')?.textContent === "100 %");
   await until("the campaign completed", () => document.querySelector('[data-testid="status"]')?.textContent === "completed");
   await page.screenshot({ path: `${shots}/firefox-campaign.png`, fullPage: true });
-} catch (e) {
-  failures.push(String(e?.stack ?? e));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
-console.log("firefox: every step passed");
+});

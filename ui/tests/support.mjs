@@ -15,3 +15,20 @@ export function screenshots() {
   mkdirSync(dir, { recursive: true });
   return dir;
 }
+
+/** Runs the steps, closes the browser whatever happens, and exits 1 naming every
+ * failure (a thrown step, or one the steps recorded in `failures`). */
+export async function run(name, browser, failures, steps) {
+  try {
+    await steps();
+  } catch (e) {
+    failures.push(String(e?.stack ?? e));
+  } finally {
+    await browser.close();
+  }
+  if (failures.length) {
+    console.error(failures.join("\n"));
+    process.exit(1);
+  }
+  console.log(`${name}: every step passed`);
+}
