@@ -36,7 +36,8 @@ enum Command {
         #[arg(long)]
         server_role: Option<String>,
     },
-    /// Rebuild read models from the event store ("all" or a projection name).
+    /// Rebuild read models from the event store ("all", a projection name, or
+    /// "tallies": the gates' wave counters).
     Replay {
         #[arg(default_value = "all")]
         projection: String,
@@ -251,16 +252,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay { projection } => {
             let pool = ota_migrations::connect(&settings.database_url, 2).await?;
             ota_migrations::migrate(&pool).await?;
-            let targets: Vec<ProjectionName> = if projection == "all" {
-                ProjectionName::ALL.to_vec()
-            } else {
-                vec![projection
-                    .parse()
-                    .context("choose one of: all, firmware, campaigns, activity, devices, updates, downloads")?]
+            let targets: Vec<ProjectionName> = match projection.as_str() {
+                "all" => ProjectionName::ALL.to_vec(),
+                "tallies" => vec![],
+                other => vec![other.parse().context(
+                    "choose one of: all, tallies, firmware, campaigns, activity, devices, updates, downloads",
+                )?],
             };
             for name in targets {
                 let applied = ota_projections::rebuild(&pool, name).await?;
                 println!("{name}: rebuilt from {applied} events");
+            }
+            if matches!(projection.as_str(), "all" | "tallies") {
+                let read = ota_orchestrator::store::rebuild_wave_tallies(&pool).await?;
+                println!("tallies (the gates' wave counters): rebuilt from {read} events");
             }
         }
         Command::Simulate { fleet } => {

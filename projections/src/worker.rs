@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::apply::{apply_records, lock_projection, record_undecodable, set_aside, Applied};
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Projection, ProjectionName};
 
 const BATCH: usize = 500;
 
@@ -56,6 +56,7 @@ pub fn consumer_name<P: Projection>(names: &BusNames) -> String {
 }
 
 pub struct WorkerHandle {
+    pub projection: ProjectionName,
     task: JoinHandle<()>,
 }
 
@@ -94,7 +95,7 @@ pub fn spawn_worker<P: Projection>(pool: PgPool, js: jetstream::Context, names: 
             tokio::time::sleep(Duration::from_millis(200) * failures.clamp(1, 25)).await;
         }
     });
-    WorkerHandle { task }
+    WorkerHandle { projection: P::NAME, task }
 }
 
 async fn consume<P: Projection>(

@@ -29,4 +29,5 @@ mod spine;
 mod stream;
 mod subscribers;
 mod swupdate;
+mod tallies;
 mod webhooks;

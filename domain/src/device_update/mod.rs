@@ -5,6 +5,7 @@
 //! the device's audit trail.
 
 mod model;
+mod tally;
 #[cfg(test)]
 mod tests;
 
@@ -12,3 +13,4 @@ pub use model::{
     DeviceUpdate, DeviceUpdateCommand, DeviceUpdateError, DeviceUpdateEvent, Download, IgnoredReason, Lane, LaneKind,
     Origin, UnknownUpdateState, UpdateFirmware, UpdateState,
 };
+pub use tally::{tally_delta, TallyKey, TallySlot};

@@ -130,6 +130,7 @@ impl ProcessManager {
 
     async fn step_all(&self, lease: &Lease) -> Result<(), StepError> {
         tracing::info!(epoch = lease.epoch(), "rollout process manager leads");
+        crate::store::build_wave_tallies(&self.pool).await?;
         loop {
             lease.progressed();
             let started = std::time::Instant::now();

@@ -5,8 +5,12 @@ use ota_domain::campaign::{Campaign, CampaignStatus};
 use ota_domain::device_update::UpdateState;
 use ota_domain::rollout::WaveTally;
 use ota_domain::CampaignId;
+use std::collections::HashMap;
+
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::store::TallyRow;
 
 /// The outcomes a device may be retried after.
 const RETRYABLE: [UpdateState; 2] = [UpdateState::Failed, UpdateState::TimedOut];
@@ -62,57 +66,51 @@ pub async fn overdue_single_updates(pool: &PgPool) -> Result<Vec<(String, i32)>,
     .await
 }
 
-/// One tally per wave: sizes from the membership and cursor, states from the counters.
+/// One tally per wave: sizes from the membership and cursor, states from the
+/// counters the store keeps in the reports' own transactions.
 pub async fn wave_tallies(pool: &PgPool, campaign: &Campaign) -> Result<Vec<WaveTally>, sqlx::Error> {
     let Some(id) = campaign.id else { return Ok(vec![]) };
-    let counts = ota_projections::updates::wave_counts(pool, id.as_uuid()).await?;
+    let counters = crate::store::campaign_tallies(pool, id).await?;
+    Ok(tallies_of(campaign, &counters))
+}
+
+/// The gates' view of a campaign's counters.
+fn tallies_of(campaign: &Campaign, counters: &[TallyRow]) -> Vec<WaveTally> {
     // A failure that will be retried is still in flight: it neither trips nor passes a gate.
-    let pending_retries: Vec<(i32, String, i64)> = if campaign.rollout.max_retries > 0 {
-        sqlx::query_as(
-            "SELECT wave, state, count(*) FROM device_updates WHERE campaign_id = $1
-             AND state = ANY($3) AND retry < $2 AND wave IS NOT NULL GROUP BY wave, state",
-        )
-        .bind(id.as_uuid())
-        .bind(campaign.rollout.max_retries as i32)
-        .bind(&RETRYABLE.map(UpdateState::as_str)[..])
-        .fetch_all(pool)
-        .await?
-    } else {
-        Vec::new()
-    };
+    let retried = |retry: i32| (retry as i64) < i64::from(campaign.rollout.max_retries);
     let mut tallies = Vec::with_capacity(campaign.wave_count());
     for wave in 0..campaign.wave_count() {
         let members = campaign.wave_members(wave).len() as u32;
         let skipped = campaign.skipped.get(wave).copied().unwrap_or(0);
         let assigned = campaign.assigned.get(wave).copied().unwrap_or(0).saturating_sub(skipped);
-        let counts = counts.iter().find(|c| c.wave == wave as i32);
-        let n = |s: UpdateState| counts.map_or(0, |c| c.of(s)).max(0) as u32;
-        let retrying = |s: UpdateState| {
-            pending_retries
-                .iter()
-                .filter(|(w, st, _)| *w == wave as i32 && st == s.as_str())
-                .map(|(_, _, c)| *c as u32)
-                .sum::<u32>()
-        };
-        let (failed_retrying, timed_out_retrying) = (retrying(UpdateState::Failed), retrying(UpdateState::TimedOut));
+        let rows = counters.iter().filter(|(w, ..)| *w == wave as i32);
+        let (mut n, mut retrying) = (HashMap::<&str, i64>::new(), 0i64);
+        for (_, state, retry, count) in rows {
+            let will_retry = RETRYABLE.iter().any(|s| s.as_str() == state) && retried(*retry);
+            match will_retry {
+                true => retrying += count,
+                false => *n.entry(state.as_str()).or_default() += count,
+            }
+        }
+        let n = |s: UpdateState| n.get(s.as_str()).copied().unwrap_or(0).max(0) as u32;
         tallies.push(WaveTally {
             size: members.saturating_sub(skipped),
             assigned,
-            in_progress: UpdateState::IN_FLIGHT.into_iter().map(n).sum::<u32>() + failed_retrying + timed_out_retrying,
+            in_progress: UpdateState::IN_FLIGHT.into_iter().map(n).sum::<u32>() + retrying.max(0) as u32,
             // A rollback campaign succeeds when devices are back on their previous firmware.
             succeeded: if campaign.rollback_of.is_some() {
                 n(UpdateState::RolledBack)
             } else {
                 n(UpdateState::Succeeded)
             },
-            failed: n(UpdateState::Failed).saturating_sub(failed_retrying),
-            timed_out: n(UpdateState::TimedOut).saturating_sub(timed_out_retrying),
+            failed: n(UpdateState::Failed),
+            timed_out: n(UpdateState::TimedOut),
             rejected: n(UpdateState::Rejected),
             cancelled: n(UpdateState::Cancelled)
                 + if campaign.rollback_of.is_some() { 0 } else { n(UpdateState::RolledBack) },
         });
     }
-    Ok(tallies)
+    tallies
 }
 
 /// A device of a campaign in a given state: id, action, wave, retry count, state, last change.

@@ -14,10 +14,13 @@ use cqrs_es::{Aggregate, EventEnvelope};
 use ota_domain::CommandMeta;
 use sqlx::{PgConnection, Row};
 
+use ota_domain::device_update::{tally_delta, TallyKey};
+
 use super::cache::StateCache;
 use super::commit::{self, CommitError};
+use super::tally;
 use super::versioned::upcast_event;
-use super::{Cause, Committed, Store, StoreError, StoreFault, Stored};
+use super::{backoff, Cause, Committed, Store, StoreError, StoreFault, Stored, MAX_ATTEMPTS};
 
 /// One command of a batch: aggregate id, command, and who ordered it.
 pub type BatchItem<A> = (String, <A as Aggregate>::Command, CommandMeta);
@@ -108,14 +111,7 @@ impl Store {
             Ok(decided) => decided,
             Err(cause) => return unavailable(n, &cause),
         };
-        let stored = async {
-            let mut tx = self.pool().begin().await.map_err(CommitError::Aborted)?;
-            let inserted = insert_rows(&mut tx, A::TYPE, &decided.rows).await.map_err(CommitError::Aborted)?;
-            let (conflicted, xid) = (inserted.conflicted, inserted.xid);
-            commit::commit(self.pool(), tx, xid).await?;
-            Ok::<_, CommitError>(conflicted)
-        };
-        let conflicted = match stored.await {
+        let conflicted = match self.store_decided(&decided).await {
             Ok(conflicted) => conflicted,
             Err(e) if nothing_stored(&e) => {
                 // Every command is decided again on its own.
@@ -128,6 +124,55 @@ impl Store {
             self.committed.notify_one();
         }
         self.settle(items, decided, &conflicted, None).await
+    }
+
+    /// One command on an aggregate without snapshots: decided and stored like a
+    /// batch of one (so its counters are kept in its transaction), and decided
+    /// again when another writer got to the aggregate first.
+    pub(super) async fn append_one<A: Stored>(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Committed<A>, StoreError<A::Error>>
+    where
+        A::Command: Clone + Send,
+    {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let item = (id.to_owned(), command.clone(), meta.clone());
+            let (_, mut decided) = self.decide_batch::<A>(vec![item], None).await.map_err(StoreError::Unavailable)?;
+            let outcome = decided.outcomes.pop().flatten();
+            let outcome = outcome.unwrap_or_else(|| Err(StoreError::unavailable(StoreFault("no outcome"))));
+            if decided.rows.is_empty() {
+                return outcome;
+            }
+            match self.store_decided(&decided).await {
+                Ok(conflicted) if conflicted.is_empty() => {
+                    self.committed.notify_one();
+                    return outcome;
+                }
+                Ok(_) => metrics::counter!("ota_command_conflicts_total", "aggregate" => A::TYPE).increment(1),
+                Err(e) if nothing_stored(&e) => tracing::debug!(error = %e, "command aborted; deciding again"),
+                Err(e) => return Err(StoreError::unavailable(e)),
+            }
+            tracing::debug!(aggregate = A::TYPE, id, attempt, "append conflict, deciding again");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(StoreError::Contended { aggregate_id: id.to_owned(), attempts: MAX_ATTEMPTS })
+    }
+
+    /// Inserts a decided batch with its counters and commits. Returns the
+    /// aggregates another writer got to first: their rows and counts are left out.
+    async fn store_decided<A: Stored>(&self, decided: &Decided<A>) -> Result<BTreeSet<String>, CommitError>
+    where
+        A::Command: Clone + Send,
+    {
+        let mut tx = self.pool().begin().await.map_err(CommitError::Aborted)?;
+        let inserted = insert_rows(&mut tx, A::TYPE, &decided.rows).await.map_err(CommitError::Aborted)?;
+        let counted = decided.tallies_except(&inserted.conflicted);
+        tally::add(&mut tx, self.next_tally_slot(), counted).await.map_err(CommitError::Aborted)?;
+        commit::commit(self.pool(), tx, inserted.xid).await?;
+        Ok(inserted.conflicted)
     }
 
     /// Decides a batch on remembered or freshly read states, without storing it.
@@ -147,6 +192,7 @@ impl Store {
         states.extend(self.load_many::<A>(&to_read).await.map_err(StoreError::into_cause)?);
         let mut outcomes: Vec<Option<Outcome<A>>> = Vec::with_capacity(items.len());
         let mut rows: Vec<SerializedEvent> = Vec::new();
+        let mut tallies = tally::Deltas::new();
         for (id, command, meta) in &items {
             let (state, version) = states.entry(id.clone()).or_default();
             match state.decide(command.clone()) {
@@ -156,7 +202,12 @@ impl Store {
                     let mut envelopes = Vec::with_capacity(events.len());
                     for event in events {
                         *version += 1;
+                        let before = state.tally_slot();
                         state.apply(event.clone());
+                        let moved = tally_delta(before, state.tally_slot());
+                        if !moved.is_empty() {
+                            tallies.entry(id.clone()).or_default().extend(moved);
+                        }
                         let envelope = EventEnvelope {
                             aggregate_id: id.clone(),
                             sequence: *version,
@@ -172,7 +223,7 @@ impl Store {
         }
         // One global order of index locks: two batches never wait on each other in a cycle.
         rows.sort_by(|a, b| (&a.aggregate_id, a.sequence).cmp(&(&b.aggregate_id, b.sequence)));
-        Ok((items, Decided { ids, states, outcomes, rows }))
+        Ok((items, Decided { ids, states, outcomes, rows, tallies }))
     }
 
     /// After the commit: remembers the stored states and redoes, one by one, the
@@ -229,6 +280,21 @@ where
     /// Per command, in the batch's order.
     pub outcomes: Vec<Option<Outcome<A>>>,
     pub rows: Vec<SerializedEvent>,
+    /// Counter changes by aggregate, stored with the rows.
+    pub tallies: tally::Deltas,
+}
+
+impl<A: Stored> Decided<A>
+where
+    A::Command: Clone + Send,
+{
+    /// The counter changes of every aggregate but `left_out`'s.
+    pub fn tallies_except<'a>(
+        &'a self,
+        left_out: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = &'a (TallyKey, i64)> + 'a {
+        self.tallies.iter().filter(|(id, _)| !left_out.contains(*id)).flat_map(|(_, deltas)| deltas)
+    }
 }
 
 pub(super) fn unavailable<T, E: std::error::Error + 'static>(n: usize, cause: &Cause) -> Vec<Result<T, StoreError<E>>> {

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batch::{insert_rows, nothing_stored, take_out, unavailable, BatchItem, Decided};
 use super::cache::StateCache;
 use super::commit::{self, CommitError};
+use super::tally;
 use super::{backoff, Cause, Committed, Store, StoreError, StoreFault, Stored, MAX_ATTEMPTS};
 
 /// Given a command's outcome, the command (and aggregate id) that follows on `B`.
@@ -213,6 +214,8 @@ impl Store {
         }
         take_out(&mut tx, A::TYPE, &mut inserted_a, &broken_a).await.map_err(aborted)?;
         take_out(&mut tx, B::TYPE, &mut inserted_b, &broken_b).await.map_err(aborted)?;
+        let counted = decided_a.tallies_except(&broken_a).chain(decided_b.tallies_except(&broken_b));
+        tally::add(&mut tx, self.next_tally_slot(), counted).await.map_err(aborted)?;
         commit::commit(self.pool(), tx, xid).await?;
         Ok((broken_a, broken_b))
     }

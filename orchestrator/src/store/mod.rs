@@ -22,10 +22,12 @@ mod batch;
 mod cache;
 mod chained;
 mod commit;
+mod tally;
 mod versioned;
 
 pub use batch::BatchItem;
 pub use chained::{Chained, ChainedBatcher, FollowUp};
+pub use tally::{build_once as build_wave_tallies, campaign_tallies, rebuild_all as rebuild_wave_tallies, TallyRow};
 use versioned::VersionedRepository;
 
 /// How many times a command is decided again after losing a race.
@@ -43,6 +45,12 @@ where
     /// The shape of the aggregate's state in its snapshots; a snapshot of another
     /// version is dropped and the state rebuilt from events.
     const SNAPSHOT_VERSION: u32 = 1;
+    /// Where this state counts in the gates' wave counters, which the store
+    /// keeps in the events' own transaction (`tally`); `None` for aggregates
+    /// that count nowhere. Aggregates with snapshots may not count.
+    fn tally_slot(&self) -> Option<ota_domain::device_update::TallySlot> {
+        None
+    }
 }
 
 impl Stored for Firmware {
@@ -53,6 +61,9 @@ impl Stored for Device {
 }
 impl Stored for DeviceUpdate {
     type Id = DeviceId;
+    fn tally_slot(&self) -> Option<ota_domain::device_update::TallySlot> {
+        DeviceUpdate::tally_slot(self)
+    }
 }
 impl Stored for ota_domain::api_key::ApiKey {
     type Id = uuid::Uuid;
@@ -115,11 +126,18 @@ where
 pub struct Store {
     pool: PgPool,
     committed: Arc<Notify>,
+    /// Hands each transaction the next counter slot (`tally::SLOTS`).
+    tally_slot: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, committed: Arc::new(Notify::new()) }
+        Self { pool, committed: Arc::new(Notify::new()), tally_slot: Arc::default() }
+    }
+
+    /// The counter slot for the next transaction.
+    fn next_tally_slot(&self) -> usize {
+        self.tally_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % tally::SLOTS
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -196,6 +214,9 @@ impl Store {
     where
         A::Command: Clone + Send,
     {
+        if A::SNAPSHOT_EVERY.is_none() {
+            return self.append_one(id, command, meta).await;
+        }
         let store = self.event_store::<A>();
         for attempt in 1..=MAX_ATTEMPTS {
             let ctx = store.load_aggregate(id).await.map_err(|e| classify(id, e))?;
