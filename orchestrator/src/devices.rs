@@ -193,18 +193,33 @@ pub struct StatusReport {
     pub action: Option<u32>,
 }
 
-/// Records device reports through group commits: many devices' reports share
+/// Records what devices say through group commits: many devices' reports share
 /// one transaction, each caller still gets its own answer once it is durable.
 /// A report that installs firmware changes the device's inventory version in
-/// the same transaction.
+/// the same transaction. A device's own inventory commands (registering on
+/// first contact through a gateway, configData) are group-committed too, so a
+/// fleet enrolling at once is not one transaction per device.
 #[derive(Clone)]
 pub struct Reports {
     updates: ChainedBatcher<DeviceUpdate, Device>,
+    devices: ChainedBatcher<Device, DeviceUpdate>,
 }
 
 impl Reports {
     pub fn spawn(store: &Store) -> Self {
-        Self { updates: ChainedBatcher::spawn(store.clone()) }
+        Self { updates: ChainedBatcher::spawn(store.clone()), devices: ChainedBatcher::spawn(store.clone()) }
+    }
+
+    /// A device's own inventory command, through the group commits.
+    pub async fn execute_device(
+        &self,
+        device_id: &DeviceId,
+        command: DeviceCommand,
+        meta: &CommandMeta,
+    ) -> Result<Committed<Device>, StoreError<DeviceError>> {
+        let none = Arc::new(|_: &Committed<Device>| None);
+        let (device, _) = self.devices.execute(device_id.as_str(), command, meta, none).await?;
+        device
     }
 
     /// Any other command on a device's updates, through the same group commits.

@@ -9,7 +9,7 @@ use ota_domain::device_update::{DeviceUpdate, DeviceUpdateCommand, Origin, Updat
 use ota_domain::{Actor, CommandMeta, DeviceId, FirmwareId};
 use ota_orchestrator::devices::StatusReport;
 use ota_orchestrator::Store;
-use ota_testkit::TestApp;
+use ota_testkit::{TestApp, GATEWAY_TOKEN};
 
 fn set(key: &str, value: String) -> DeviceCommand {
     DeviceCommand::SetAttributes {
@@ -336,4 +336,41 @@ async fn a_refreshed_state_equals_a_fresh_load() {
     let unchanged = (remembered.clone(), version);
     store.refresh(d, &mut remembered, &mut version).await.expect("refresh");
     assert_eq!((remembered, version), unchanged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_enrolling_at_once_through_the_gateway_share_transactions() {
+    let app = TestApp::spawn().await;
+    let auth = format!("GatewayToken {GATEWAY_TOKEN}");
+    let enrolments = (0..200).map(|i| {
+        let (app, auth) = (&app, &auth);
+        async move {
+            let base = app.url(&format!("/default/controller/v1/plug-{i:03}"));
+            let poll = app.http.get(&base).header("Authorization", auth).send().await.expect("first poll");
+            let body = serde_json::json!({"mode": "merge", "data": {"hwRevision": "rev-a"}});
+            let config =
+                app.http.put(format!("{base}/configData")).header("Authorization", auth).json(&body).send().await;
+            (poll.status().as_u16(), config.expect("configData").status().as_u16())
+        }
+    });
+    let answers = futures::future::join_all(enrolments).await;
+    assert!(answers.iter().all(|a| *a == (200, 200)), "{answers:?}");
+    let (devices, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT aggregate_id), count(DISTINCT tx_id) FROM events
+         WHERE aggregate_type = 'Device' AND event_type = 'DeviceRegistered'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("registrations");
+    assert_eq!(devices, 200);
+    // One transaction per device before: 200.
+    assert!(transactions <= 100, "200 registrations took {transactions} transactions");
+    let profiles: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT aggregate_id) FROM events WHERE aggregate_type = 'Device'
+         AND event_type = 'DeviceProfileChanged' AND payload::text LIKE '%rev-a%'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("profiles");
+    assert_eq!(profiles, 200, "every configData stored");
 }

@@ -156,7 +156,7 @@ async fn register(state: &AppState, device: &DeviceId) -> Result<Arc<Target>, Ap
     let profile = DeviceProfile { device_model: "unknown".into(), ..Default::default() };
     let command = DeviceCommand::Register { id: device.clone(), profile, at: Utc::now() };
     let meta = CommandMeta::new(Actor::device(device.to_string()));
-    state.store.execute::<Device>(device, command, &meta).await?;
+    state.reports.execute_device(device, command, &meta).await?;
     state.ddi.targets.invalidate(device.as_str());
     state.ddi.targets.get(device).await.map_err(|e| ApiError::unavailable("event store", e))?.ok_or_else(|| {
         ApiError::unavailable(

@@ -18,7 +18,7 @@ use ota_ddi::wire::{
 };
 use ota_ddi::{cancel_answer, change_token, deployment_effect, download_and_update, polling_sleep};
 use ota_ddi::{CancelAnswer, FeedbackEffect};
-use ota_domain::device::{AttributeMode, Device, DeviceCommand};
+use ota_domain::device::{AttributeMode, DeviceCommand};
 use ota_domain::device_update::{DeviceUpdateCommand, DeviceUpdateError, Lane, UpdateFirmware};
 use ota_domain::firmware::Firmware;
 use ota_domain::Refused;
@@ -343,7 +343,7 @@ async fn config_data(
         Some(ConfigMode::Remove) => AttributeMode::Remove,
     };
     let command = DeviceCommand::SetAttributes { mode, attributes: config.attributes(), at: Utc::now() };
-    let outcome = state.store.execute::<Device>(&caller.device, command, &meta(&caller)).await;
+    let outcome = state.reports.execute_device(&caller.device, command, &meta(&caller)).await;
     state.ddi.targets.invalidate(caller.device.as_str());
     outcome.map_err(|e| match e {
         ota_orchestrator::StoreError::Rejected(e) => ApiError::bad_request(format!("configData: {e}")),
