@@ -33,7 +33,15 @@ const REGISTER_CONCURRENCY: usize = 16;
 /// Latencies are recorded in microseconds, up to a minute, 3 significant digits.
 pub(crate) const MAX_LATENCY_US: u64 = 60_000_000;
 
-pub async fn run(devices: usize, seconds: u64, connections: usize) {
+/// Who sends the polls: the bench's own generator (on its own thread) or Debian's
+/// `wrk` in a process of its own, with this many threads.
+#[derive(Clone, Copy)]
+pub enum Generator {
+    Own,
+    Wrk { threads: usize },
+}
+
+pub async fn run(devices: usize, seconds: u64, connections: usize, generator: Generator) {
     assert!(
         devices > 0 && seconds > 0 && connections > 0,
         "--ddi-devices, --ddi-seconds and --ddi-connections must be > 0"
@@ -60,6 +68,10 @@ pub async fn run(devices: usize, seconds: u64, connections: usize) {
         started.elapsed().as_secs_f64()
     );
 
+    if let Generator::Wrk { threads } = generator {
+        let Some(tokens) = tokens else { panic!("registration answered without target tokens") };
+        return with_wrk(app.addr, &ids, &tokens, connections, threads, seconds).await;
+    }
     let host = HeaderValue::from_str(&app.addr.to_string()).expect("address as Host header");
     let accept = HeaderValue::from_static("application/json");
     let health: Arc<[Target]> = Arc::new([Target::new("/health", &host, &accept, None)]);
@@ -84,6 +96,39 @@ pub async fn run(devices: usize, seconds: u64, connections: usize) {
     let ratio = ddi.rate() / baseline.rate();
     let caveat = if ddi.errors() + baseline.errors() > 0 { " (not meaningful: some answers were errors)" } else { "" };
     println!("ratio DDI base poll / GET /health: {ratio:.2}{caveat}");
+}
+
+async fn with_wrk(
+    addr: SocketAddr,
+    ids: &[String],
+    tokens: &[String],
+    connections: usize,
+    threads: usize,
+    seconds: u64,
+) {
+    // A warm-up, as the own generator has.
+    let polls: Vec<(String, Option<String>)> = ids
+        .iter()
+        .zip(tokens)
+        .map(|(id, token)| (format!("/default/controller/v1/{id}"), Some(format!("TargetToken {token}"))))
+        .collect();
+    let health = vec![("/health".to_owned(), None)];
+    let run = |requests: Vec<(String, Option<String>)>, seconds: u64| {
+        tokio::task::spawn_blocking(move || crate::wrk::run(addr, &requests, connections, threads, seconds))
+    };
+    run(polls.clone(), WARM_UP.as_secs()).await.expect("wrk warm-up").expect("wrk warm-up");
+    let baseline = run(health, seconds).await.expect("wrk").expect("wrk on /health");
+    baseline.print("GET /health");
+    let cpu = process_cpu();
+    let ddi = run(polls, seconds).await.expect("wrk").expect("wrk on the DDI base poll");
+    ddi.print("GET /default/controller/v1/{id}");
+    if let (Some(before), Some(after)) = (cpu, process_cpu()) {
+        println!("server CPU during the DDI run: {:.2} cores", (after - before).as_secs_f64() / seconds as f64);
+    }
+    println!(
+        "ratio DDI base poll / GET /health (wrk, {threads} threads): {:.2}",
+        ddi.requests_per_sec / baseline.requests_per_sec
+    );
 }
 
 /// Registers every device through `POST /api/v1/devices`; returns the one-time

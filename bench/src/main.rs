@@ -25,8 +25,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod ddi;
 mod ddi_cycle;
+mod first_contact;
 mod import;
 mod rollout;
+mod visibility;
+mod wrk;
 
 #[derive(Parser)]
 struct Args {
@@ -48,10 +51,18 @@ struct Args {
     /// Keep-alive connections polling concurrently in the DDI benchmarks (base poll and full cycle).
     #[arg(long, default_value_t = 64)]
     ddi_connections: usize,
+    /// Generate the DDI base polls with Debian's `wrk` in its own process, with
+    /// this many threads, instead of the bench's own generator.
+    #[arg(long)]
+    ddi_wrk_threads: Option<usize>,
     /// Run only the DDI full-cycle benchmark (poll, deploymentBase, feedback, download, final
     /// feedback) with this many devices in one started campaign.
     #[arg(long)]
     ddi_cycle_devices: Option<usize>,
+    /// Run only the first-contact benchmark: this many unknown devices enrol
+    /// through the DDI gateway token (base poll + configData), `--ddi-connections` at once.
+    #[arg(long)]
+    first_contact_devices: Option<usize>,
     /// Run only the bulk-import benchmark with this many devices.
     #[arg(long)]
     import_devices: Option<usize>,
@@ -64,12 +75,20 @@ async fn main() {
         import::run(devices).await;
         return;
     }
+    if let Some(devices) = args.first_contact_devices {
+        first_contact::run(devices, args.ddi_connections).await;
+        return;
+    }
     if let Some(devices) = args.ddi_cycle_devices {
         ddi_cycle::run(devices, args.ddi_connections).await;
         return;
     }
     if let Some(devices) = args.ddi_devices {
-        ddi::run(devices, args.ddi_seconds, args.ddi_connections).await;
+        let generator = match args.ddi_wrk_threads {
+            Some(threads) => ddi::Generator::Wrk { threads },
+            None => ddi::Generator::Own,
+        };
+        ddi::run(devices, args.ddi_seconds, args.ddi_connections, generator).await;
         return;
     }
     if let Some(devices) = args.rollout_devices {

@@ -81,10 +81,14 @@ pub async fn run(devices: usize, reporters: usize) {
     // Device reports through the group committer, as the HTTP and NATS routes use it.
     let reports = app.server.state.reports.clone();
     let next = Arc::new(AtomicUsize::new(0));
+    let succeeded = Arc::new(AtomicUsize::new(0));
+    let campaign_id = uuid::Uuid::parse_str(&campaign).expect("campaign id");
+    let probes =
+        crate::visibility::spawn(app.db.clone(), app.js.clone(), app.names.clone(), campaign_id, succeeded.clone());
     let started = Instant::now();
     let tasks: Vec<_> = (0..reporters)
         .map(|_| {
-            let (reports, ids, next) = (reports.clone(), ids.clone(), next.clone());
+            let (reports, ids, next, succeeded) = (reports.clone(), ids.clone(), next.clone(), succeeded.clone());
             tokio::spawn(async move {
                 let meta = CommandMeta::new(Actor::system("bench-device"));
                 let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
@@ -98,6 +102,9 @@ pub async fn run(devices: usize, reporters: usize) {
                         let sent = Instant::now();
                         reports.report(&device, report, &meta, Utc::now()).await.expect("report");
                         latency.saturating_record(sent.elapsed().as_micros() as u64);
+                        if state == UpdateState::Succeeded {
+                            succeeded.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 latency
@@ -129,7 +136,7 @@ pub async fn run(devices: usize, reporters: usize) {
         store.refresh(&campaign, &mut c, &mut version).await.expect("campaign");
         if c.status.is_terminal() {
             println!(
-                "last report -> campaign {} (projected, gate evaluated): {:.1} s",
+                "last report -> campaign {} (gate evaluated): {:.1} s",
                 c.status,
                 last_report.elapsed().as_secs_f64()
             );
@@ -137,6 +144,8 @@ pub async fn run(devices: usize, reporters: usize) {
         }
         tokio::time::sleep(CAMPAIGN_POLL).await;
     }
+
+    probes.finish().await;
 
     // Stock single-command execution on the same machine in the same run, for the ratio.
     let sample = 3000.min(devices);
