@@ -165,16 +165,22 @@ pub async fn campaign_devices(
     Ok(Page { items, total, page: page.page, page_size: page.page_size })
 }
 
-/// Per-wave counters of a campaign, from the incrementally kept table.
+/// Per-wave counters of a campaign (see `wave_counts_of`).
 pub async fn wave_counts(pool: &PgPool, campaign: Uuid) -> Result<Vec<WaveCounts>, sqlx::Error> {
     Ok(wave_counts_of(pool, &[campaign]).await?.into_iter().map(|(_, counts)| counts).collect())
 }
 
 /// Per-wave counters of several campaigns at once, by campaign then wave.
+///
+/// Read from the counters the store keeps in the reports' own transactions
+/// (`wave_tallies`), the ones the gates decide by: a campaign shown completed
+/// never shows devices in flight that its gate had already counted finished.
+/// They count by the same rules as `campaign_wave_counts`, which this read
+/// model keeps (and a replay rebuilds) beside them.
 pub async fn wave_counts_of(pool: &PgPool, campaigns: &[Uuid]) -> Result<Vec<(Uuid, WaveCounts)>, sqlx::Error> {
     let rows: Vec<(Uuid, i32, String, i64)> = sqlx::query_as(
-        "SELECT campaign_id, wave, state, count FROM campaign_wave_counts
-         WHERE campaign_id = ANY($1) AND count <> 0 ORDER BY campaign_id, wave, state",
+        "SELECT campaign_id, wave, state, sum(count)::bigint FROM wave_tallies WHERE campaign_id = ANY($1)
+         GROUP BY campaign_id, wave, state HAVING sum(count) <> 0 ORDER BY campaign_id, wave, state",
     )
     .bind(campaigns)
     .fetch_all(pool)
