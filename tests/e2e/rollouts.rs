@@ -13,7 +13,7 @@ pub(crate) fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
 }
 
-async fn campaign(app: &TestApp, devices: &[String], rollout: Value) -> String {
+pub(crate) async fn campaign(app: &TestApp, devices: &[String], rollout: Value) -> String {
     let firmware = app.firmware("2.0").await;
     let body =
         json!({"name": "rollout", "firmware_id": firmware, "target": {"device_ids": devices}, "rollout": rollout});

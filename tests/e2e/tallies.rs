@@ -5,18 +5,14 @@
 use std::collections::BTreeMap;
 
 use ota_projections::ProjectionName;
-use ota_testkit::{json_of, Behavior, TestApp, TestOptions};
+use ota_testkit::{Behavior, TestApp, TestOptions};
 use serde_json::{json, Value};
 
-use crate::rollouts::{ids, members, wait_status};
+use crate::rollouts::{campaign, ids, members, wait_status};
 
-async fn campaign(app: &TestApp, devices: &[String], rollout: Value) -> String {
-    let firmware = app.firmware("2.0").await;
-    let body =
-        json!({"name": "tallies", "firmware_id": firmware, "target": {"device_ids": devices}, "rollout": rollout});
-    let (status, created) = json_of(app.post("/api/v1/campaigns").json(&body).send().await.expect("create")).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_owned();
+/// A campaign of `devices`, started.
+async fn started(app: &TestApp, devices: &[String], rollout: Value) -> String {
+    let id = campaign(app, devices, rollout).await;
     let (status, started) = app.campaign_action(&id, "start").await;
     assert_eq!(status, 200, "{started}");
     id
@@ -35,6 +31,17 @@ async fn inline_counts(app: &TestApp) -> Counts {
     rows.into_iter().map(|(c, w, s, n)| ((c, w, s), n)).collect()
 }
 
+/// `(campaign, wave, state, retry, count)`, zeros left out.
+async fn counts_by_attempt(app: &TestApp) -> Vec<(uuid::Uuid, i32, String, i32, i64)> {
+    sqlx::query_as(
+        "SELECT campaign_id, wave, state, retry, sum(count)::bigint FROM wave_tallies
+         GROUP BY 1, 2, 3, 4 HAVING sum(count) <> 0 ORDER BY 1, 2, 3, 4",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("counters by attempt")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gates_judge_reports_as_they_commit_with_the_updates_read_model_stopped() {
     let app = TestApp::spawn_with(TestOptions::full()).await;
@@ -50,8 +57,8 @@ async fn gates_judge_reports_as_they_commit_with_the_updates_read_model_stopped(
     }
     let gated = json!({"waves": [{"count": 10}, {"percent": 100}],
         "failure_threshold_percent": 20, "min_finished": 10, "on_failure": "pause"});
-    let failing = campaign(&app, &bad, gated.clone()).await;
-    let passing = campaign(&app, &good, gated).await;
+    let failing = started(&app, &bad, gated.clone()).await;
+    let passing = started(&app, &good, gated).await;
 
     let paused = wait_status(&app, &failing, "paused").await;
     let last = paused["decisions"].as_array().expect("decisions").last().cloned().unwrap_or_default();
@@ -86,7 +93,7 @@ async fn the_inline_counters_equal_the_read_model_and_a_rebuild_from_events() {
     // move each device's first attempt out as its retry comes in.
     let rollout = json!({"waves": [{"percent": 50}, {"percent": 100}], "device_timeout_secs": 1, "max_retries": 1,
         "failure_threshold_percent": 100, "success_threshold_percent": 50, "min_finished": 60});
-    let id = campaign(&app, &devices, rollout).await;
+    let id = started(&app, &devices, rollout).await;
     wait_status(&app, &id, "completed").await;
     app.all_caught_up().await;
 
@@ -103,23 +110,10 @@ async fn the_inline_counters_equal_the_read_model_and_a_rebuild_from_events() {
     let total_timed_out: i64 = inline.iter().filter(|((_, _, s), _)| s == "timed_out").map(|(_, n)| n).sum();
     assert_eq!((total_failed, total_timed_out), (10, 10), "{inline:?}");
 
-    let detail = |app: &TestApp| {
-        let db = app.db.clone();
-        async move {
-            let rows: Vec<(uuid::Uuid, i32, String, i32, i64)> = sqlx::query_as(
-                "SELECT campaign_id, wave, state, retry, sum(count)::bigint FROM wave_tallies
-                 GROUP BY 1, 2, 3, 4 HAVING sum(count) <> 0 ORDER BY 1, 2, 3, 4",
-            )
-            .fetch_all(&db)
-            .await
-            .expect("counters by attempt");
-            rows
-        }
-    };
-    let before = detail(&app).await;
+    let before = counts_by_attempt(&app).await;
     assert!(before.iter().any(|(_, _, s, retry, _)| s == "failed" && *retry == 1), "{before:?}");
     ota_orchestrator::store::rebuild_wave_tallies(&app.db).await.expect("rebuild");
-    assert_eq!(detail(&app).await, before, "a rebuild from the events counts the same");
+    assert_eq!(counts_by_attempt(&app).await, before, "a rebuild from the events counts the same");
     let slots: i64 =
         sqlx::query_scalar("SELECT count(DISTINCT slot) FROM wave_tallies").fetch_one(&app.db).await.expect("slots");
     assert_eq!(slots, 1, "the rebuild replaced the live counters");
@@ -128,8 +122,8 @@ async fn the_inline_counters_equal_the_read_model_and_a_rebuild_from_events() {
     sqlx::query("DELETE FROM wave_tallies").execute(&app.db).await.expect("empty");
     sqlx::query("DELETE FROM wave_tallies_built").execute(&app.db).await.expect("unbuilt");
     ota_orchestrator::store::build_wave_tallies(&app.db).await.expect("build");
-    assert_eq!(detail(&app).await, before, "built from the events");
+    assert_eq!(counts_by_attempt(&app).await, before, "built from the events");
     sqlx::query("UPDATE wave_tallies SET count = count + 1").execute(&app.db).await.expect("skew");
     ota_orchestrator::store::build_wave_tallies(&app.db).await.expect("build once");
-    assert_ne!(detail(&app).await, before, "built once only: a second call leaves them");
+    assert_ne!(counts_by_attempt(&app).await, before, "built once only: a second call leaves them");
 }

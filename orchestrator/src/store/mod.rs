@@ -22,6 +22,7 @@ mod batch;
 mod cache;
 mod chained;
 mod commit;
+mod rows;
 mod tally;
 mod versioned;
 

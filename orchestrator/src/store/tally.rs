@@ -12,7 +12,7 @@ use ota_domain::CampaignId;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::versioned::upcast_event;
+use super::rows::decode_row;
 
 /// Counter changes of a decided batch, by aggregate id (a conflicted
 /// aggregate's are left out with its rows).
@@ -142,12 +142,12 @@ async fn rebuild(tx: &mut PgConnection) -> Result<u64, sqlx::Error> {
                 device = Some((id.clone(), DeviceUpdate::default()));
             }
             let Some((_, state)) = device.as_mut() else { continue };
-            let Some(event) = decode(&row) else {
+            let Ok(envelope) = decode_row::<DeviceUpdate>(&row) else {
                 tracing::warn!(device = %id, "an undecodable device-update event is left out of the wave counters");
                 continue;
             };
             let before = state.tally_slot();
-            cqrs_es::Aggregate::apply(state, event);
+            cqrs_es::Aggregate::apply(state, envelope.payload);
             for (key, by) in tally_delta(before, state.tally_slot()) {
                 *totals.entry(key).or_default() += by;
             }
@@ -156,18 +156,4 @@ async fn rebuild(tx: &mut PgConnection) -> Result<u64, sqlx::Error> {
     let deltas: Vec<(TallyKey, i64)> = totals.into_iter().collect();
     add(tx, 0, &deltas).await?;
     Ok(read)
-}
-
-fn decode(row: &sqlx::postgres::PgRow) -> Option<ota_domain::device_update::DeviceUpdateEvent> {
-    let serialized = cqrs_es::persist::SerializedEvent::new(
-        row.try_get("aggregate_id").ok()?,
-        usize::try_from(row.try_get::<i64, _>("sequence").ok()?).ok()?,
-        "DeviceUpdate".to_owned(),
-        row.try_get("event_type").ok()?,
-        row.try_get("event_version").ok()?,
-        row.try_get("payload").ok()?,
-        row.try_get("metadata").ok()?,
-    );
-    let current = upcast_event(serialized).ok()?;
-    serde_json::from_value(current.payload).ok()
 }
