@@ -4,17 +4,23 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, stream, AckKind, Message};
-use futures::StreamExt;
 use ota_domain::bus::BusNames;
 use ota_domain::EventRecord;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 
 use crate::apply::{apply_records, lock_projection, record_undecodable, set_aside, Applied};
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ProjectionName};
 
 const BATCH: usize = 500;
+
+/// How long a batch that is not yet full waits for more messages. A stream
+/// yields at most 128 messages a turn (tokio's cooperative budget), so taking
+/// only what was ready applied 60-128 events a transaction while thousands
+/// waited (measured: 8.9k events/s for activity against a 113k msgs/s pull).
+const GATHER: Duration = Duration::from_millis(10);
 
 /// Messages asked of the server ahead of the batch being applied. async-nats asks
 /// for more when half of what it asked for has arrived; with only one batch asked,
@@ -126,7 +132,7 @@ async fn consume<P: Projection>(
         .messages()
         .await
         .map_err(|e| ProjectionError::Nats(Box::new(e)))?;
-    let mut batches = messages.ready_chunks(BATCH);
+    let mut batches = std::pin::pin!(messages.chunks_timeout(BATCH, GATHER));
     while let Some(batch) = batches.next().await {
         let mut received = Vec::with_capacity(batch.len());
         let mut broken = None;
