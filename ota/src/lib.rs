@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod gc;
 pub mod nats;
 pub mod print;
+pub mod replay;
 pub mod secret;
 pub mod server;
 pub mod settings;

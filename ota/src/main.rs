@@ -250,8 +250,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Replay { projection } => {
-            let pool = ota_migrations::connect(&settings.database_url, 2).await?;
-            ota_migrations::migrate(&pool).await?;
             let targets: Vec<ProjectionName> = match projection.as_str() {
                 "all" => ProjectionName::ALL.to_vec(),
                 "tallies" => vec![],
@@ -259,12 +257,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "choose one of: all, tallies, firmware, campaigns, activity, devices, updates, downloads",
                 )?],
             };
-            for name in targets {
-                let applied = ota_projections::rebuild(&pool, name).await?;
+            let tallies = matches!(projection.as_str(), "all" | "tallies");
+            let connections = u32::try_from(targets.len()).unwrap_or(8) + 1;
+            let pool = ota_migrations::connect(&settings.database_url, connections).await?;
+            ota_migrations::migrate(&pool).await?;
+            let replayed = ota::replay::rebuild(&pool, &targets, tallies).await?;
+            for (name, applied) in replayed.read_models {
                 println!("{name}: rebuilt from {applied} events");
             }
-            if matches!(projection.as_str(), "all" | "tallies") {
-                let read = ota_orchestrator::store::rebuild_wave_tallies(&pool).await?;
+            if let Some(read) = replayed.tallies {
                 println!("tallies (the gates' wave counters): rebuilt from {read} events");
             }
         }

@@ -29,7 +29,7 @@ pub async fn lock_projection<P: Projection>(conn: &mut PgConnection) -> Result<(
     Ok(())
 }
 
-type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// Applies one event (a batch of one).
 pub async fn apply_record<P: Projection>(
@@ -124,7 +124,10 @@ async fn load_offsets<P: Projection>(
     Ok(rows.into_iter().filter_map(|(t, i, s)| Some(((t, i), s?))).collect())
 }
 
-async fn save_offsets<P: Projection>(conn: &mut PgConnection, advanced: &HashMap<Key, i64>) -> Result<(), sqlx::Error> {
+pub(crate) async fn save_offsets<P: Projection>(
+    conn: &mut PgConnection,
+    advanced: &HashMap<Key, i64>,
+) -> Result<(), sqlx::Error> {
     if advanced.is_empty() || P::NAME.keeps_own_offsets() {
         return Ok(());
     }
@@ -182,7 +185,7 @@ pub async fn record_undecodable<P: Projection>(
 
 /// An undecodable event is recorded and passed over so it cannot block the
 /// aggregates behind it. Projections decode before they write, so it wrote nothing.
-async fn record_poison<P: Projection>(
+pub(crate) async fn record_poison<P: Projection>(
     conn: &mut PgConnection,
     record: &EventRecord,
     detail: &str,

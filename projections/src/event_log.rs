@@ -44,19 +44,28 @@ pub async fn events_between(
     rows.into_iter().map(decode).collect()
 }
 
-/// A page of events after `after_global_seq`, in global order; empty at the end.
+/// A page of events after `after_global_seq`, in global order, of the aggregate
+/// and event types given (`None`: all); empty at the end.
 /// Errors surface (postgres-es's replay stream ends silently on one).
 pub async fn page_after(
     conn: &mut PgConnection,
     aggregate_types: Option<&[&str]>,
+    event_types: Option<&[&str]>,
     after_global_seq: i64,
     limit: i64,
 ) -> Result<Vec<EventRecord>, sqlx::Error> {
-    let types: Option<Vec<String>> = aggregate_types.map(|t| t.iter().map(|s| s.to_string()).collect());
+    let owned = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE global_seq > $1
-         AND ($2::text[] IS NULL OR aggregate_type = ANY($2)) ORDER BY global_seq LIMIT $3"
+         AND ($2::text[] IS NULL OR aggregate_type = ANY($2))
+         AND ($3::text[] IS NULL OR event_type = ANY($3)) ORDER BY global_seq LIMIT $4"
     );
-    let rows = sqlx::query(&sql).bind(after_global_seq).bind(types).bind(limit).fetch_all(conn).await?;
+    let rows = sqlx::query(&sql)
+        .bind(after_global_seq)
+        .bind(aggregate_types.map(owned))
+        .bind(event_types.map(owned))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.into_iter().map(decode).collect()
 }

@@ -522,7 +522,7 @@ async fn a_database_of_the_previous_release_migrates_and_is_read_by_this_one() {
     assert_eq!(audit.update.map(|l| (l.kind, l.origin.retry)), Some((LaneKind::Update, 0)));
     ota_orchestrator::audit::campaign_at(&db.pool, campaign_id(), later).await.expect("audit the campaign");
     let mut conn = db.pool.acquire().await.expect("connection");
-    let records = ota_projections::event_log::page_after(&mut conn, None, 0, 1000).await.expect("replay page");
+    let records = ota_projections::event_log::page_after(&mut conn, None, None, 0, 1000).await.expect("replay page");
     for record in records.iter().filter(|r| r.aggregate_type == "DeviceUpdate") {
         record.decode::<ota_domain::device_update::DeviceUpdateEvent>().expect("decodes");
     }

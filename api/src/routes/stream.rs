@@ -200,7 +200,7 @@ async fn backlog(state: &AppState, filter: &mut Filter, after: i64) -> Result<(V
     let mut found = Vec::new();
     let mut from = after;
     loop {
-        let page = ota_projections::event_log::page_after(&mut conn, Some(&types), from, BACKLOG_PAGE).await?;
+        let page = ota_projections::event_log::page_after(&mut conn, Some(&types), None, from, BACKLOG_PAGE).await?;
         let Some(last) = page.last() else { break };
         from = last.global_seq;
         let full = page.len() < BACKLOG_PAGE as usize;
