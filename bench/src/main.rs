@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo run --release -p ota-bench -- --commands 3000`
 //! (`--rollout-devices N`: the fleet-scale rollout instead; `--ddi-devices N`: the DDI base-poll load instead;
-//! `--ddi-cycle-devices N`: the DDI full update cycle instead; `--import-devices N`: bulk import instead.)
+//! `--ddi-cycle-devices N`: the DDI full update cycle instead; `--import-devices N`: bulk import instead;
+//! `--ceilings-devices N`: each stage's ceiling on one backlog instead.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use sqlx::PgPool;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod ceilings;
 mod ddi;
 mod ddi_cycle;
 mod first_contact;
@@ -66,11 +68,20 @@ struct Args {
     /// Run only the bulk-import benchmark with this many devices.
     #[arg(long)]
     import_devices: Option<usize>,
+    /// Run only the ceilings benchmark: a rollout of this many devices stored with
+    /// the projections stopped, then the NATS pull and batched INSERT ceilings, each
+    /// projection catching up alone, and each read model replayed, on that backlog.
+    #[arg(long)]
+    ceilings_devices: Option<usize>,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(devices) = args.ceilings_devices {
+        ceilings::run(devices, args.reporters).await;
+        return;
+    }
     if let Some(devices) = args.import_devices {
         import::run(devices).await;
         return;

@@ -32,14 +32,20 @@ use sqlx::PgPool;
 
 /// Starts one worker per projection.
 pub fn spawn_all_workers(pool: &PgPool, js: &jetstream::Context, names: &BusNames) -> Vec<WorkerHandle> {
-    vec![
-        spawn_worker::<firmware::FirmwareProjection>(pool.clone(), js.clone(), names.clone()),
-        spawn_worker::<campaigns::CampaignsProjection>(pool.clone(), js.clone(), names.clone()),
-        spawn_worker::<activity::ActivityProjection>(pool.clone(), js.clone(), names.clone()),
-        spawn_worker::<devices::DevicesProjection>(pool.clone(), js.clone(), names.clone()),
-        spawn_worker::<updates::UpdatesProjection>(pool.clone(), js.clone(), names.clone()),
-        spawn_worker::<downloads::DownloadsProjection>(pool.clone(), js.clone(), names.clone()),
-    ]
+    ProjectionName::ALL.into_iter().map(|name| spawn_named(name, pool, js, names)).collect()
+}
+
+/// Starts the worker of one projection, chosen by name.
+pub fn spawn_named(name: ProjectionName, pool: &PgPool, js: &jetstream::Context, names: &BusNames) -> WorkerHandle {
+    let (pool, js, names) = (pool.clone(), js.clone(), names.clone());
+    match name {
+        ProjectionName::Firmware => spawn_worker::<firmware::FirmwareProjection>(pool, js, names),
+        ProjectionName::Campaigns => spawn_worker::<campaigns::CampaignsProjection>(pool, js, names),
+        ProjectionName::Activity => spawn_worker::<activity::ActivityProjection>(pool, js, names),
+        ProjectionName::Devices => spawn_worker::<devices::DevicesProjection>(pool, js, names),
+        ProjectionName::Updates => spawn_worker::<updates::UpdatesProjection>(pool, js, names),
+        ProjectionName::Downloads => spawn_worker::<downloads::DownloadsProjection>(pool, js, names),
+    }
 }
 
 /// Rebuilds one read model from the event store; returns the events applied.
