@@ -22,8 +22,11 @@ use ota_domain::{EventRecord, FirmwareId};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-/// Events taken per pull.
+/// Events taken per pull, and status reports taken at once.
 const BATCH: usize = 500;
+/// How long a batch that is not yet full waits for more: a stream yields at
+/// most 128 items a turn (tokio's cooperative budget).
+const GATHER: Duration = Duration::from_millis(2);
 /// A device offline longer than this finds no pending command (its update has
 /// long timed out, if the campaign has a device timeout).
 const COMMANDS_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -329,18 +332,33 @@ async fn receive_status(
     client: &async_nats::Client,
     names: &BusNames,
 ) -> Result<(), async_nats::Error> {
-    let mut subscription = client
+    let subscription = client
         .queue_subscribe(format!("{}.devices.*.status", names.prefix()), format!("{}_status", names.prefix()))
         .await?;
-    while let Some(message) = subscription.next().await {
-        let reply = match reports.report_from_bus(&message.subject, &message.payload).await {
-            Ok(c) => serde_json::json!({"ok": true, "state": c.state.current.map(|l| l.state)}),
-            Err(BusReportError::NoDevice) => continue,
-            Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
-        };
-        if let Some(inbox) = message.reply {
-            client.publish(inbox, reply.to_string().into()).await?;
+    let mut batches = std::pin::pin!(tokio_stream::StreamExt::chunks_timeout(subscription, BATCH, GATHER));
+    while let Some(batch) = batches.next().await {
+        // One device's reports in the order they came; devices at once, so that the
+        // group committer stores them together. One at a time, this path stored
+        // no more than one commit's worth of reports per commit.
+        let mut by_device: HashMap<String, Vec<async_nats::Message>> = HashMap::new();
+        for message in batch {
+            by_device.entry(message.subject.to_string()).or_default().push(message);
         }
+        let answered = futures::future::join_all(by_device.into_values().map(|queue| async move {
+            for message in queue {
+                let reply = match reports.report_from_bus(&message.subject, &message.payload).await {
+                    Ok(c) => serde_json::json!({"ok": true, "state": c.state.current.map(|l| l.state)}),
+                    Err(BusReportError::NoDevice) => continue,
+                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+                };
+                if let Some(inbox) = message.reply {
+                    client.publish(inbox, reply.to_string().into()).await?;
+                }
+            }
+            Ok::<_, async_nats::Error>(())
+        }))
+        .await;
+        answered.into_iter().collect::<Result<Vec<()>, _>>()?;
     }
     Ok(())
 }

@@ -23,6 +23,8 @@ const KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Reports taken per pull.
 const BATCH: usize = 500;
+/// How long a batch that is not yet full waits for more reports.
+const GATHER: Duration = Duration::from_millis(2);
 
 pub async fn ensure_reports_stream(
     js: &jetstream::Context,
@@ -60,7 +62,10 @@ pub async fn receive_reports(
             },
         )
         .await?;
-    let mut batches = consumer.stream().max_messages_per_batch(BATCH).messages().await?.ready_chunks(BATCH);
+    let messages = consumer.stream().max_messages_per_batch(BATCH).messages().await?;
+    // Gathered over a moment: a stream yields at most 128 items a turn (tokio's
+    // cooperative budget), which capped a batch at 128 devices.
+    let mut batches = std::pin::pin!(tokio_stream::StreamExt::chunks_timeout(messages, BATCH, GATHER));
     while let Some(batch) = batches.next().await {
         // One device's reports in the order they came; devices concurrently.
         let mut by_device: HashMap<String, Vec<jetstream::Message>> = HashMap::new();
