@@ -16,6 +16,8 @@ use async_nats::jetstream::{self, Message};
 use ota_domain::EventRecord;
 use ota_projections::ProjectionName;
 use ota_testkit::{TestApp, TestOptions};
+
+use crate::figures;
 use tokio_stream::StreamExt;
 
 /// Outstanding pull requests of a stopped worker keep taking messages (which then
@@ -33,11 +35,9 @@ pub async fn run(devices: usize, reporters: usize) {
     tokio::time::sleep(PULL_EXPIRY).await;
 
     let (report_secs, _) = crate::rollout::report_all(&app, ids, reporters, Arc::new(AtomicUsize::new(0))).await;
-    println!(
-        "{} reports stored with projections stopped: {:.0} reports/s",
-        devices * 3,
-        (devices * 3) as f64 / report_secs
-    );
+    let stored = (devices * 3) as f64 / report_secs;
+    println!("{} reports stored with projections stopped: {stored:.0} reports/s", devices * 3);
+    figures::record("reports stored with the projections stopped", stored, "reports/s");
     let mut c = ota_domain::campaign::Campaign::default();
     let mut version = 0;
     loop {
@@ -49,11 +49,14 @@ pub async fn run(devices: usize, reporters: usize) {
     }
     let events = published_backlog(&app).await;
     println!("backlog: {events} events in the store and on the stream");
+    figures::record("backlog", events as f64, "events");
 
     let pull = pull_ceiling(&app.js, &app.names, events).await;
     println!("NATS pull ceiling (batches of up to 500, decode + ack each): {pull:.0} msgs/s");
+    figures::record("NATS pull ceiling, decode + ack each (anchor)", pull, "msgs/s");
     let insert = insert_ceiling(&app.db, events).await;
     println!("batched INSERT ceiling (200 rows per transaction, one client): {insert:.0} rows/s");
+    figures::record("batched INSERT ceiling, 200 rows per transaction (anchor)", insert, "rows/s");
 
     for name in ProjectionName::ALL {
         let (messages, secs) = catch_up_alone(&app, name).await;
@@ -62,6 +65,9 @@ pub async fn run(devices: usize, reporters: usize) {
             messages as f64 / secs,
             messages as f64 / secs / pull
         );
+        if messages > 0 {
+            figures::record(format!("projection {name} alone from its consumer"), messages as f64 / secs, "msgs/s");
+        }
     }
 
     for name in ProjectionName::ALL {
@@ -72,6 +78,9 @@ pub async fn run(devices: usize, reporters: usize) {
             "replay {name:<9} alone: {applied:>8} events applied in {secs:>6.2} s = {:>7.0} events/s",
             applied as f64 / secs
         );
+        if applied > 0 {
+            figures::record(format!("replay {name} alone"), applied as f64 / secs, "events/s");
+        }
     }
     let started = Instant::now();
     ota::replay::rebuild(&app.db, &ProjectionName::ALL, true).await.expect("replay all");
@@ -80,6 +89,7 @@ pub async fn run(devices: usize, reporters: usize) {
         "replay all (as `ota replay all`): {events} stored events in {secs:.2} s = {:.0} events/s",
         events as f64 / secs
     );
+    figures::record("ota replay all", events as f64 / secs, "stored events/s");
 }
 
 /// Waits until the relay has published every stored event; returns their number.

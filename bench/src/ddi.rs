@@ -96,6 +96,7 @@ pub async fn run(devices: usize, seconds: u64, connections: usize, generator: Ge
     let ratio = ddi.rate() / baseline.rate();
     let caveat = if ddi.errors() + baseline.errors() > 0 { " (not meaningful: some answers were errors)" } else { "" };
     println!("ratio DDI base poll / GET /health: {ratio:.2}{caveat}");
+    crate::figures::record("DDI base poll / GET /health", ratio, "ratio");
 }
 
 async fn with_wrk(
@@ -125,10 +126,9 @@ async fn with_wrk(
     if let (Some(before), Some(after)) = (cpu, process_cpu()) {
         println!("server CPU during the DDI run: {:.2} cores", (after - before).as_secs_f64() / seconds as f64);
     }
-    println!(
-        "ratio DDI base poll / GET /health (wrk, {threads} threads): {:.2}",
-        ddi.requests_per_sec / baseline.requests_per_sec
-    );
+    let ratio = ddi.requests_per_sec / baseline.requests_per_sec;
+    println!("ratio DDI base poll / GET /health (wrk, {threads} threads): {ratio:.2}");
+    crate::figures::record("DDI base poll / GET /health under wrk", ratio, "ratio");
 }
 
 /// Registers every device through `POST /api/v1/devices`; returns the one-time
@@ -429,6 +429,9 @@ impl Outcome {
             ms(0.99),
             t.latency.max() as f64 / 1000.0
         );
+        crate::figures::record(route.to_owned(), self.rate(), "requests/s");
+        crate::figures::record(format!("{route} p99"), ms(0.99), "ms");
+        crate::figures::record(format!("{route} errors"), self.errors() as f64, "requests");
     }
 }
 

@@ -607,6 +607,9 @@ impl Outcome {
             ms(&t.cycle, 0.99),
             max(&t.cycle)
         );
+        crate::figures::record("full update cycles", per_second(t.cycles_ok as f64), "cycles/s");
+        crate::figures::record("full update cycles failed", t.cycles_failed as f64, "cycles");
+        crate::figures::record("whole cycle p99", ms(&t.cycle, 0.99), "ms");
     }
 }
 

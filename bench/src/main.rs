@@ -5,7 +5,9 @@
 //! Run: `cargo run --release -p ota-bench -- --commands 3000`
 //! (`--rollout-devices N`: the fleet-scale rollout instead; `--ddi-devices N`: the DDI base-poll load instead;
 //! `--ddi-cycle-devices N`: the DDI full update cycle instead; `--import-devices N`: bulk import instead;
-//! `--ceilings-devices N`: each stage's ceiling on one backlog instead.)
+//! `--ceilings-devices N`: each stage's ceiling on one backlog instead;
+//! `--network-devices N`: reports over the network from a separate process instead;
+//! `--suite`: all of them, with a table and JSON of every figure.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,8 +29,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod ceilings;
 mod ddi;
 mod ddi_cycle;
+mod figures;
 mod first_contact;
 mod import;
+mod network;
 mod rollout;
 mod visibility;
 mod wrk;
@@ -73,56 +77,144 @@ struct Args {
     /// projection catching up alone, and each read model replayed, on that backlog.
     #[arg(long)]
     ceilings_devices: Option<usize>,
+    /// Run only the network-path benchmark with this many devices: a quarter report
+    /// in-process, the others from a separate process over DDI feedback, the status
+    /// route and NATS, `--reporters` devices in flight.
+    #[arg(long)]
+    network_devices: Option<usize>,
+    /// Run every benchmark above, one after another, at the sizes BENCHMARKS.md
+    /// quotes; print a table of every figure and write them as JSON.
+    #[arg(long)]
+    suite: bool,
+    /// Divide the suite's device and command counts by this (a quick check of the suite itself).
+    #[arg(long, default_value_t = 1)]
+    suite_scale: usize,
+    /// Where to write the figures as JSON (the suite's default: bench-results.json).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// The network bench's separate process: report over this route.
+    #[arg(long, value_enum, hide = true)]
+    network_child: Option<network::Route>,
+    #[arg(long, hide = true, default_value = "")]
+    child_addr: String,
+    #[arg(long, hide = true, default_value = "")]
+    child_nats_prefix: String,
+    #[arg(long, hide = true)]
+    child_devices: Option<std::path::PathBuf>,
+    #[arg(long, hide = true, default_value_t = 1024)]
+    child_in_flight: usize,
+    #[arg(long, hide = true, default_value = "")]
+    child_token: String,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Some(devices) = args.ceilings_devices {
+    if let (Some(route), Some(devices)) = (args.network_child, &args.child_devices) {
+        let (addr, prefix, token) = (&args.child_addr, &args.child_nats_prefix, &args.child_token);
+        network::run_child(route, addr, prefix, devices, args.child_in_flight, token).await;
+        return;
+    }
+    if args.suite {
+        suite(&args).await;
+    } else if let Some(devices) = args.network_devices {
+        figures::section("network");
+        network::run(devices, args.reporters).await;
+    } else if let Some(devices) = args.ceilings_devices {
+        figures::section("ceilings");
         ceilings::run(devices, args.reporters).await;
-        return;
-    }
-    if let Some(devices) = args.import_devices {
+    } else if let Some(devices) = args.import_devices {
+        figures::section("import");
         import::run(devices).await;
-        return;
-    }
-    if let Some(devices) = args.first_contact_devices {
+    } else if let Some(devices) = args.first_contact_devices {
+        figures::section("first contact");
         first_contact::run(devices, args.ddi_connections).await;
-        return;
-    }
-    if let Some(devices) = args.ddi_cycle_devices {
+    } else if let Some(devices) = args.ddi_cycle_devices {
+        figures::section("ddi cycle");
         ddi_cycle::run(devices, args.ddi_connections).await;
-        return;
-    }
-    if let Some(devices) = args.ddi_devices {
+    } else if let Some(devices) = args.ddi_devices {
         let generator = match args.ddi_wrk_threads {
             Some(threads) => ddi::Generator::Wrk { threads },
             None => ddi::Generator::Own,
         };
+        figures::section("ddi");
         ddi::run(devices, args.ddi_seconds, args.ddi_connections, generator).await;
-        return;
-    }
-    if let Some(devices) = args.rollout_devices {
+    } else if let Some(devices) = args.rollout_devices {
+        figures::section("rollout");
         rollout::run(devices, args.reporters).await;
-        return;
+    } else {
+        figures::section("commands");
+        commands(args.commands).await;
     }
-    println!(
-        "machine: {} cores; commands per run: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        args.commands
-    );
+    if let (false, Some(path)) = (args.suite, &args.json) {
+        write_results(path).await;
+    }
+}
+
+/// Every benchmark, one after another, at the sizes BENCHMARKS.md quotes
+/// (divided by `--suite-scale`); ends with a table of every figure and its
+/// anchors, and writes them as JSON.
+async fn suite(args: &Args) {
+    let scaled = |n: usize| (n / args.suite_scale.max(1)).max(100);
+    let wrk = std::process::Command::new("wrk").arg("--version").output().is_ok();
+    figures::section("commands");
+    commands(scaled(10_000)).await;
+    figures::section("rollout");
+    rollout::run(scaled(100_000), 1024).await;
+    figures::section("ceilings");
+    ceilings::run(scaled(40_000), 1024).await;
+    figures::section("network");
+    network::run(scaled(40_000), 1024).await;
+    figures::section("ddi");
+    ddi::run(scaled(1000), args.ddi_seconds, 64, ddi::Generator::Own).await;
+    if wrk {
+        figures::section("ddi under wrk");
+        ddi::run(scaled(1000), args.ddi_seconds, 64, ddi::Generator::Wrk { threads: 2 }).await;
+    } else {
+        println!("wrk is not installed (Debian package `wrk`): the outside-generator DDI run is left out");
+    }
+    figures::section("ddi cycle");
+    ddi_cycle::run(scaled(2000), 64).await;
+    figures::section("first contact");
+    first_contact::run(scaled(20_000), 64).await;
+    figures::section("import");
+    import::run(scaled(100_000)).await;
+    println!("\n{}", figures::table(&figures::all()));
+    let path = args.json.clone().unwrap_or_else(|| "bench-results.json".into());
+    write_results(&path).await;
+}
+
+async fn write_results(path: &std::path::Path) {
+    let admin = format!("postgres://postgres@{}/postgres", ota_testkit::POSTGRES);
+    let machine = match PgPool::connect(&admin).await {
+        Ok(db) => figures::Machine::describe(&db).await,
+        Err(e) => panic!("cannot reach Postgres to describe the machine: {e}"),
+    };
+    match figures::write_json(path, &machine, &figures::all()) {
+        Ok(()) => println!("figures written to {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
+/// Commands stored per second (1 and 16 clients) beside raw INSERTs, the relay
+/// on the backlog they leave, and projection lag under load.
+async fn commands(n: usize) {
+    println!("machine: {} cores; commands per run: {n}", std::thread::available_parallelism().map_or(0, |n| n.get()));
     for clients in [1usize, 16] {
         let app = TestApp::spawn_with(TestOptions {
             components: Components { relay: false, projections: false, rollouts: false },
             ..Default::default()
         })
         .await;
-        let raw = raw_inserts(&app.db, args.commands, clients).await;
-        let store = store_commands(&app, args.commands, clients, "s").await;
+        let raw = raw_inserts(&app.db, n, clients).await;
+        let store = store_commands(&app, n, clients, "s").await;
         println!(
             "{clients:>2} clients: raw INSERT/tx {raw:>8.0}/s | Store::execute {store:>8.0}/s | ratio store/raw {:.2}",
             store / raw
         );
+        figures::record(format!("raw single-row INSERT per transaction, {clients} clients (anchor)"), raw, "rows/s");
+        figures::record(format!("commands stored through Store::execute, {clients} clients"), store, "commands/s");
+        figures::record(format!("Store::execute / raw INSERT, {clients} clients"), store / raw, "ratio");
         // The relay starts on a backlog of every command above.
         let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db).await.unwrap_or(0);
         let started = Instant::now();
@@ -140,8 +232,13 @@ async fn main() {
         }
         let relay_rate = backlog as f64 / started.elapsed().as_secs_f64();
         println!("{clients:>2} clients: relay published a backlog of {backlog} events at {relay_rate:.0}/s");
+        figures::record(
+            format!("relay publishes a backlog of {backlog} events ({clients} clients' commands)"),
+            relay_rate,
+            "events/s",
+        );
     }
-    lag_under_load(args.commands).await;
+    lag_under_load(n).await;
 }
 
 async fn raw_inserts(db: &PgPool, n: usize, clients: usize) -> f64 {
@@ -244,4 +341,6 @@ async fn lag_under_load(n: usize) {
         "16 clients with relay + 5 projections live: {rate:.0} commands/s; worst activity-projection lag {worst} events; caught up {:.0} ms after the last commit",
         drain.as_secs_f64() * 1000.0
     );
+    figures::record("commands stored with relay and projections live, 16 clients", rate, "commands/s");
+    figures::record("activity projection caught up after the last commit", drain.as_secs_f64() * 1000.0, "ms");
 }

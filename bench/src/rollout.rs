@@ -16,6 +16,8 @@ use ota_orchestrator::devices::StatusReport;
 use ota_projections::ProjectionName;
 use ota_testkit::{json_of, TestApp, TestOptions};
 
+use crate::figures;
+
 /// How often the bench looks at the campaign aggregate. It keeps the state and
 /// reads only the events since (`Store::refresh`): a whole read decodes a
 /// multi-megabyte snapshot, and polling so made the bench's own reads the
@@ -36,6 +38,11 @@ pub async fn run(devices: usize, reporters: usize) {
         crate::visibility::spawn(app.db.clone(), app.js.clone(), app.names.clone(), campaign_id, succeeded.clone());
     let (report_secs, latency) = report_all(&app, ids.clone(), reporters, succeeded).await;
     let stored = devices * 4; // three reports + the inventory change on success
+    figures::record(
+        format!("device reports stored, {reporters} devices in flight"),
+        (devices * 3) as f64 / report_secs,
+        "reports/s",
+    );
     println!(
         "{} device reports ({reporters} concurrent devices) durably stored in {report_secs:.1} s: {:.0} reports/s ({:.0} events/s incl. inventory)",
         devices * 3,
@@ -43,6 +50,8 @@ pub async fn run(devices: usize, reporters: usize) {
         stored as f64 / report_secs
     );
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    figures::record("report latency p50 (sent -> committed)", ms(0.5), "ms");
+    figures::record("report latency p99 (sent -> committed)", ms(0.99), "ms");
     println!(
         "report latency (sent -> committed, success includes the inventory change) ms: p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
         ms(0.5),
@@ -59,6 +68,7 @@ pub async fn run(devices: usize, reporters: usize) {
                 c.status,
                 last_report.elapsed().as_secs_f64()
             );
+            figures::record("last report -> campaign completed", last_report.elapsed().as_secs_f64(), "s");
             break;
         }
         tokio::time::sleep(CAMPAIGN_POLL).await;
@@ -97,6 +107,12 @@ pub async fn run(devices: usize, reporters: usize) {
         .collect();
     futures::future::join_all(tasks).await;
     let stock = sample as f64 / started.elapsed().as_secs_f64();
+    figures::record("stock single-command execution, 16 clients (anchor)", stock, "reports/s");
+    figures::record(
+        "group commit / stock single-command execution",
+        (devices * 3) as f64 / report_secs / stock,
+        "ratio",
+    );
     println!("stock single-command execution, 16 clients (one stale report each, stored as ReportIgnored): {stock:.0} reports/s");
     println!("ratio group commit / stock: {:.1}", (devices * 3) as f64 / report_secs / stock);
 }
@@ -128,6 +144,11 @@ pub async fn assigned_campaign(app: &TestApp, ids: &[String]) -> String {
         }
     }
     println!("registered {devices} devices (group commits of 1000) in {:.1} s", started.elapsed().as_secs_f64());
+    figures::record(
+        format!("{devices} devices registered (group commits of 1000)"),
+        started.elapsed().as_secs_f64(),
+        "s",
+    );
     let started = Instant::now();
     app.caught_up_within(ProjectionName::Devices, Duration::from_secs(600), Duration::from_secs(1)).await;
     println!("devices read model caught up {:.1} s later", started.elapsed().as_secs_f64());
@@ -151,6 +172,7 @@ pub async fn assigned_campaign(app: &TestApp, ids: &[String]) -> String {
         tokio::time::sleep(CAMPAIGN_POLL).await;
     }
     let assign_secs = started.elapsed().as_secs_f64();
+    figures::record(format!("start -> all {devices} devices assigned"), assign_secs, "s");
     println!(
         "start -> all {devices} devices assigned (durably, rate limit off): {assign_secs:.1} s ({:.0} devices/s)",
         devices as f64 / assign_secs

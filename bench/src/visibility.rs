@@ -19,6 +19,8 @@ use ota_projections::ProjectionName;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
+use crate::figures;
+
 /// Longest a probe waits for one target before it gives the sample up as "not seen".
 const GIVE_UP: Duration = Duration::from_secs(300);
 
@@ -146,14 +148,19 @@ impl Probes {
         };
         if let Ok(gate) = self.gate.await {
             println!("success committed -> counted by its gate (inline counters): {}", line(&gate));
+            figures::record("success committed -> counted by its gate, p99", gate.value_at_quantile(0.99) as f64, "ms");
         }
         if let Ok(lags) = self.lag.await {
             for (projection, lag) in &lags {
                 println!("projection {projection} lag while reports arrive: {}", line(lag));
+                let p99 = lag.value_at_quantile(0.99) as f64;
+                figures::record(format!("projection {projection} lag while reports arrive, p99"), p99, "ms");
             }
         }
         if let Ok(read_model) = self.read_model.await {
             println!("success committed -> counted by the updates read model: {}", line(&read_model));
+            let p99 = read_model.value_at_quantile(0.99) as f64;
+            figures::record("success committed -> counted by the updates read model, p99", p99, "ms");
         }
     }
 }

@@ -23,6 +23,9 @@ impl WrkOutcome {
             "wrk {route}: {:.0} requests/s, latency p50 / p90 / p99 / max {:.2} / {:.2} / {:.2} / {:.2} ms, {} errors",
             self.requests_per_sec, self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms, self.errors
         );
+        crate::figures::record(format!("wrk {route}"), self.requests_per_sec, "requests/s");
+        crate::figures::record(format!("wrk {route} p99"), self.p99_ms, "ms");
+        crate::figures::record(format!("wrk {route} errors"), self.errors as f64, "requests");
     }
 }
 

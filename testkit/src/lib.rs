@@ -11,7 +11,9 @@ mod read_models;
 mod secured_nats;
 mod wait;
 
-pub use app::{json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER, SERVER_ROLE};
+pub use app::{
+    json_of, TestApp, TestOptions, AUDIENCE, AUDIT_KEY_HEX, GATEWAY_TOKEN, ISSUER, NATS, POSTGRES, SERVER_ROLE,
+};
 pub use device_bus::{BusClient, DeviceBus};
 pub use nats_cluster::NatsCluster;
 pub use ota::simulate::{Behavior, NatsFleet as Fleet};
